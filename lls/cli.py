@@ -25,9 +25,9 @@ def _kv_list(text: str | None) -> dict[str, str] | None:
     return out
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True,
+    g.add_argument("--data", required=required,
                    help="local file (jsonl/json/csv/parquet, optionally .gz) or hub dataset name")
     g.add_argument("--format", choices=["jsonl", "json", "csv", "parquet"])
     g.add_argument("--shape", choices=["transcript", "messages", "columns"])
@@ -89,10 +89,16 @@ def cmd_score(a) -> int:
 
     from .scoring import ScoreConfig, score
 
-    cfg = ScoreConfig(data=data_spec(a), behavior=behavior(a), model=model_spec(a),
-                      truncation=a.truncation or None, max_prompt_tokens=a.max_prompt_tokens or None,
-                      filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
-                      batch_tokens=a.batch_tokens)
+    if a.config:
+        cfg = ScoreConfig.from_dict(json.loads(a.config))
+    else:
+        if not a.data:
+            raise LLSError("score needs --data (a file or hub dataset name) or --config JSON.")
+        cfg = ScoreConfig(data=data_spec(a), behavior=behavior(a), model=model_spec(a),
+                          truncation=a.truncation or None,
+                          max_prompt_tokens=a.max_prompt_tokens or None,
+                          filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
+                          batch_tokens=a.batch_tokens)
     bar = tqdm(unit="pair", desc="scoring", disable=a.quiet)
 
     def progress(done, total):
@@ -189,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="score a dataset with a teacher and a target system prompt")
-    add_data_args(p)
+    p.add_argument("--config", help="a ScoreConfig as JSON (what background jobs pass)")
+    add_data_args(p, required=False)
     add_behavior_args(p)
     add_model_args(p)
     p.add_argument("--truncation", type=int, default=32,

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lls.errors import LLSError
+from lls.models import default_cache_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = PROJECT_ROOT / "cache" / "jobs"
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -219,7 +219,7 @@ class JobStore:
     """All jobs under one root directory. Cheap to create; holds no state but the path."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else DEFAULT_ROOT
+        self.root = Path(root) if root is not None else default_cache_dir() / "jobs"
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -374,7 +374,7 @@ class JobStore:
         shutil.rmtree(self.job_dir(job_id))
 
 
-# Module-level shortcuts over JobStore(root) (root=None -> DEFAULT_ROOT).
+# Module-level shortcuts over JobStore(root) (root=None -> $LLS_CACHE/jobs, default ./cache/jobs).
 
 def submit(argv: list[str], *, kind: str, title: str = "", device: str = "cpu",
            exclusive: bool = True, params: dict | None = None, key: str | None = None,

@@ -244,6 +244,17 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     return ScoreRun(store)
 
 
+def score_command(cfg: ScoreConfig, cache_dir: Path | None = None) -> list[str]:
+    """The argv that scores `cfg` headless (what a background scoring job runs)."""
+    import json
+    import sys
+
+    argv = [sys.executable, "-m", "lls"]
+    if cache_dir:
+        argv += ["--cache", str(cache_dir)]
+    return argv + ["score", "--config", json.dumps(cfg.to_dict())]
+
+
 def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
