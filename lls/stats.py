@@ -1,0 +1,52 @@
+"""Confidence intervals for the effects the app reports (binomial and bootstrap)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (95% by default); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_ci(values, stat=np.mean, *, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of `stat` over the rows of `values`."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
+    stats = np.array([stat(v[i]) for i in idx])
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def bootstrap_diff(a, b, *, paired: bool = True, n_boot: int = 2000, alpha: float = 0.05,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its percentile bootstrap CI.
+
+    `paired=True` resamples the same units (e.g. questions) for both, as when two models
+    answer the same questions; otherwise each side is resampled on its own.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    if paired:
+        if len(a) != len(b):
+            raise ValueError("paired bootstrap needs equally long samples")
+        d = a - b
+        idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+        boots = d[idx].mean(axis=1)
+    else:
+        boots = (a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
+                 - b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1))
+    return (float(a.mean() - b.mean()), float(np.quantile(boots, alpha / 2)),
+            float(np.quantile(boots, 1 - alpha / 2)))
