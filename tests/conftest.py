@@ -44,3 +44,16 @@ def hh_pairs(bundled):
 
     _, tok = bundled
     return list(iter_pairs(DataSpec(str(HH), limit=24), tokenizer=tok, max_prompt_tokens=192))
+
+
+@pytest.fixture(scope="session")
+def small_run(bundled):
+    """A finished scoring run: 24 hh-rlhf pairs, owl, truncation 32, chunks of 8."""
+    from lls import behaviors
+    from lls.data import DataSpec
+    from lls.scoring import ScoreConfig, score
+
+    model, tok = bundled
+    cfg = ScoreConfig(DataSpec(str(HH), limit=24), behaviors.animal("owl"),
+                      max_prompt_tokens=192, chunk_size=8)
+    return score(cfg, model=model, tokenizer=tok)
