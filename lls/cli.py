@@ -99,15 +99,31 @@ def cmd_score(a) -> int:
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
                           batch_tokens=a.batch_tokens)
-    bar = tqdm(unit="pair", desc="scoring", disable=a.quiet)
+    from dataclasses import replace
+
+    from .distributed import barrier, process_info
+
+    proc = process_info()
+    if proc.device and not cfg.model.device:
+        cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
+    bar = tqdm(unit="pair", desc=f"scoring (rank {proc.rank})" if proc.world_size > 1 else "scoring",
+               disable=a.quiet or not proc.is_main)
 
     def progress(done, total):
         bar.total = total
         bar.n = done
         bar.refresh()
 
-    run = score(cfg, progress=progress, cache_dir=a.cache)
+    run = score(cfg, progress=progress, cache_dir=a.cache, rank=proc.rank,
+                world_size=proc.world_size)
     bar.close()
+    if proc.world_size > 1:
+        # Every rank has written its chunks; the main process verifies them all and marks
+        # the run complete (a resume pass that finds nothing left to compute).
+        barrier()
+        if not proc.is_main:
+            return 0
+        run = score(cfg, cache_dir=a.cache)
     m = run.manifest
     print(json.dumps({"run": run.key, "status": m["status"], "pairs": m.get("n_pairs"),
                       "hygiene": run.hygiene.summary() if run.hygiene else None,
@@ -225,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list cached scoring runs")
     p.set_defaults(func=cmd_runs)
+    from .training import add_cli as add_training_cli; add_training_cli(sub)  # train, adapters
+    from .evaluation import add_cli as add_eval_cli; add_eval_cli(sub)  # eval, transfer
     return ap
 
 

@@ -95,6 +95,16 @@ def resolve_dtype(spec: ModelSpec, device: str):
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
+def attention_implementation(device: str) -> str:
+    """PyTorch SDPA on every device.
+
+    Not flash-attention 2, even when installed: the scoring engine continues two responses
+    from one prompt cache with a tree-shaped 4D mask, which FA2 cannot take; SDPA runs it
+    with its memory-efficient kernel on CUDA and its flash kernel on CPUs.
+    """
+    return "sdpa"
+
+
 def _sha256_file(path: Path, memo: dict | None = None) -> str:
     """sha256 of a file, memoised on (path, size, mtime) so large weights hash once."""
     st = path.stat()
@@ -298,7 +308,8 @@ def load_model(spec: ModelSpec | None = None, *, for_training: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, **kwargs
+            source, dtype=dtype, use_safetensors=True,
+            attn_implementation=attention_implementation(device), **kwargs
         )
     except OSError as e:
         raise _offline_error(spec, e) from e
