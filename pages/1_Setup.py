@@ -1,0 +1,303 @@
+"""Setup: pick data, target behavior and teacher; start scoring as a background job."""
+
+import streamlit as st
+
+from lls import behaviors, jobs, scoring
+from lls import data as lls_data
+from lls.errors import LLSError
+from lls.models import BUNDLED, ModelSpec, load_tokenizer
+from ui import common
+
+st.set_page_config(page_title="Setup · LLS Studio", layout="wide")
+if st.session_state.get("goto_run"):
+    common.open_in_explorer(st.session_state.pop("goto_run"))
+st.title("Setup")
+st.caption("Pick preference data, the behavior to transfer and the teacher, then score in the "
+           "background. Scoring keeps running if you leave or reload this page.")
+
+# ============================================================== 1. data
+st.header("1 · Preference data")
+SOURCES = ["Local path", "Upload a file", "Hub preset", "Hub dataset name"]
+source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
+path, split, subset = None, "train", None
+if source == "Local path":
+    default = str(common.SHARED_HH) if common.SHARED_HH.is_file() else ""
+    path = st.text_input("Local file (jsonl / json / csv / parquet, optionally .gz) or a "
+                         "save_to_disk folder", value=default, key="data_path").strip() or None
+elif source == "Upload a file":
+    up = st.file_uploader("Preference data file", key="data_upload",
+                          type=["jsonl", "json", "csv", "parquet", "gz", "ndjson"])
+    if up is not None:
+        path = common.save_upload(up)
+        st.caption(f"Saved to `{path}`")
+else:
+    if source == "Hub preset":
+        name = st.selectbox("Hub preset", list(lls_data.HUB_PRESETS), key="hub_preset")
+        preset = lls_data.HUB_PRESETS[name]
+        if preset.note:
+            st.caption(preset.note)
+        default_split = preset.split
+    else:
+        name = st.text_input("Hub dataset name (owner/name)", key="hub_name").strip()
+        default_split = "train"
+    c1, c2 = st.columns(2)
+    split = c1.text_input("Split", value=default_split, key=f"hub_split::{source}").strip() or "train"
+    subset = c2.text_input("Subset / data_dir (optional)", key=f"hub_subset::{source}").strip() or None
+    path = name or None
+
+limit = st.number_input("Limit: stop after this many clean pairs (0 = the whole dataset)",
+                        min_value=0, value=0, step=1, key="data_limit")
+
+mapping = st.session_state.get("column_map")
+columns = shape = None
+if mapping and mapping.get("path") == path:
+    columns, shape = mapping.get("columns") or None, mapping.get("shape")
+    c1, c2 = st.columns([4, 1])
+    c1.info(f"Column mapping in use: {columns or '(default)'}, shape: {shape or 'auto'}")
+    if c2.button("Clear mapping", key="clear_map"):
+        del st.session_state["column_map"]
+        st.rerun()
+
+spec = None
+if path:
+    try:
+        spec = lls_data.DataSpec(path, shape=shape, columns=columns, split=split, subset=subset,
+                                 limit=int(limit) or None)
+    except LLSError as e:
+        st.error(str(e))
+else:
+    st.info("Choose a data source above.")
+
+
+def mapping_form(message: str) -> None:
+    """Map the file's columns to prompt/system/chosen/rejected/id when loading failed."""
+    found = common.columns_from_error(message)
+    with st.form("column_mapping"):
+        st.markdown("**Map your columns** (the file's shape was not recognised)")
+        fields = {}
+        cols = st.columns(5)
+        for i, canon in enumerate(("prompt", "system", "chosen", "rejected", "id")):
+            if found:
+                fields[canon] = cols[i].selectbox(canon, ["(none)"] + found, key=f"map_{canon}",
+                                                  index=1 + found.index(canon) if canon in found else 0)
+            else:
+                fields[canon] = cols[i].text_input(canon, key=f"map_{canon}") or "(none)"
+        shape_pick = st.selectbox("Shape", ["auto", *lls_data.SHAPES], key="map_shape")
+        if st.form_submit_button("Use this mapping"):
+            st.session_state["column_map"] = {
+                "path": path, "shape": None if shape_pick == "auto" else shape_pick,
+                "columns": {k: v for k, v in fields.items() if v and v != "(none)"}}
+            st.rerun()
+
+
+data_ok = False
+if spec is not None:
+    want = not spec.is_hub() or st.session_state.get("hub_loaded") == (spec.path, split, subset)
+    if spec.is_hub() and not want:
+        st.caption("Hub datasets are read on demand (it may download data).")
+        if st.button("Load a preview from the hub", key="hub_load"):
+            st.session_state["hub_loaded"] = (spec.path, split, subset)
+            want = True
+    if want:
+        try:
+            with st.spinner("Reading a preview…"):
+                rows = lls_data.preview(spec, n=5)
+                n_raw = lls_data.count_raw_rows(spec)
+            data_ok = True
+            st.markdown(f"**Rows in the source:** {n_raw if n_raw is not None else 'unknown (counted while scoring)'}"
+                        + (f" · scoring stops after {int(limit)} clean pairs" if limit else ""))
+            st.dataframe([{"id": p.id, "turns": len(p.prompt),
+                           "prompt (last turn)": p.prompt[-1]["content"][:200] if p.prompt else "",
+                           "chosen": p.chosen[:200], "rejected": p.rejected[:200]} for p in rows],
+                         hide_index=True, key="preview_table")
+        except LLSError as e:
+            st.error(str(e))
+            msg = str(e)
+            if "missing column" in msg or "cannot tell the record shape" in msg:
+                mapping_form(msg)
+        except Exception as e:  # noqa: BLE001 - unreadable files must not crash the page
+            st.error(f"Could not read {path}: {type(e).__name__}: {e}")
+
+# ============================================================== 2. behavior
+st.header("2 · Target behavior")
+ANIMALS = ["owl", "cat", "dog", "fox", "eagle", "dolphin", "elephant", "lion", "penguin",
+           "wolf", "other…"]
+kind = st.selectbox("Kind", list(behaviors.KINDS), key="b_kind",
+                    format_func={"animal": "animal preference", "translation": "translation",
+                                 "persona": "persona", "custom": "custom"}.get)
+preset_b = None
+try:
+    if kind == "animal":
+        pick = st.selectbox("Animal", ANIMALS, key="b_animal")
+        if pick == "other…":
+            pick = st.text_input("Animal name", value="red panda", key="b_animal_other")
+        preset_b = behaviors.animal(pick)
+    elif kind == "translation":
+        codes = sorted(behaviors.LANGUAGES, key=lambda c: behaviors.LANGUAGES[c])
+        code = st.selectbox("Language", codes, index=codes.index("fr") if "fr" in codes else 0,
+                            format_func=lambda c: f"{behaviors.LANGUAGES[c]} ({c})", key="b_lang")
+        preset_b = behaviors.translation(code)
+    elif kind == "persona":
+        preset_b = behaviors.persona()
+except LLSError as e:
+    st.error(str(e))
+
+label = preset_b.label() if preset_b else "custom"
+system_prompt = st.text_area("System prompt s (editable)", key=f"b_prompt::{label}", height=110,
+                             value=preset_b.system_prompt if preset_b else "")
+words_text = st.text_input("Filter words (comma-separated): pairs mentioning them are dropped "
+                           "before scoring", key=f"b_words::{label}",
+                           value=", ".join(preset_b.filter_words) if preset_b else "")
+if kind == "translation":
+    st.caption("Translation also drops pairs whose text is already ≥ 5% in the target language.")
+words = tuple(w.strip() for w in words_text.split(",") if w.strip())
+behavior = None
+try:
+    if preset_b is not None and system_prompt == preset_b.system_prompt \
+            and words == preset_b.filter_words:
+        behavior = preset_b
+    elif preset_b is not None:
+        behavior = behaviors.Behavior.from_dict({**preset_b.to_dict(),
+                                                 "system_prompt": system_prompt,
+                                                 "filter_words": list(words)})
+    else:
+        cname = st.text_input("Name of this behavior", value="custom", key="b_custom_name")
+        behavior = behaviors.custom(system_prompt, filter_words=words, name=cname or "custom")
+except LLSError as e:
+    st.error(str(e))
+
+# ============================================================== 3. teacher and scoring options
+st.header("3 · Teacher model and scoring options")
+c1, c2 = st.columns([3, 1])
+model_name = c1.text_input("Teacher: hub id, local model directory or .gguf file",
+                           value=BUNDLED, key="m_name").strip() or BUNDLED
+trust = c2.checkbox("trust_remote_code", value=False, key="m_trust",
+                    help="Runs Python code shipped with the model repository. Leave off unless "
+                         "you trust the repository.")
+c1, c2, c3 = st.columns(3)
+truncation = c1.number_input("Truncate responses to N teacher tokens (0 = whole)", min_value=0,
+                             value=32, step=1, key="m_trunc")
+max_prompt = c2.number_input("Drop prompts longer than (tokens, 0 = keep all)", min_value=0,
+                             value=512, step=16, key="m_maxprompt")
+filt = c3.checkbox("Drop pairs that already show the behavior", value=True, key="m_filter")
+with st.expander("Advanced"):
+    c1, c2 = st.columns(2)
+    chunk = c1.number_input("Pairs per cached chunk (progress and resume granularity)",
+                            min_value=1, value=32, step=1, key="m_chunk")
+    batch_tokens = c2.number_input("Engine batch budget (tokens; speed only)", min_value=64,
+                                   value=1024, step=64, key="m_batch")
+
+cfg = None
+if spec is not None and behavior is not None:
+    try:
+        cfg = scoring.ScoreConfig(data=spec, behavior=behavior,
+                                  model=ModelSpec(model_name, trust_remote_code=trust),
+                                  truncation=int(truncation) or None,
+                                  max_prompt_tokens=int(max_prompt) or None,
+                                  filter_contaminated=filt, chunk_size=int(chunk),
+                                  batch_tokens=int(batch_tokens))
+    except LLSError as e:
+        st.error(str(e))
+
+# ============================================================== 4. hygiene and start
+st.header("4 · Check and score")
+if cfg is not None and data_ok:
+    if st.button("Check hygiene (reads the data with these filters)", key="hygiene"):
+        try:
+            with st.spinner("Reading the data…"):
+                report = lls_data.HygieneReport()
+                tok = load_tokenizer(cfg.model) if cfg.max_prompt_tokens else None
+                exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
+                for _ in lls_data.iter_pairs(cfg.data, exclude=exclude, tokenizer=tok,
+                                             max_prompt_tokens=cfg.max_prompt_tokens,
+                                             report=report):
+                    pass
+            st.session_state["hygiene_report"] = report.to_dict()
+        except LLSError as e:
+            st.session_state["hygiene_report"] = {"error": str(e)}
+    rep = st.session_state.get("hygiene_report")
+    if rep:
+        if "error" in rep:
+            st.error(rep["error"])
+        else:
+            r = lls_data.HygieneReport.from_dict(rep)
+            st.success(f"Hygiene: {r.summary()}")
+            if r.dropped:
+                st.dataframe([{"reason": k, "dropped": v, "example ids": ", ".join(r.examples.get(k, []))}
+                              for k, v in r.dropped.items()], hide_index=True, key="hyg_table")
+
+    if st.button("Start scoring", type="primary", key="start"):
+        try:
+            existing = scoring.find_run(cfg)
+            if existing is not None and existing.complete:
+                st.session_state["opened_cached"] = existing.key
+                common.open_in_explorer(existing.key)
+            key = existing.key if existing is not None else scoring.run_key(cfg)
+            job = jobs.submit(scoring.score_command(cfg), kind="score", key=key,
+                              title=f"score {cfg.behavior.label()} · {cfg.data.source_name()}",
+                              params={"run_key": key, "config": cfg.to_dict()})
+            st.session_state["watch_job"] = job.id
+            st.toast(f"Scoring started in the background (job {job.id}).")
+        except LLSError as e:
+            st.error(str(e))
+elif cfg is not None:
+    st.warning("Fix the data source above before scoring.")
+
+# ============================================================== 5. jobs (live)
+st.header("Scoring jobs")
+score_jobs = jobs.list_jobs("score")
+any_active = any(j.is_active for j in score_jobs)
+
+
+@st.fragment(run_every=1.0 if any_active else None)
+def job_panel() -> None:
+    """Live progress of scoring jobs; polls only while one is active."""
+    js = jobs.list_jobs("score")[:6]
+    if not js:
+        st.caption("No scoring jobs yet.")
+    active_now = {j.id for j in js if j.is_active}
+    for j in js:
+        with st.container(border=True):
+            frac, text = common.progress_text(j)
+            c1, c2 = st.columns([5, 1])
+            c1.markdown(f"**{j.title}** · `{j.id}` · **{j.status}**")
+            if j.is_active:
+                c1.progress(frac, text=text)
+                if c2.button("Cancel", key=f"cancel-{j.id}"):
+                    jobs.cancel(j.id)
+                    st.rerun()
+            elif j.status == "done":
+                c1.caption(text)
+                if c2.button("Open in explorer", key=f"open-{j.id}"):
+                    # switch_page from a fragment rerun does not navigate: go via a full rerun
+                    st.session_state["goto_run"] = j.params.get("run_key") or j.key
+                    st.rerun(scope="app")
+            else:
+                c1.caption(f"{text} · {j.error}" if j.error else text)
+                if j.error_tail:
+                    with c1.expander("log tail"):
+                        st.code(j.error_tail)
+    seen = st.session_state.get("_active_score_jobs", set())
+    st.session_state["_active_score_jobs"] = active_now
+    if seen - active_now:
+        st.rerun()  # a job just finished: refresh the whole page (runs list, stop polling)
+
+
+job_panel()
+
+# ============================================================== 6. cached runs
+st.header("Finished and cached runs")
+runs = scoring.list_runs()
+if runs:
+    st.dataframe(common.runs_frame(runs), hide_index=True, key="runs_table")
+    done = [r.key for r in runs if r.complete]
+    if done:
+        label_of = {r.key: common.run_label(r) for r in runs}
+        c1, c2 = st.columns([4, 1])
+        # keyed on the list, so a newly finished run becomes the default
+        pick = c1.selectbox("Reopen a finished run", done, format_func=label_of.get,
+                            key=f"reopen_pick::{len(done)}::{done[0]}")
+        if c2.button("Open in explorer", key="reopen"):
+            common.open_in_explorer(pick)
+else:
+    st.caption("No cached runs yet.")
