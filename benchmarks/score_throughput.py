@@ -54,6 +54,20 @@ def main() -> None:
     plain = score_plain(model, rendered, batch_size=8, pad_id=tok.pad_token_id)
     t_plain = time.perf_counter() - t0
 
+    # FLOPs per pair (matmuls only: 2 x parameters per token through the body, 2 x H x V per
+    # position the LM head is applied at; attention scores ignored, small at these lengths).
+    cfgm = model.config
+    h, v = cfgm.hidden_size, cfgm.vocab_size
+    body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    shared = [shared_prefix_len([r.prompt_sys for r in rendered]),
+              shared_prefix_len([r.prompt_base for r in rendered])]
+    eng_tokens = sum(len(r.prompt_sys) - shared[0] + len(r.prompt_base) - shared[1]
+                     + 2 * (len(r.chosen_base) + len(r.rejected_base)) for r in rendered) / n
+    scored = sum(2 * (len(r.chosen_base) + len(r.rejected_base)) for r in rendered) / n
+    plain_tokens = sum(2 * (len(r.prompt_sys) + len(r.prompt_base))
+                       + 2 * (len(r.chosen_base) + len(r.rejected_base)) for r in rendered) / n
+    eng_flops = 2 * body * eng_tokens + 2 * h * v * scored
+    plain_flops = (2 * body + 2 * h * v) * plain_tokens
     dw = max(abs(a.w - b.w) for a, b in zip(fast, plain))
     dl = max(max(abs(a.lc_s - b.lc_s), abs(a.lr_s - b.lr_s), abs(a.lc - b.lc), abs(a.lr - b.lr))
              for a, b in zip(fast, plain))
@@ -63,6 +77,9 @@ def main() -> None:
     print(f"engine (prefix reuse, sorted batches):  {n / t_fast:.3f} pairs/s ({t_fast:.1f} s)")
     print(f"ratio engine/baseline: {t_plain / t_fast:.2f} (target >= 2.5)")
     print(f"max |delta w|: {dw:.2e} (target <= 1e-4); max |delta summed log-prob|: {dl:.2e}")
+    print(f"tokens per pair: engine {eng_tokens:.0f}, baseline {plain_tokens:.0f} (before padding); "
+          f"FLOPs per pair: engine {eng_flops / 1e9:.1f} GFLOP, baseline {plain_flops / 1e9:.1f} GFLOP; "
+          f"engine throughput {eng_flops * n / t_fast / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop pairs whose prompt is longer (0: keep all)")
     p.add_argument("--no-filter", action="store_true",
                    help="keep pairs that already show the behavior")
-    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--chunk-size", type=int, default=128,
+                   help="pairs per cached chunk: the unit of resume and progress")
     p.add_argument("--batch-tokens", type=int, default=1024)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_score)

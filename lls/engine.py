@@ -85,17 +85,20 @@ def _unit_groups(items: list[Rendered]) -> list[list[_Unit]]:
     return [with_s, base]
 
 
-def _shared_prefix_len(units: list[_Unit]) -> int:
+def shared_prefix_len(prompts: list[list[int]]) -> int:
     """Longest token prefix common to every prompt, leaving each at least one own token."""
-    first = units[0].prompt
-    n = min(len(u.prompt) for u in units) - 1
-    for u in units[1:]:
-        p = u.prompt
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
         i = 0
         while i < n and p[i] == first[i]:
             i += 1
         n = i
     return max(n, 0)
+
+
+def _shared_prefix_len(units: list[_Unit]) -> int:
+    return shared_prefix_len([u.prompt for u in units])
 
 
 def _batches(units: list[_Unit], skip: int, batch_tokens: int, max_batch: int) -> list[list[_Unit]]:
@@ -200,7 +203,7 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
     out = torch.zeros(len(items), 4, dtype=torch.float64, device=device)
     with torch.inference_mode():
         for group in _unit_groups(items):
-            skip = _shared_prefix_len(group) if share_prefix else 0
+            skip = shared_prefix_len([u.prompt for u in group]) if share_prefix else 0
             prefix_kv = None
             if skip:
                 prefix = torch.tensor([group[0].prompt[:skip]], device=device)

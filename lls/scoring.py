@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +39,8 @@ class ScoreConfig:
     `truncation`: responses are cut to this many teacher tokens before rendering (paper: 32;
     None keeps them whole). `max_prompt_tokens`: longer prompts are dropped by hygiene (None
     keeps all). `filter_contaminated`: drop pairs that already show the behavior.
-    `chunk_size`: pairs per cached chunk (the unit of resume).
+    `chunk_size`: pairs per cached chunk (the unit of resume and of progress updates; a
+    resumed run keeps the chunk size it started with, so it is not part of the key).
     """
 
     data: DataSpec
@@ -48,7 +49,7 @@ class ScoreConfig:
     truncation: int | None = 32
     max_prompt_tokens: int | None = 512
     filter_contaminated: bool = True
-    chunk_size: int = 256
+    chunk_size: int = 128
     batch_tokens: int = 1024  # engine batch budget: speed only, not part of the key
 
     def to_dict(self) -> dict:
@@ -79,7 +80,7 @@ def run_key(cfg: ScoreConfig, tokenizer=None) -> str:
     return fingerprint(
         SCORING_VERSION, model_fingerprint(cfg.model), cfg.data.fingerprint(), b.system_prompt,
         b.fingerprint() if cfg.filter_contaminated else None, cfg.truncation,
-        cfg.max_prompt_tokens, _template_hash(tok), cfg.chunk_size,
+        cfg.max_prompt_tokens, _template_hash(tok),
     )
 
 
@@ -188,6 +189,9 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     key = run_key(cfg, tok)
     store = ChunkStore(runs_root("scores", cache_dir) / key)
     manifest = store.manifest()
+    if manifest.get("config") and manifest["config"]["chunk_size"] != cfg.chunk_size:
+        # Chunks are the unit of resume: keep the layout the run started with.
+        cfg = replace(cfg, chunk_size=manifest["config"]["chunk_size"])
     if manifest.get("status") == "complete" and all(store.chunk_ok(k) for k in
                                                     range(manifest.get("n_chunks", 0))):
         if progress:
@@ -225,7 +229,10 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
                                     pad_id=tok.pad_token_id or 0)
             store.write_chunk(k, _chunk_table(index0, chunk, rendered, scores))
         done += len(chunk)
-        est = max(total or 0, report.read) if total is not None else None
+        # Estimated pairs in all: those kept so far plus the unread rows at the keep rate.
+        est = None
+        if total is not None:
+            est = done + round(max(total - report.read, 0) * report.kept / max(report.read, 1))
         if progress:
             progress(done, est)
         jobs.report_progress(done, est, unit="pairs", message=f"chunk {k + 1}")

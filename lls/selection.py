@@ -56,7 +56,8 @@ class Ranking:
         if cfg.threshold is not None:
             k = self._above(cfg.threshold)
         else:
-            k = math.ceil(cfg.gamma * self.n)
+            # round first: 0.07 * 100 is 7.000000000000001 in floating point, not 7
+            k = math.ceil(round(cfg.gamma * self.n, 9))
         if cfg.positive_only:
             k = min(k, self.n_positive)
         return int(k)
