@@ -1,0 +1,161 @@
+"""The transfer diagnostic: do two models' LLS weights on the same pairs agree?
+
+Score the same pairs with the teacher and with the intended student (same ScoreConfig, other
+ModelSpec) and compare the weights: Pearson and Spearman correlation with bootstrap CIs and
+the overlap of the two top-gamma selections. The paper reports about 0.5 correlation within
+one model and about 0.03-0.14 across families, and transfer tracks it: a low agreement says,
+before any training, that the teacher's selection is unlikely to move this student.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from .errors import LLSError
+from .models import ModelSpec, load_tokenizer
+from .scoring import ScoreConfig, ScoreRun, find_run, open_run, score_command
+from .selection import SelectionConfig, select
+
+READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer tracks it")
+
+
+def _run(r) -> ScoreRun:
+    return r if isinstance(r, ScoreRun) else open_run(str(r))
+
+
+def aligned_weights(run_a, run_b):
+    """DataFrame (id, w_a, w_b, chosen, rejected) of the pairs both runs scored, by pair id."""
+    a = _run(run_a).frame()[["id", "w", "chosen_scored", "rejected_scored", "prompt"]]
+    b = _run(run_b).frame()[["id", "w"]]
+    a = a.drop_duplicates("id")
+    b = b.drop_duplicates("id")
+    m = a.merge(b, on="id", suffixes=("_a", "_b"), how="inner")
+    return m.rename(columns={"chosen_scored": "chosen", "rejected_scored": "rejected"})
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.Series(x).rank(method="average").to_numpy()
+
+
+def _spearman(x, y) -> float:
+    return _pearson(_ranks(x), _ranks(y))
+
+
+def _boot_corr(x, y, fn, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    if len(x) < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        v = fn(x[i], y[i])
+        if not np.isnan(v):
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+
+def compare_runs(run_a, run_b, gamma: float = 0.05, *, positive_only: bool = True,
+                 n_boot: int = 1000, seed: int = 0) -> dict:
+    """Agreement of two scoring runs' weights on their common pairs (aligned by pair id).
+
+    Returns n (common pairs), n_a/n_b (pairs per run), pearson/spearman with 95% bootstrap
+    CIs, the top-gamma selections' sizes, |A∩B|, Jaccard |A∩B|/|A∪B|, |A∩B|/|A|, and a
+    one-line reading.
+    """
+    ra, rb = _run(run_a), _run(run_b)
+    m = aligned_weights(ra, rb)
+    if m.empty:
+        raise LLSError(f"Runs {ra.key} and {rb.key} have no pair ids in common: score the "
+                       "same data (same file, split and filters) with both models.")
+    x, y = m["w_a"].to_numpy(np.float64), m["w_b"].to_numpy(np.float64)
+    cfg = SelectionConfig(gamma=gamma, positive_only=positive_only)
+    sa = set(m["id"].iloc[select(x, cfg)])
+    sb = set(m["id"].iloc[select(y, cfg)])
+    inter, union = len(sa & sb), len(sa | sb)
+    pearson, spearman = _pearson(x, y), _spearman(x, y)
+    out = {
+        "run_a": ra.key, "run_b": rb.key, "n": len(m),
+        "n_a": int(ra.manifest.get("n_pairs") or len(ra.frame())),
+        "n_b": int(rb.manifest.get("n_pairs") or len(rb.frame())),
+        "pearson": pearson, "pearson_ci": _boot_corr(x, y, _pearson, n_boot, seed),
+        "spearman": spearman, "spearman_ci": _boot_corr(x, y, _spearman, n_boot, seed),
+        "gamma": gamma, "selected_a": len(sa), "selected_b": len(sb), "intersection": inter,
+        "jaccard": inter / union if union else float("nan"),
+        "overlap_a": inter / len(sa) if sa else float("nan"),
+        "chance_overlap": (len(sb) / len(m)) if len(m) else float("nan"),
+    }
+    out["reading"] = reading(out)
+    return out
+
+
+def reading(res: dict) -> str:
+    """A short plain-language reading of a comparison."""
+    r = res["pearson"]
+    if np.isnan(r):
+        verdict = "the correlation is undefined (too few pairs or constant weights)"
+    elif r >= 0.35:
+        verdict = "the models largely agree: the selection is likely to transfer"
+    elif r >= 0.15:
+        verdict = "partial agreement: expect a weaker transfer"
+    else:
+        verdict = "the models barely agree: the selection is unlikely to move this student"
+    return (f"Pearson {r:.2f} on {res['n']} pairs, top-{res['gamma']:g} overlap "
+            f"{res['overlap_a']:.0%} (chance ≈ {res['chance_overlap']:.0%}) — {verdict}. "
+            f"({READING}.)")
+
+
+def student_config(cfg: ScoreConfig, student: ModelSpec) -> ScoreConfig:
+    """The same scoring config with another model (the intended student)."""
+    return replace(cfg, model=student)
+
+
+def check_model(spec: ModelSpec) -> None:
+    """Raise a ModelError saying what to do if `spec` cannot be loaded here (e.g. offline)."""
+    load_tokenizer(spec)
+
+
+def submit_student_scoring(run, student: ModelSpec, cache_dir=None):
+    """Score run's pairs with `student` as a background job (kind "score").
+
+    Returns (job or None, ScoreConfig): None when the run is already cached and complete.
+    """
+    from . import jobs
+    from .scoring import run_key
+
+    cfg = student_config(_run(run).config, student)
+    check_model(student)
+    found = find_run(cfg, cache_dir)
+    if found is not None and found.complete:
+        return None, cfg
+    job = jobs.submit(score_command(cfg, cache_dir), kind="score", key=run_key(cfg),
+                      title=f"transfer: score with {student.label}",
+                      params={"transfer_of": _run(run).key, "student": student.to_dict()})
+    return job, cfg
+
+
+def add_cli(sub) -> None:
+    """`python -m lls transfer RUN_A RUN_B [--gamma G]`: print the comparison as JSON."""
+    p = sub.add_parser("transfer", help="compare two scoring runs' weights (transfer diagnostic)")
+    p.add_argument("run_a", help="scoring run key (or unique prefix), e.g. the teacher's")
+    p.add_argument("run_b", help="the other run, e.g. the student's on the same pairs")
+    p.add_argument("--gamma", type=float, default=0.05)
+
+    def run(a) -> int:
+        res = compare_runs(open_run(a.run_a, a.cache), open_run(a.run_b, a.cache), a.gamma)
+        print(json.dumps(res, indent=1, default=float))
+        return 0
+
+    p.set_defaults(func=run)

@@ -1,0 +1,229 @@
+"""Behavior evaluation (the paper's protocol) as a background job: bar chart with Wilson CIs,
+trajectory over checkpoints, sample answers one click away, exports."""
+
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from lls import behaviors, jobs
+from lls.errors import LLSError
+from lls.evaluation import (DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, GENERAL_PROMPTS,
+                            EvalConfig, EvalModel, JudgeConfig, find_eval, list_evals, open_eval,
+                            submit_eval)
+from lls.models import BUNDLED, ModelSpec
+
+st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
+st.title("Behavior evaluation")
+st.caption("General prompts × N samples (temperature 1, 96 new tokens by default): the share of "
+           "answers showing the target behavior, with Wilson 95% intervals, for the base model, "
+           "base + system prompt, adapters/checkpoints and the random-baseline adapter.")
+
+COLORS = {"base": "#9e9e9e", "system": "#1f77b4", "adapter": "#d62728", "random": "#ff7f0e"}
+
+
+def adapter_choices() -> dict[str, EvalModel]:
+    """Every checkpoint and final of every trained adapter, as EvalModels."""
+    try:
+        from lls.training import list_adapters
+    except ImportError:
+        return {}
+    out = {}
+    try:
+        for info in list_adapters():
+            kind = "random" if (info.manifest.get("selection") or {}).get("kind") == "random" \
+                else "adapter"
+            tag = " (random baseline)" if kind == "random" else ""
+            for step, path in info.checkpoints():
+                label = f"{info.id} · step {step}{tag}"
+                out[label] = EvalModel(kind, label, str(path), info.id, step)
+            if info.final_path:
+                label = f"{info.id} · final{tag}"
+                out[label] = EvalModel(kind, label, str(info.final_path), info.id, None)
+    except (LLSError, OSError) as e:
+        st.warning(f"Could not list adapters: {e}")
+    return out
+
+
+def eval_label(run) -> str:
+    m = run.manifest
+    cfg = m.get("config") or {}
+    b = cfg.get("behavior") or {}
+    n_models = len(cfg.get("models") or [])
+    return (f"{run.key[:10]} · {b.get('kind', '?')}:{b.get('name', '?')} · {n_models} models · "
+            f"{len(cfg.get('prompts') or [])}×{cfg.get('samples', '?')} · {m.get('status', '?')}"
+            f" · {m.get('created', '')}")
+
+
+tab_run, tab_results = st.tabs(["Configure & run", "Results"])
+
+# ------------------------------------------------------------------ configure
+with tab_run:
+    choices = adapter_choices()
+    c1, c2 = st.columns(2)
+    with c1:
+        presets = list(behaviors.PRESETS)
+        preset = st.selectbox("Target behavior", presets, key="ev_behavior")
+        behavior = behaviors.PRESETS[preset]
+        st.caption(f"metric: **{behavior.metric}** · system prompt: {behavior.system_prompt}")
+        model_name = st.text_input("Base model", value=BUNDLED, key="ev_model")
+        prompts_text = st.text_area("Prompts (one per line)", "\n".join(GENERAL_PROMPTS),
+                                    height=220, key="ev_prompts")
+    with c2:
+        samples = st.number_input("Samples per prompt", 1, 1000, 100, key="ev_samples")
+        temperature = st.number_input("Temperature", 0.0, 2.0, 1.0, 0.1, key="ev_temperature")
+        max_new = st.number_input("Max new tokens", 1, 1024, 96, key="ev_max_new")
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="ev_seed")
+        use_base = st.checkbox("base model", True, key="ev_base")
+        use_system = st.checkbox("base + system prompt", True, key="ev_system")
+        picked = st.multiselect("Adapters / checkpoints (incl. random baselines)",
+                                list(choices), key="ev_adapters",
+                                default=[k for k in choices if "· final" in k])
+        extra = st.text_input("…or an adapter directory", key="ev_extra_path")
+        extra_random = st.checkbox("that directory is a random-baseline adapter",
+                                   key="ev_extra_random")
+    judge = None
+    if behavior.metric == "judge":
+        st.warning("Persona behaviors are scored by an LLM judge (the log-probability of each "
+                   "label as its whole reply). The bundled 135M model is a weak judge: use a "
+                   "larger local model here if you have one, and read its labels critically.")
+        j1, j2 = st.columns(2)
+        judge_model = j1.text_input("Judge model", BUNDLED, key="ev_judge_model")
+        labels = [x.strip() for x in j2.text_input(
+            "Labels (comma-separated)", ", ".join(DEFAULT_JUDGE_LABELS),
+            key="ev_judge_labels").split(",") if x.strip()]
+        positive = st.multiselect("Labels that count as showing the behavior", labels,
+                                  default=[x for x in DEFAULT_JUDGE_POSITIVE if x in labels],
+                                  key="ev_judge_positive")
+        try:
+            judge = JudgeConfig(ModelSpec(judge_model.strip() or BUNDLED), tuple(labels),
+                                tuple(positive))
+        except LLSError as e:
+            st.error(str(e))
+
+    models = ([EvalModel("base")] if use_base else []) + \
+             ([EvalModel("system")] if use_system else []) + [choices[k] for k in picked]
+    if extra.strip():
+        models.append(EvalModel("random" if extra_random else "adapter", path=extra.strip()))
+    n_answers = len([p for p in prompts_text.splitlines() if p.strip()]) * samples * len(models)
+    st.write(f"**{len(models)} models × {n_answers // max(len(models), 1)} answers = "
+             f"{n_answers} answers**")
+    if st.button("Run evaluation", type="primary", key="ev_launch"):
+        try:
+            cfg = EvalConfig(behavior, prompts=tuple(prompts_text.splitlines()),
+                             samples=int(samples), temperature=float(temperature),
+                             max_new_tokens=int(max_new), seed=int(seed),
+                             model=ModelSpec(model_name.strip() or BUNDLED), models=tuple(models),
+                             judge=judge)
+            found = find_eval(cfg)
+            if found is not None and found.complete:
+                st.success("Already evaluated with these settings: opened the cached results.")
+                st.session_state["ev_open"] = found.key
+            else:
+                job = submit_eval(cfg)
+                st.session_state["ev_open"] = job.key
+                st.success(f"Started job {job.id}; progress below.")
+        except LLSError as e:
+            st.error(str(e))
+
+    active = [j for j in jobs.list_jobs(kind="eval") if j.is_active]
+    recent = [j for j in jobs.list_jobs(kind="eval") if not j.is_active][:3]
+    for j in active:
+        p = j.progress or {}
+        frac = p.get("fraction") or 0.0
+        st.progress(min(1.0, frac), text=f"{j.title} · {j.status} · {p.get('done', 0)}/"
+                    f"{p.get('total', '?')} answers · {p.get('message', '')}")
+        if st.button("Cancel", key=f"ev_cancel_{j.id}"):
+            jobs.cancel(j.id)
+    for j in recent:
+        if j.status == "failed":
+            with st.expander(f"❌ {j.title} failed"):
+                st.code(j.error_tail or j.error or "")
+    if active:
+        st.button("Refresh progress", key="ev_refresh")
+
+# ------------------------------------------------------------------ results
+with tab_results:
+    runs = list_evals()
+    if not runs:
+        st.info("No evaluation yet: configure one in the first tab.")
+        st.stop()
+    labels = {r.key: eval_label(r) for r in runs}
+    want = st.session_state.get("ev_open")
+    if st.session_state.get("ev_pick") not in labels:
+        st.session_state["ev_pick"] = want if want in labels else runs[0].key
+    key = st.selectbox("Evaluation", list(labels), format_func=labels.get, key="ev_pick")
+    try:
+        run = open_eval(key)
+        summ = run.summary()
+        answers = run.answers()
+    except LLSError as e:
+        st.error(str(e))
+        st.stop()
+    cfg = run.manifest.get("config") or {}
+    b = cfg.get("behavior") or {}
+    if not run.complete:
+        st.info(f"Status: {run.manifest.get('status')} — showing the answers so far.")
+    if summ.empty:
+        st.info("No answers yet.")
+        st.stop()
+
+    metric = b.get("metric")
+    what = {"mentions": f"answers mentioning {b.get('target') or b.get('name')}",
+            "language": f"answers mostly in {b.get('target')} (language share ≥ 0.5)",
+            "judge": "answers the judge labels as the persona",
+            "regex": "answers matching the pattern"}.get(metric, "answers showing the behavior")
+    fig = go.Figure(go.Bar(
+        x=summ["model"], y=summ["rate"],
+        marker_color=[COLORS.get(k, "#555") for k in summ["kind"]],
+        error_y=dict(type="data", symmetric=False, array=summ["ci_high"] - summ["rate"],
+                     arrayminus=summ["rate"] - summ["ci_low"]),
+        text=[f"{k}/{n}" for k, n in zip(summ["k"], summ["n"])], textposition="outside",
+        hovertemplate="%{x}<br>rate %{y:.3f}<br>%{text}<extra></extra>"))
+    fig.update_layout(yaxis_title=f"share of {what}", yaxis_range=[0, max(
+        0.05, float(summ["ci_high"].max()) * 1.25)], height=420, margin=dict(t=30))
+    st.plotly_chart(fig, use_container_width=True, key="ev_bars")
+    st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
+    if metric == "language":
+        st.caption("Mean language share per model: " + ", ".join(
+            f"{m}: {s:.3f}" for m, s in zip(summ["model"], summ["mean_score"])))
+    st.dataframe(summ, hide_index=True, use_container_width=True)
+
+    traj = summ.dropna(subset=["step"])
+    if not traj.empty:
+        st.subheader("Trajectory over checkpoints")
+        tfig = go.Figure()
+        for aid, g in traj.groupby("adapter_id", dropna=False):
+            g = g.sort_values("step")
+            tfig.add_trace(go.Scatter(
+                x=g["step"], y=g["rate"], mode="lines+markers", name=str(aid),
+                error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["rate"],
+                             arrayminus=g["rate"] - g["ci_low"])))
+        for kind, dash in (("base", "dot"), ("system", "dash")):
+            ref = summ[summ["kind"] == kind]
+            if not ref.empty:
+                tfig.add_hline(y=float(ref["rate"].iloc[0]), line_dash=dash,
+                               annotation_text=str(ref["model"].iloc[0]))
+        tfig.update_layout(xaxis_title="training step", yaxis_title="rate", height=380)
+        st.plotly_chart(tfig, use_container_width=True, key="ev_traj")
+
+    with st.expander("Per prompt"):
+        pp = run.per_prompt()
+        st.dataframe(pp.pivot_table(index="prompt", columns="model", values="rate",
+                                    sort=False), use_container_width=True)
+
+    st.subheader("Sample answers")
+    only_hits = st.checkbox("only answers showing the behavior", key="ev_only_hits")
+    for model in summ["model"]:
+        sub = answers[answers["model"] == model]
+        if only_hits:
+            sub = sub[sub["hit"]]
+        with st.expander(f"{model} — {int(sub['hit'].sum())} of {len(sub)} shown answers hit"):
+            st.dataframe(sub[["prompt", "sample", "text", "score", "label", "hit"]],
+                         hide_index=True, use_container_width=True)
+
+    st.subheader("Export")
+    e1, e2 = st.columns(2)
+    e1.download_button("Answers (CSV)", answers.to_csv(index=False), f"eval-{key}.csv",
+                       "text/csv", key="ev_dl_csv")
+    e2.download_button("Summary (JSON)", run.results_json(), f"eval-{key}.json",
+                       "application/json", key="ev_dl_json")

@@ -1,0 +1,111 @@
+"""Transfer diagnostic: score the same pairs with the intended student and compare weights."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from lls import jobs, scoring
+from lls.errors import LLSError
+from lls.models import BUNDLED, ModelSpec
+from lls.transfer import READING, aligned_weights, compare_runs, submit_student_scoring
+
+st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")
+st.title("Transfer diagnostic")
+st.caption("Do the teacher's and the student's LLS weights agree on the same pairs? "
+           f"{READING[0].upper() + READING[1:]}: check before training.")
+
+
+def run_label(r) -> str:
+    m = r.manifest
+    cfg = m.get("config") or {}
+    b = cfg.get("behavior") or {}
+    model = (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1]
+    return (f"{r.key[:10]} · {model} · {b.get('kind', '?')}:{b.get('name', '?')} · "
+            f"{(cfg.get('data') or {}).get('path', '?').split('/')[-1]} · "
+            f"{m.get('n_pairs', '?')} pairs")
+
+
+try:
+    runs = [r for r in scoring.list_runs() if r.complete]
+except LLSError as e:
+    st.error(str(e))
+    st.stop()
+if not runs:
+    st.info("No finished scoring run yet: score a dataset on the Setup page first.")
+    st.stop()
+
+labels = {r.key: run_label(r) for r in runs}
+key_a = st.selectbox("Teacher run (A)", list(labels), format_func=labels.get, key="tr_a")
+run_a = next(r for r in runs if r.key == key_a)
+cfg_a = run_a.manifest.get("config") or {}
+
+st.subheader("1 · Score the same pairs with the student")
+c1, c2 = st.columns([3, 1])
+student = c1.text_input("Student model (hub id, local directory or .gguf)", BUNDLED,
+                        key="tr_student",
+                        help="offline, only local directories and already-downloaded hub "
+                             "models can be loaded")
+if c2.button("Score with student", key="tr_score"):
+    try:
+        job, cfg_b = submit_student_scoring(run_a, ModelSpec(student.strip() or BUNDLED))
+        if job is None:
+            st.success("Already scored with this model: pick it as run B below.")
+        else:
+            st.success(f"Started scoring job {job.id}.")
+    except LLSError as e:
+        st.error(str(e))
+for j in jobs.list_jobs(kind="score"):
+    if (j.params or {}).get("transfer_of") == key_a and (j.is_active or j.status == "failed"):
+        p = j.progress or {}
+        if j.is_active:
+            st.progress(min(1.0, p.get("fraction") or 0.0),
+                        text=f"{j.title} · {p.get('done', 0)}/{p.get('total', '?')} pairs")
+        else:
+            st.error(f"{j.title} failed: {j.error or ''}")
+if any(j.is_active for j in jobs.list_jobs(kind="score")):
+    st.button("Refresh progress", key="tr_refresh")
+
+st.subheader("2 · Compare")
+
+
+def same_pairs(r) -> bool:
+    c = r.manifest.get("config") or {}
+    return (r.key != key_a and c.get("data") == cfg_a.get("data")
+            and c.get("truncation") == cfg_a.get("truncation"))
+
+
+others = [r for r in runs if same_pairs(r)] or [r for r in runs if r.key != key_a] or [run_a]
+labels_b = {r.key: labels[r.key] for r in others}
+key_b = st.selectbox("Student run (B), same data", list(labels_b), format_func=labels_b.get,
+                     key="tr_b")
+if key_b == key_a:
+    st.caption("Only one run exists, so it is compared with itself (correlation 1).")
+gamma = st.slider("gamma (top fraction selected)", 0.01, 0.5, 0.05, 0.01, key="tr_gamma")
+
+try:
+    res = compare_runs(key_a, key_b, gamma)
+    frame = aligned_weights(key_a, key_b)
+except LLSError as e:
+    st.error(str(e))
+    st.stop()
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Pearson", f"{res['pearson']:.3f}",
+          help=f"95% bootstrap CI {res['pearson_ci'][0]:.3f} … {res['pearson_ci'][1]:.3f}")
+m2.metric("Spearman", f"{res['spearman']:.3f}",
+          help=f"95% bootstrap CI {res['spearman_ci'][0]:.3f} … {res['spearman_ci'][1]:.3f}")
+m3.metric(f"|A∩B| / |A| (top {gamma:g})", f"{res['overlap_a']:.2f}",
+          help=f"{res['intersection']} of {res['selected_a']} selected pairs shared")
+m4.metric("Jaccard", f"{res['jaccard']:.2f}")
+st.caption(f"{res['n']} common pairs (A: {res['n_a']}, B: {res['n_b']}). CIs: Pearson "
+           f"[{res['pearson_ci'][0]:.3f}, {res['pearson_ci'][1]:.3f}], Spearman "
+           f"[{res['spearman_ci'][0]:.3f}, {res['spearman_ci'][1]:.3f}].")
+st.info(res["reading"])
+
+fig = go.Figure(go.Scattergl(
+    x=frame["w_a"], y=frame["w_b"], mode="markers", marker=dict(size=5, opacity=0.6),
+    text=[f"{i}<br>+ {c[:60]}<br>− {r[:60]}" for i, c, r in
+          zip(frame["id"], frame["chosen"], frame["rejected"])],
+    hovertemplate="%{text}<br>w_A %{x:.4f}, w_B %{y:.4f}<extra></extra>"))
+fig.update_layout(xaxis_title=f"w (A: {labels[key_a].split(' · ')[1]})",
+                  yaxis_title=f"w (B: {labels[key_b].split(' · ')[1]})", height=480)
+st.plotly_chart(fig, use_container_width=True, key="tr_scatter")

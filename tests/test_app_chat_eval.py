@@ -1,0 +1,133 @@
+"""AppTest of the Chat, Evaluate and Transfer pages with the bundled model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from lls import behaviors
+from lls.data import DataSpec
+from lls.evaluation import EvalConfig, EvalModel, evaluate
+from lls.scoring import ScoreConfig, score
+
+from conftest import HH, ROOT
+
+pytestmark = pytest.mark.slow
+
+CHAT = str(ROOT / "pages" / "4_Chat.py")
+EVALUATE = str(ROOT / "pages" / "5_Evaluate.py")
+TRANSFER = str(ROOT / "pages" / "6_Transfer.py")
+TIMEOUT = 600
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(bundled, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = bundled
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("chat-adapter") / "final"
+    cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(copy.deepcopy(model), cfg).save_pretrained(str(path))
+    return path
+
+
+def _column_replies(at: AppTest) -> list[str]:
+    """The last assistant message rendered in each column."""
+    out = []
+    for col in at.columns:
+        msgs = [m for m in col.chat_message if m.name == "assistant"]
+        out.append(msgs[-1].markdown[-1].value if msgs and msgs[-1].markdown else "")
+    return out
+
+
+def test_chat_streams_into_all_columns_and_seed_reproduces(adapter_dir):
+    at = AppTest.from_file(CHAT, default_timeout=TIMEOUT)
+    _ok(at.run())
+    at.multiselect(key="chat_adapters").set_value([])
+    at.text_input(key="chat_adapter_path").set_value(str(adapter_dir))
+    at.number_input(key="chat_max_new").set_value(6)
+    at.number_input(key="chat_seed").set_value(11)
+    _ok(at.run())
+    at.chat_input(key="chat_prompt").set_value("Name a bird.")
+    _ok(at.run())
+    first = _column_replies(at)
+    assert len(first) == 3 and all(t.strip() for t in first), first
+    conv = at.session_state["chat_conv"]
+    assert conv.turns == 1 and len(conv.replies[0]) == 3
+    assert any("first token after" in c.value for c in at.caption)
+    # same seed, cleared conversation, same prompt: the same answers in every column
+    at.button(key="chat_clear").click()
+    _ok(at.run())
+    assert at.session_state["chat_conv"].turns == 0
+    at.chat_input(key="chat_prompt").set_value("Name a bird.")
+    _ok(at.run())
+    assert _column_replies(at) == first
+    # multi-turn: the history stays and a second turn is answered in every column
+    at.chat_input(key="chat_prompt").set_value("Why?")
+    _ok(at.run())
+    assert at.session_state["chat_conv"].turns == 2
+
+
+def test_chat_bad_adapter_path_shows_error(tmp_path):
+    at = AppTest.from_file(CHAT, default_timeout=TIMEOUT)
+    _ok(at.run())
+    at.text_input(key="chat_adapter_path").set_value(str(tmp_path / "missing"))
+    _ok(at.run())
+    assert any("does not exist" in e.value for e in at.error)
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(bundled):
+    model, tok = bundled
+    cfg = EvalConfig(behaviors.animal("owl"), prompts=("Name a bird.",), samples=2,
+                     max_new_tokens=4, models=(EvalModel("base"), EvalModel("system")))
+    return evaluate(cfg, model=model, tokenizer=tok)
+
+
+def test_evaluate_page_renders_results(tiny_eval):
+    at = AppTest.from_file(EVALUATE, default_timeout=TIMEOUT)
+    _ok(at.run())
+    assert at.selectbox(key="ev_pick").value == tiny_eval.key
+    assert len(at.get("plotly_chart")) >= 1
+    labels = [e.label for e in at.expander]
+    assert any(lab.startswith("base —") for lab in labels)
+    # the cached configuration is opened, not recomputed
+    at.text_area(key="ev_prompts").set_value("Name a bird.")
+    at.number_input(key="ev_samples").set_value(2)
+    at.number_input(key="ev_max_new").set_value(4)
+    at.multiselect(key="ev_adapters").set_value([])
+    _ok(at.run())
+    at.button(key="ev_launch").click()
+    _ok(at.run())
+    assert any("Already evaluated" in s.value for s in at.success)
+    # personas: the judge settings and the weak-judge warning appear
+    at.selectbox(key="ev_behavior").set_value("persona:evil-ruler")
+    _ok(at.run())
+    assert any("weak judge" in w.value for w in at.warning)
+
+
+def test_transfer_page_renders(bundled):
+    model, tok = bundled
+    cfg = ScoreConfig(DataSpec(str(HH), limit=6), behaviors.animal("owl"), truncation=8,
+                      max_prompt_tokens=160, chunk_size=6)
+    run = score(cfg, model=model, tokenizer=tok)
+    at = AppTest.from_file(TRANSFER, default_timeout=TIMEOUT)
+    _ok(at.run())
+    at.selectbox(key="tr_a").set_value(run.key)
+    _ok(at.run())
+    assert len(at.get("plotly_chart")) == 1
+    assert any("paper" in i.value for i in at.info)
+    # an unavailable student model: a clear error, no job
+    at.text_input(key="tr_student").set_value("someone/not-downloaded-model")
+    at.button(key="tr_score").click()
+    _ok(at.run())
+    assert any("download" in e.value for e in at.error)
