@@ -1,7 +1,7 @@
 """Helpers for tests and benchmarks: a tiny random model and synthetic preference data.
 
 The tiny model uses the bundled model's tokenizer and chat template (so rendering is real)
-with a 2-layer, 64-wide Llama body: scoring thousands of pairs takes seconds, which makes
+with a 2-layer, 32-wide Llama body: scoring thousands of pairs takes seconds, which makes
 memory and scaling behaviour measurable without waiting on a real model.
 """
 
@@ -24,8 +24,8 @@ def tiny_model_dir(path: Path, seed: int = 0) -> Path:
         return path
     tok = load_tokenizer(ModelSpec())
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                       max_position_embeddings=2048, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
@@ -47,6 +47,6 @@ def synthetic_pairs_file(path: Path, n: int, seed: int = 0) -> Path:
 
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"syn-{i}", "prompt": text(5, 30),
-                                "chosen": text(3, 25), "rejected": text(3, 25)}) + "\n")
+            f.write(json.dumps({"id": f"syn-{i}", "prompt": text(3, 20),
+                                "chosen": text(2, 12), "rejected": text(2, 12)}) + "\n")
     return Path(path)

@@ -1,0 +1,52 @@
+"""The command line: help, headless score/select/export, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import HH, ROOT
+
+
+def _run(*args, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "lls", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_help():
+    out = _run("--help")
+    assert out.returncode == 0
+    for cmd in ("score", "select", "export", "runs"):
+        assert cmd in out.stdout
+
+
+def test_bad_input_is_one_line_error(tmp_path):
+    out = _run("score", "--data", str(tmp_path / "missing.jsonl"))
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and "missing.jsonl" in lines[-1]
+    assert "Traceback" not in out.stderr
+    out = _run("select", "--run", "nosuchrun")
+    assert out.returncode == 2 and "python -m lls runs" in out.stderr
+
+
+def test_score_select_export(small_run, tmp_path):
+    # Same settings as the session's run: served from the cache, no model work.
+    out = _run("score", "--data", str(HH), "--limit", "24", "--max-prompt-tokens", "192",
+               "--chunk-size", "8", "--quiet")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["run"] == small_run.key and res["pairs"] == 24
+    out = _run("select", "--run", small_run.key[:8], "--gamma", "0.25")
+    sel = json.loads(out.stdout)
+    assert sel["selected"] == min(6, sel["positive"]) and sel["pairs"] == 24
+    out = _run("select", "--run", small_run.key, "--gamma", "0.25", "--random", "--seed", "3")
+    assert json.loads(out.stdout)["selected"] == sel["selected"]
+    dst = tmp_path / "sel.jsonl"
+    out = _run("export", "--run", small_run.key, "--gamma", "0.25", "--out", str(dst))
+    assert out.returncode == 0
+    rows = [json.loads(x) for x in dst.read_text().splitlines()]
+    assert len(rows) == sel["selected"] and rows[0]["w"] >= rows[-1]["w"]
+    out = _run("runs")
+    assert small_run.key in out.stdout

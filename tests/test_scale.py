@@ -1,0 +1,105 @@
+"""Scale-out: accelerate multi-process scoring, constant memory, and the GPU path."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lls import behaviors
+from lls.data import DataSpec
+from lls.models import ModelSpec
+from lls.scoring import ScoreConfig, open_run
+
+from conftest import HH, ROOT
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _env(cache):
+    return dict(os.environ, LLS_CACHE=str(cache), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def _share_models(cache):
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(os.path.join(os.environ["LLS_CACHE"], "models"))
+
+
+def test_two_processes_give_the_single_process_weights(tmp_path, bundled):
+    cfg = ScoreConfig(DataSpec(str(HH), limit=12), behaviors.animal("owl"),
+                      max_prompt_tokens=160, chunk_size=3)
+    argv = ["-m", "lls", "score", "--quiet", "--config", json.dumps(cfg.to_dict())]
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    for c in (multi, single):
+        _share_models(c)
+    out = subprocess.run(ACCELERATE + ["--num_processes", "2"] + argv, env=_env(multi),
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = subprocess.run([sys.executable] + argv, env=_env(single), cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    key = json.loads(out.stdout.strip().splitlines()[-1])["run"]
+    a, b = open_run(key, multi), open_run(key, single)
+    assert a.complete and a.manifest["n_chunks"] == 4
+    fa, fb = a.frame(), b.frame()
+    assert list(fa["id"]) == list(fb["id"]) and fa["id"].is_unique  # one score per pair
+    assert (abs(fa["w"] - fb["w"]) <= 1e-5).all()
+
+
+MEMORY_SCRIPT = r"""
+import json, resource, sys
+from lls import behaviors
+from lls.data import DataSpec
+from lls.models import ModelSpec
+from lls.scoring import ScoreConfig, score
+cfg = ScoreConfig(DataSpec(sys.argv[1]), behaviors.animal("owl"), model=ModelSpec(sys.argv[2]),
+                  truncation=4, max_prompt_tokens=None, chunk_size=500, filter_contaminated=False)
+run = score(cfg)
+print(json.dumps({"pairs": run.manifest["n_pairs"],
+                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_memory_is_flat_in_dataset_size(tmp_path, bundled):
+    from lls.testing import synthetic_pairs_file, tiny_model_dir
+
+    model_dir = tiny_model_dir(tmp_path / "tiny")
+    peaks = {}
+    for n in (2000, 20000):
+        data = synthetic_pairs_file(tmp_path / f"syn{n}.jsonl", n)
+        cache = tmp_path / f"cache{n}"
+        _share_models(cache)
+        out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(data), str(model_dir)],
+                             env=_env(cache), cwd=ROOT, capture_output=True, text=True,
+                             timeout=1200)
+        assert out.returncode == 0, out.stderr[-3000:]
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        assert res["pairs"] == n
+        peaks[n] = res["peak_kb"] / 1024
+    # 10x the pairs: peak memory within 10% plus a small constant (20 MB)
+    assert peaks[20000] <= 1.10 * peaks[2000] + 20, peaks
+
+
+@pytest.mark.gpu
+def test_gpu_bfloat16_matches_float32(bundled, hh_pairs):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    import numpy as np
+
+    from lls.engine import score_rendered
+    from lls.models import load_model
+    from lls.render import render_pair
+
+    cpu_model, tok = bundled
+    gpu_model, _ = load_model(ModelSpec(device="cuda"))
+    assert next(gpu_model.parameters()).dtype == torch.bfloat16
+    owl = behaviors.animal("owl").system_prompt
+    rendered = [render_pair(tok, p, owl, 32) for p in hh_pairs[:16]]
+    a = np.array([s.w for s in score_rendered(cpu_model, rendered)])
+    b = np.array([s.w for s in score_rendered(gpu_model, rendered, batch_tokens=32768)])
+    # documented tolerance (README, Scaling): |delta w| <= 0.02, correlation >= 0.98
+    assert np.abs(a - b).max() <= 0.02
+    assert np.corrcoef(a, b)[0, 1] >= 0.98
