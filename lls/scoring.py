@@ -75,10 +75,11 @@ def _template_hash(tok) -> str:
 
 def run_key(cfg: ScoreConfig, tokenizer=None) -> str:
     """The cache key of a scoring run (hashes model and data files; loads the tokenizer)."""
+    data_fp = cfg.data.fingerprint()  # first: a missing data file fails before model work
     tok = tokenizer or load_tokenizer(cfg.model)
     b = cfg.behavior
     return fingerprint(
-        SCORING_VERSION, model_fingerprint(cfg.model), cfg.data.fingerprint(), b.system_prompt,
+        SCORING_VERSION, model_fingerprint(cfg.model), data_fp, b.system_prompt,
         b.fingerprint() if cfg.filter_contaminated else None, cfg.truncation,
         cfg.max_prompt_tokens, _template_hash(tok),
     )
@@ -185,6 +186,7 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     `progress(done, total)` is called after each chunk (total is an estimate from the raw
     row count, None when unknown); the same numbers go to the job system when inside a job.
     """
+    cfg.data.fingerprint()  # a missing or unreadable data file fails here, before model work
     tok = tokenizer or load_tokenizer(cfg.model)
     key = run_key(cfg, tok)
     store = ChunkStore(runs_root("scores", cache_dir) / key)
