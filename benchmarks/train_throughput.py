@@ -1,0 +1,90 @@
+"""LoRA-DPO training steps/s with the scoring run's reference log-probs vs TRL's plain setting.
+
+Same selection (48 pairs of a real owl scoring run on the hh-rlhf file, created in the cache
+if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one process:
+
+* reuse: `lls.training` passes the teacher's log-probs without the system prompt (lc, lr) as
+  DPO's reference log-probs: no reference forward pass at all;
+* plain: TRL computes the reference log-probs with the adapter disabled at every step
+  (`precompute_ref_log_probs=False`, TRL's default);
+* optionally (--trl-precompute) TRL's own one-off precompute before training.
+
+Steps/s is measured between the first and the last logged step (model loading and the
+first step's warm-up excluded); the wall time of each whole run is printed too.
+
+    python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--trl-precompute]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lls import training as T  # noqa: E402
+from lls.behaviors import animal  # noqa: E402
+from lls.data import DataSpec  # noqa: E402
+from lls.scoring import ScoreConfig, score  # noqa: E402
+
+HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
+
+
+def run_one(name: str, cfg: T.TrainConfig, run_key: str) -> dict:
+    adapter_id = f"bench-{name}-{int(time.time())}"
+    t0 = time.time()
+    info = T.train(cfg, run_key, adapter_id=adapter_id)
+    wall = time.time() - t0
+    rows = info.metrics()
+    steps = len(rows)
+    rate = (steps - 1) / (rows[-1]["time"] - rows[0]["time"]) if steps > 1 else float("nan")
+    out = {"name": name, "steps": steps, "steps_per_s": rate, "s_per_step": 1 / rate,
+           "wall_s": wall, "loss": [round(r["loss"], 4) for r in rows],
+           "ref": info.manifest.get("ref_logps")}
+    shutil.rmtree(info.path, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--trl-precompute", action="store_true",
+                    help="also time TRL's own one-off reference precompute")
+    a = ap.parse_args()
+
+    # 2x pairs scored, gamma 0.5 of them (all weights): exactly `pairs` selected.
+    t0 = time.time()
+    run = score(ScoreConfig(data=DataSpec(str(HH), limit=2 * a.pairs), behavior=animal("owl"),
+                            chunk_size=32, max_prompt_tokens=256))
+    print(f"scoring run {run.key}: {run.manifest['n_pairs']} pairs ({time.time() - t0:.0f} s, "
+          "cached after the first time)")
+    sel = T.SelectionSpec(gamma=a.pairs / run.manifest["n_pairs"], positive_only=False)
+    base = dict(batch_size=a.batch_size, max_steps=a.steps, checkpoint_every=10_000,
+                eval_at_checkpoints=False, selection=sel)
+    settings = [("reuse", T.TrainConfig(**base, reuse_ref_logps=True)),
+                ("plain", T.TrainConfig(**base, reuse_ref_logps=False,
+                                        precompute_ref_log_probs=False))]
+    if a.trl_precompute:
+        settings.append(("trl-precompute", T.TrainConfig(**base, reuse_ref_logps=False,
+                                                         precompute_ref_log_probs=True)))
+    results = [run_one(name, cfg, run.key) for name, cfg in settings]
+    print(f"\n{a.pairs} pairs, batch {a.batch_size}, {a.steps} steps, LoRA r64 all projections")
+    for r in results:
+        print(f"{r['name']:15s} {r['steps_per_s']:.4f} steps/s  ({r['s_per_step']:.2f} s/step, "
+              f"whole run {r['wall_s']:.0f} s)  ref: {r['ref']}  loss {r['loss']}")
+    reuse, plain = results[0], results[1]
+    print(f"ratio reuse/plain: {reuse['steps_per_s'] / plain['steps_per_s']:.2f}x steps/s, "
+          f"{plain['wall_s'] / reuse['wall_s']:.2f}x whole-run wall time")
+    if reuse["loss"] and plain["loss"]:
+        print(f"first-step loss reuse {reuse['loss'][0]} vs plain {plain['loss'][0]} "
+              "(same reference => same loss)")
+
+
+if __name__ == "__main__":
+    main()

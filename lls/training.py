@@ -1,0 +1,895 @@
+"""The training stage: LoRA + DPO of a student on a selection, resumable, in the background.
+
+`train(cfg, run_key)` trains a `peft` LoRA adapter with TRL's `DPOTrainer` on the LLS (or a
+same-size random) selection of a finished scoring run and writes everything under
+`<cache>/adapters/<adapter_id>/` (the adapter contract):
+
+* `manifest.json`  id, status, base model, student, score run, behavior, selection, train
+  config, final metrics, job id, `baseline_of`
+* `checkpoints/step-XXXXXX/`  a peft adapter per checkpoint (step 0 = the untrained LoRA init)
+* `final/`  the peft adapter at the end of training
+* `metrics.jsonl` (one line per logged step), `evals.jsonl` (one line per checkpoint eval)
+* `trainer/checkpoint-N/`  Trainer checkpoints (optimizer, scheduler, RNG) for resuming
+
+Reference log-probabilities: when the student is the scoring teacher (same weights, same
+chat template), the teacher's log-probs without the system prompt (`lc`, `lr`) are exactly
+DPO's reference log-probs (the reference is the base student, and `lls.render` tokenizes the
+way TRL does), so they are passed in and TRL never runs the reference model. Rows whose TRL
+tokenization differs from what was scored, or that `max_length` would truncate, fall back to
+TRL computing their reference log-probs once before training.
+
+`submit_training` runs `python -m lls train ...` as a job of `lls.jobs`; a killed run
+resubmitted with the same config (same adapter id) resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import jobs
+from .cache import atomic_write_json, fingerprint, read_json_safe, runs_root
+from .errors import LLSError
+from .models import ModelSpec
+
+TRAINING_VERSION = "1"
+PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SELECTION_KINDS = ("lls", "random")
+ACTIVE = ("queued", "running")
+
+
+class TrainingError(LLSError):
+    """Training could not start or failed."""
+
+
+class TrainingCancelled(LLSError):
+    """The job system asked this training run to stop (checkpoints are kept)."""
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclass
+class SelectionSpec:
+    """Which pairs of the scoring run are trained on.
+
+    `kind="lls"`: the top of the LLS ranking (gamma / threshold / positive_only as in
+    `lls.selection.SelectionConfig`). `kind="random"`: a seeded random subset of the same
+    size as the LLS selection with these settings (the paper's baseline).
+    """
+
+    kind: str = "lls"
+    gamma: float | None = 0.05
+    threshold: float | None = None
+    positive_only: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SELECTION_KINDS:
+            raise TrainingError(f"selection kind must be one of {SELECTION_KINDS}, got {self.kind!r}.")
+
+    def config(self):
+        from .selection import SelectionConfig
+
+        return SelectionConfig(gamma=self.gamma, threshold=self.threshold,
+                               positive_only=self.positive_only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SelectionSpec":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrainConfig:
+    """A LoRA-DPO recipe. Paper defaults (beta 0.04, lr 1e-4, LoRA r 64 / alpha 128 on all
+    attention and MLP projections, 1 epoch) with CPU-sized batches for the bundled model.
+
+    `student=None` trains the scoring run's teacher. `target_modules=None` means the paper's
+    projections when the model has them, else peft's "all-linear". `max_steps` caps the run
+    (None: `epochs` passes). `checkpoint_every`: steps between checkpoints (each one exports
+    a peft adapter and, with `eval_at_checkpoints`, samples `eval_prompts` x `eval_samples`
+    answers of `eval_max_new_tokens` tokens). `max_prompt_length`: drop pairs whose prompt is
+    longer, in student tokens (None keeps all). `reuse_ref_logps`: take DPO's reference
+    log-probs from the scoring run when valid; `precompute_ref_log_probs`: otherwise let TRL
+    compute them once before training (False: every step, TRL's plain setting).
+    """
+
+    beta: float = 0.04
+    learning_rate: float = 1e-4
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 320
+    max_prompt_length: int | None = None
+    lr_scheduler: str = "linear"
+    responses: str = "scored"
+    checkpoint_every: int = 10
+    keep_trainer_checkpoints: int = 2
+    eval_at_checkpoints: bool = True
+    eval_prompts: int = 4
+    eval_samples: int = 4
+    eval_max_new_tokens: int = 48
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    reuse_ref_logps: bool = True
+    precompute_ref_log_probs: bool = True
+    student: ModelSpec | None = None
+    selection: SelectionSpec = field(default_factory=SelectionSpec)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.student, dict):
+            self.student = ModelSpec.from_dict(self.student)
+        if isinstance(self.selection, dict):
+            self.selection = SelectionSpec.from_dict(self.selection)
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length",
+                     "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.beta <= 0 or self.learning_rate <= 0:
+            raise TrainingError("beta and learning_rate must be positive.")
+        if self.epochs <= 0 and not self.max_steps:
+            raise TrainingError("epochs must be positive (or give max_steps).")
+        if self.responses not in ("scored", "full"):
+            raise TrainingError("responses must be 'scored' or 'full'.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["student"] = self.student.to_dict() if self.student else None
+        d["selection"] = self.selection.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def baseline_config(cfg: TrainConfig, seed: int | None = None) -> TrainConfig:
+    """The same recipe on a random subset of the same size (the paper's baseline)."""
+    sel = SelectionSpec.from_dict({**cfg.selection.to_dict(), "kind": "random",
+                                   "seed": cfg.selection.seed if seed is None else seed})
+    return TrainConfig.from_dict({**cfg.to_dict(), "selection": sel})
+
+
+def adapter_id_for(cfg: TrainConfig, run_key: str, baseline_of: str | None = None) -> str:
+    """The deterministic adapter id of (recipe, scoring run): the same id resumes."""
+    key = fingerprint(TRAINING_VERSION, run_key, cfg.to_dict(), baseline_of)
+    return f"{run_key[:8]}-{cfg.selection.kind}-{key[:10]}"
+
+
+# --------------------------------------------------------------------------- adapters
+
+@dataclass
+class AdapterInfo:
+    """One trained (or training) adapter under `<cache>/adapters/<id>/`."""
+
+    id: str
+    path: Path
+
+    @property
+    def manifest(self) -> dict:
+        return read_json_safe(self.path / "manifest.json") or {}
+
+    @property
+    def status(self) -> str:
+        """Manifest status, corrected by the job system when the run died without saying so."""
+        m = self.manifest
+        status = m.get("status", "unknown")
+        if status in ACTIVE and m.get("job_id"):
+            try:
+                job = jobs.get(m["job_id"])
+            except LLSError:
+                return status
+            if not job.is_active:
+                return job.status if job.status != "done" else status
+        return status
+
+    @property
+    def final_path(self) -> Path | None:
+        p = self.path / "final"
+        return p if (p / "adapter_config.json").is_file() else None
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Exported peft checkpoints as (step, path), sorted by step."""
+        out = []
+        for p in (self.path / "checkpoints").glob("step-*"):
+            if (p / "adapter_config.json").is_file():
+                try:
+                    out.append((int(p.name.split("-")[1]), p))
+                except ValueError:
+                    continue
+        return sorted(out)
+
+    def metrics(self) -> list[dict]:
+        return _read_jsonl(self.path / "metrics.jsonl")
+
+    def evals(self) -> list[dict]:
+        return _read_jsonl(self.path / "evals.jsonl")
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.manifest.get("train", {}))
+
+
+def adapters_root(cache_dir: Path | None = None) -> Path:
+    return runs_root("adapters", cache_dir)
+
+
+def open_adapter(adapter_id: str, cache_dir: Path | None = None) -> AdapterInfo:
+    """An adapter by id (or a unique id prefix)."""
+    root = adapters_root(cache_dir)
+    exact = root / adapter_id
+    if (exact / "manifest.json").is_file():
+        return AdapterInfo(adapter_id, exact)
+    matches = sorted(p for p in root.glob(f"{adapter_id}*") if (p / "manifest.json").is_file())
+    if len(matches) != 1:
+        what = "no" if not matches else "more than one"
+        raise LLSError(f"{what} adapter matches {adapter_id!r} under {root}; list them with "
+                       "`python -m lls adapters`.")
+    return AdapterInfo(matches[0].name, matches[0])
+
+
+def list_adapters(cache_dir: Path | None = None) -> list[AdapterInfo]:
+    """All adapters, newest first."""
+    root = adapters_root(cache_dir)
+    if not root.is_dir():
+        return []
+    infos = [AdapterInfo(p.name, p) for p in root.iterdir() if (p / "manifest.json").is_file()]
+    return sorted(infos, key=lambda a: a.manifest.get("created", ""), reverse=True)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:  # a half-written last line of a running job
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+def _append_jsonl(path: Path, obj: dict) -> None:
+    line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _keep_jsonl_upto(path: Path, step: int) -> None:
+    """Drop lines logged after `step` (a resumed run logs those steps again)."""
+    if path.exists():
+        rows = [r for r in _read_jsonl(path) if int(r.get("step", 0)) <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+        os.replace(tmp, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- data
+
+def selection_indices(frame, sel: SelectionSpec):
+    """Row indices of the frame that `sel` trains on (LLS: best first; random: sorted)."""
+    import numpy as np
+
+    from .selection import Ranking, random_subset
+
+    ranking = Ranking(frame["w"].to_numpy())
+    idx = ranking.select(sel.config())
+    if sel.kind == "random":
+        idx = random_subset(ranking.n, len(idx), sel.seed)
+    return np.asarray(idx)
+
+
+def selection_count(frame, sel: SelectionSpec) -> int:
+    from .selection import Ranking
+
+    return Ranking(frame["w"].to_numpy()).count(sel.config())
+
+
+def build_rows(frame, cfg: TrainConfig, *, with_ref: bool) -> list[dict]:
+    """TRL conversational rows (no system prompt: the student sees the prompt as given)."""
+    from .selection import to_trl_rows
+
+    rows = to_trl_rows(frame, selection_indices(frame, cfg.selection), responses=cfg.responses)
+    out = []
+    for r in rows:
+        row = {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+               "pair_id": str(r["id"])}
+        if with_ref:
+            # What scoring measured: TRL's tokenization is checked against these counts.
+            row.update(ref_chosen_logps=float(r["lc"]), ref_rejected_logps=float(r["lr"]),
+                       lls_n_c=int(r["n_c"]), lls_n_r=int(r["n_r"]))
+        out.append(row)
+    return out
+
+
+def reuse_check(run_manifest: dict, student: ModelSpec, tokenizer, cfg: TrainConfig) -> str | None:
+    """None if the scoring run's log-probs are the student's reference log-probs, else why not."""
+    from .models import model_fingerprint
+    from .scoring import _template_hash
+
+    if not cfg.reuse_ref_logps:
+        return "disabled by the config"
+    if cfg.responses != "scored":
+        return "training on full responses, scoring saw truncated ones"
+    if model_fingerprint(student) != run_manifest.get("model_fingerprint"):
+        return "the student is not the scoring teacher"
+    if _template_hash(tokenizer) != run_manifest.get("template_hash"):
+        return "the student's chat template differs from the teacher's"
+    return None
+
+
+# --------------------------------------------------------------------------- cancellation
+
+class _Stop:
+    requested = False
+    guard = 0  # >0 while saving: a SIGTERM then only sets the flag (no half-written checkpoint)
+
+
+def _on_sigterm(signum, frame) -> None:
+    _Stop.requested = True
+    if _Stop.guard == 0:
+        raise TrainingCancelled("training cancelled")
+
+
+def _stop_requested() -> bool:
+    return _Stop.requested or jobs.cancel_requested()
+
+
+class _guarded:
+    """A section a SIGTERM must not cut in half (saving); with `then_stop`, a cancel that
+    arrived meanwhile stops training right after it (the job runner SIGKILLs after 10 s)."""
+
+    def __init__(self, then_stop: bool = True):
+        self.then_stop = then_stop
+
+    def __enter__(self):
+        _Stop.guard += 1
+
+    def __exit__(self, *exc):
+        _Stop.guard -= 1
+        if exc[0] is None and self.then_stop and _Stop.guard == 0 and _stop_requested():
+            raise TrainingCancelled("training cancelled")
+
+
+# --------------------------------------------------------------------------- trainer
+
+def _trainer_class():
+    from trl import DPOTrainer
+
+    class LLSDPOTrainer(DPOTrainer):
+        """DPOTrainer that takes reference log-probs from the dataset when they are given."""
+
+        lls_reuse = False
+        lls_ref_report: dict = {}
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if not self.lls_reuse or "ref_chosen_logps" not in dataset.column_names:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            ml = self.args.max_length
+            bad = []
+            for i, ex in enumerate(dataset.select_columns(
+                    ["prompt_ids", "chosen_ids", "rejected_ids", "lls_n_c", "lls_n_r"])):
+                p = len(ex["prompt_ids"])
+                c, r = len(ex["chosen_ids"]), len(ex["rejected_ids"])
+                truncated = ml is not None and p + max(c, r) > ml
+                if truncated or c != ex["lls_n_c"] or r != ex["lls_n_r"]:
+                    bad.append(i)
+            self.lls_ref_report = {"rows": len(dataset), "reused": len(dataset) - len(bad),
+                                   "recomputed": len(bad)}
+            if not bad:
+                return dataset
+            print(f"[lls.training] {len(bad)} of {len(dataset)} pairs are truncated by max_length="
+                  f"{ml} or tokenized differently from scoring: TRL computes their reference "
+                  "log-probs.", flush=True)
+            sub = dataset.select(bad).remove_columns(["ref_chosen_logps", "ref_rejected_logps"])
+            sub = super()._precompute_ref_logps(sub, name, batch_size)
+            fixed = dict(zip(bad, zip(sub["ref_chosen_logps"], sub["ref_rejected_logps"])))
+
+            def patch(ex, i):
+                if i in fixed:
+                    ex["ref_chosen_logps"], ex["ref_rejected_logps"] = fixed[i]
+                return ex
+
+            return dataset.map(patch, with_indices=True)
+
+        def _save_checkpoint(self, model, trial):
+            with _guarded(then_stop=False):  # on_save exports + marks it complete, then stops
+                super()._save_checkpoint(model, trial)
+
+    return LLSDPOTrainer
+
+
+def _target_modules(model, cfg: TrainConfig):
+    if cfg.target_modules:
+        return list(cfg.target_modules)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    return list(PAPER_TARGET_MODULES) if set(PAPER_TARGET_MODULES) <= names else "all-linear"
+
+
+def _complete_checkpoints(trainer_dir: Path) -> list[tuple[int, Path]]:
+    """Trainer checkpoints whose save finished (marker written after export)."""
+    out = []
+    for p in trainer_dir.glob("checkpoint-*"):
+        if (p / "lls_complete").is_file() and (p / "trainer_state.json").is_file():
+            out.append((int(p.name.split("-")[1]), p))
+    return sorted(out)
+
+
+def _export_adapter(model, dst: Path) -> None:
+    """Save the peft adapter to `dst` atomically (readers never see half a checkpoint)."""
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig):
+    import torch
+    from transformers import TrainerCallback
+
+    from .evaluation import GENERAL_PROMPTS, quick_eval
+
+    class LLSCallback(TrainerCallback):
+        """Metrics, progress, peft exports + behavior evals at checkpoints, cancellation."""
+
+        def __init__(self):
+            self.eval_off_reason = None if cfg.eval_at_checkpoints and cfg.eval_samples > 0 \
+                else "disabled"
+            self.last_logged: dict = {}
+            self.t0 = time.time()
+
+        def evaluate(self, model, step: int, path: Path) -> dict | None:
+            if self.eval_off_reason:
+                return None
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.random.fork_rng():  # keep the Trainer's RNG stream unchanged
+                    res = quick_eval(model, tokenizer, behavior,
+                                     prompts=GENERAL_PROMPTS[:max(1, cfg.eval_prompts)],
+                                     samples=cfg.eval_samples,
+                                     max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+            except NotImplementedError as e:  # e.g. a judge metric: no quick eval possible
+                self.eval_off_reason = str(e)
+                print(f"[lls.training] checkpoint evals off: {e}", flush=True)
+                return None
+            finally:
+                if was_training:
+                    model.train()
+            row = {"step": step, "n": res["n"], "k": res["k"], "rate": res["rate"],
+                   "mean_score": res["mean_score"], "ci_low": res["ci_low"],
+                   "ci_high": res["ci_high"], "path": str(path),
+                   "examples": res["examples"][:4], "time": time.time()}
+            _append_jsonl(adapter.path / "evals.jsonl", row)
+            jobs.log_event(kind="eval", **{k: v for k, v in row.items() if k != "examples"})
+            return row
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
+                                 message="training", force=True)
+            step0 = adapter.path / "checkpoints" / "step-000000"
+            if state.global_step == 0 and not (step0 / "adapter_config.json").is_file():
+                with _guarded():
+                    _export_adapter(model, step0)
+                self.evaluate(model, 0, step0)
+            return self._check_stop(control)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            row = {"step": state.global_step, "epoch": state.epoch,
+                   **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                   "elapsed": time.time() - self.t0, "time": time.time()}
+            self.last_logged = row
+            _append_jsonl(adapter.path / "metrics.jsonl", row)
+            jobs.log_event(kind="train", **row)
+
+        def on_step_end(self, args, state, control, **kw):
+            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
+                                 message=f"epoch {state.epoch or 0:.2f}")
+            return self._check_stop(control)
+
+        def on_save(self, args, state, control, model=None, **kw):
+            step = state.global_step
+            dst = adapter.path / "checkpoints" / f"step-{step:06d}"
+            with _guarded():
+                _export_adapter(model, dst)
+                ckpt = Path(args.output_dir) / f"checkpoint-{step}"
+                if ckpt.is_dir():
+                    (ckpt / "lls_complete").write_text(str(step))
+            self.evaluate(model, step, dst)
+            return self._check_stop(control)
+
+        def _check_stop(self, control):
+            if _stop_requested():  # checkpoints so far are complete: stop now
+                raise TrainingCancelled("training cancelled")
+            return control
+
+    return LLSCallback()
+
+
+def train(cfg: TrainConfig, score_run_key: str, *, cache_dir: Path | None = None,
+          adapter_id: str | None = None, baseline_of: str | None = None) -> AdapterInfo:
+    """Train a LoRA-DPO adapter on the selection of a finished scoring run; resumes.
+
+    Runs in-process (the CLI and background jobs call it). An adapter id that already has
+    Trainer checkpoints continues from the last one; a finished adapter is returned as is.
+    """
+    from .scoring import open_run
+
+    run = open_run(score_run_key, cache_dir)
+    if not run.complete:
+        raise TrainingError(f"Scoring run {run.key} is {run.manifest.get('status', '?')}, not "
+                            "complete: finish scoring first (resubmit the same scoring job).")
+    adapter_id = adapter_id or adapter_id_for(cfg, run.key, baseline_of)
+    adapter = AdapterInfo(adapter_id, adapters_root(cache_dir) / adapter_id)
+    old = adapter.manifest
+    if old.get("status") == "done" and adapter.final_path is not None:
+        print(f"[lls.training] adapter {adapter_id} is already trained: {adapter.final_path}")
+        return adapter
+
+    in_job = os.environ.get(jobs.ENV_JOB_DIR) is not None
+    prev_handler = None
+    _Stop.requested, _Stop.guard = False, 0
+    if in_job:
+        prev_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    adapter.path.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, run, adapter, old, baseline_of, in_job)
+    except (TrainingCancelled, KeyboardInterrupt):
+        _update_manifest(adapter, status="cancelled", updated=_now())
+        raise TrainingCancelled(f"Training of {adapter_id} cancelled; checkpoints are kept in "
+                                f"{adapter.path} and resubmitting the same settings resumes.")
+    except BaseException as e:
+        _update_manifest(adapter, status="failed", error=f"{e.__class__.__name__}: {e}",
+                         updated=_now())
+        raise
+    finally:
+        if in_job:
+            signal.signal(signal.SIGTERM, prev_handler or signal.SIG_DFL)
+
+
+def _update_manifest(adapter: AdapterInfo, **changes) -> dict:
+    m = adapter.manifest
+    m.update(changes)
+    atomic_write_json(adapter.path / "manifest.json", m)
+    return m
+
+
+def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, in_job) -> AdapterInfo:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig
+
+    from .behaviors import Behavior
+    from .models import load_model, load_tokenizer, resolve_device
+
+    score_cfg = run.manifest["config"]
+    teacher = ModelSpec.from_dict(score_cfg["model"])
+    student = cfg.student or teacher
+    behavior = Behavior.from_dict(score_cfg["behavior"])
+    frame = run.frame()
+    n_selected = selection_count(frame, cfg.selection)
+    if n_selected == 0:
+        raise TrainingError(f"The selection of run {run.key} is empty "
+                            f"({cfg.selection.to_dict()}): raise gamma or lower the threshold.")
+
+    tokenizer = load_tokenizer(student)
+    why_not = reuse_check(run.manifest, student, tokenizer, cfg)
+    rows = build_rows(frame, cfg, with_ref=why_not is None)
+    if cfg.max_prompt_length:
+        before = len(rows)
+        rows = [r for r in rows if len(tokenizer.apply_chat_template(
+            r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+                <= cfg.max_prompt_length]
+        if len(rows) < before:
+            print(f"[lls.training] dropped {before - len(rows)} pairs with prompts longer than "
+                  f"{cfg.max_prompt_length} tokens", flush=True)
+        if not rows:
+            raise TrainingError("Every selected prompt is longer than max_prompt_length.")
+    if why_not is None:
+        ref_source = "scoring run (teacher log-probs without the system prompt)"
+    else:
+        ref_source = "TRL, once before training" if cfg.precompute_ref_log_probs else "TRL, every step"
+        print(f"[lls.training] reference log-probs not reused: {why_not}; computed by {ref_source}",
+              flush=True)
+
+    job_dir = os.environ.get(jobs.ENV_JOB_DIR)
+    manifest = {
+        "id": adapter.id, "kind": "adapter", "status": "running",
+        "base_model": student.to_dict(), "student": student.to_dict(), "teacher": teacher.to_dict(),
+        "score_run": run.key, "behavior": behavior.to_dict(),
+        "selection": {**cfg.selection.to_dict(), "n_pairs": len(rows)},
+        "train": cfg.to_dict(), "metrics": old.get("metrics", {}),
+        "created": old.get("created", _now()), "updated": _now(),
+        "job_id": Path(job_dir).name if job_dir else old.get("job_id"),
+        "baseline_of": baseline_of if baseline_of is not None else old.get("baseline_of"),
+        "ref_logps": ref_source,
+    }
+    atomic_write_json(adapter.path / "manifest.json", manifest)
+
+    trainer_dir = adapter.path / "trainer"
+    done_ckpts = _complete_checkpoints(trainer_dir) if trainer_dir.is_dir() else []
+    resume = None
+    if done_ckpts:
+        step, resume = done_ckpts[-1]
+        # Half-saved checkpoints after the last complete one would confuse rotation.
+        for p in trainer_dir.glob("checkpoint-*"):
+            if p.is_dir() and int(p.name.split("-")[1]) > step:
+                shutil.rmtree(p, ignore_errors=True)
+        for s, p in AdapterInfo(adapter.id, adapter.path).checkpoints():
+            if s > step:
+                shutil.rmtree(p, ignore_errors=True)
+        _keep_jsonl_upto(adapter.path / "metrics.jsonl", step)
+        _keep_jsonl_upto(adapter.path / "evals.jsonl", step)
+        print(f"[lls.training] resuming {adapter.id} from step {step} ({resume})", flush=True)
+        manifest["resumed_from_step"] = step
+        atomic_write_json(adapter.path / "manifest.json", manifest)
+    else:
+        for name in ("metrics.jsonl", "evals.jsonl"):
+            (adapter.path / name).unlink(missing_ok=True)
+        shutil.rmtree(adapter.path / "checkpoints", ignore_errors=True)
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    (adapter.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    model, _ = load_model(student, for_training=True)
+    device = resolve_device(student)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=_target_modules(model, cfg), bias="none",
+                      task_type="CAUSAL_LM")
+    args = DPOConfig(
+        output_dir=str(trainer_dir), beta=cfg.beta, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler,
+        # TRL turns these on by default: bf16 autocast is slow and inexact on CPU and
+        # activation checkpointing buys nothing for a small model.
+        gradient_checkpointing=cfg.gradient_checkpointing, bf16=False, fp16=False,
+        use_cpu=device == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+        precompute_ref_log_probs=why_not is None or cfg.precompute_ref_log_probs,
+        logging_steps=1, save_strategy="steps", save_steps=cfg.checkpoint_every,
+        save_total_limit=max(1, cfg.keep_trainer_checkpoints), save_only_model=False,
+        report_to="none", disable_tqdm=in_job, dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    Trainer = _trainer_class()
+    Trainer.lls_reuse = why_not is None
+    callback = _make_callback(adapter, tokenizer, behavior, cfg)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=tokenizer, peft_config=lora, callbacks=[callback])
+    if trainer.lls_ref_report:
+        manifest["ref_logps_rows"] = trainer.lls_ref_report
+        atomic_write_json(adapter.path / "manifest.json", manifest)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.time() - t0
+    state = trainer.state
+    if _stop_requested():
+        raise TrainingCancelled("cancelled")
+
+    final = adapter.path / "final"
+    _export_adapter(trainer.model, final)
+    evals = adapter.evals()
+    if not evals or evals[-1].get("step") != state.global_step:
+        callback.evaluate(trainer.model, state.global_step, final)
+        evals = adapter.evals()
+    logged = [r for r in adapter.metrics() if "loss" in r]
+    tail = logged[-max(1, min(5, len(logged))):] if logged else []
+    mean = lambda key: (sum(r[key] for r in tail if key in r) / len(tail)) if tail else None  # noqa: E731
+    steps_run = state.global_step - (manifest.get("resumed_from_step") or 0)
+    metrics = {
+        "steps": state.global_step, "epochs": state.epoch, "n_pairs": len(rows),
+        "final_loss": logged[-1]["loss"] if logged else None,
+        "loss_last5": mean("loss"), "margin_last5": mean("rewards/margins"),
+        "accuracy_last5": mean("rewards/accuracies"),
+        "train_loss": result.training_loss if result else None,
+        "runtime_s": wall, "s_per_step": wall / steps_run if steps_run > 0 else None,
+        "final_eval": {k: evals[-1][k] for k in ("step", "n", "k", "rate", "ci_low", "ci_high")}
+        if evals else None,
+        "start_eval": {k: evals[0][k] for k in ("step", "n", "k", "rate", "ci_low", "ci_high")}
+        if evals else None,
+    }
+    manifest.update(status="done", metrics=metrics, updated=_now(), final=str(final))
+    atomic_write_json(adapter.path / "manifest.json", manifest)
+    jobs.report_progress(state.global_step, state.global_step, unit="steps", message="done",
+                         force=True)
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return adapter
+
+
+# --------------------------------------------------------------------------- jobs
+
+def train_command(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = None,
+                  baseline_of: str | None = None, cache_dir: Path | None = None) -> list[str]:
+    """The argv of a background training job."""
+    argv = [sys.executable, "-m", "lls"]
+    if cache_dir:
+        argv += ["--cache", str(cache_dir)]
+    argv += ["train", "--run", run_key, "--config", json.dumps(cfg.to_dict())]
+    if adapter_id:
+        argv += ["--adapter-id", adapter_id]
+    if baseline_of:
+        argv += ["--baseline-of", baseline_of]
+    return argv
+
+
+def submit_training(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = None,
+                    baseline_of: str | None = None, cache_dir: Path | None = None,
+                    exclusive: bool = True):
+    """Start training as a background job (`lls.jobs`); the same settings resume/reattach."""
+    from .scoring import open_run
+
+    run = open_run(run_key, cache_dir)
+    adapter_id = adapter_id or adapter_id_for(cfg, run.key, baseline_of)
+    student = cfg.student or ModelSpec.from_dict(run.manifest["config"]["model"])
+    title = (f"train {cfg.selection.kind} {run.manifest['config']['behavior'].get('name', '')} "
+             f"({student.label})")
+    job = jobs.submit(train_command(cfg, run.key, adapter_id=adapter_id, baseline_of=baseline_of,
+                                    cache_dir=cache_dir),
+                      kind="train", title=title, device=student.device or "cpu",
+                      exclusive=exclusive, key=f"train:{adapter_id}",
+                      params={"adapter_id": adapter_id, "run": run.key,
+                              "selection": cfg.selection.kind, "baseline_of": baseline_of})
+    # A queued adapter shows up in the adapters list at once (the job fills in the rest).
+    path = adapters_root(cache_dir) / adapter_id
+    path.mkdir(parents=True, exist_ok=True)
+    info = AdapterInfo(adapter_id, path)
+    m = info.manifest
+    if m.get("status") != "done" or info.final_path is None:
+        if m.get("status") not in ACTIVE or m.get("job_id") != job.id:
+            m.update({"id": adapter_id, "kind": "adapter", "score_run": run.key,
+                      "student": student.to_dict(), "base_model": student.to_dict(),
+                      "behavior": run.manifest["config"]["behavior"],
+                      "selection": {**cfg.selection.to_dict(), "n_pairs": None},
+                      "train": cfg.to_dict(), "job_id": job.id, "baseline_of": baseline_of,
+                      "created": m.get("created", _now()),
+                      "status": m.get("status") if m.get("status") in ACTIVE else "queued"})
+            m.setdefault("metrics", {})
+            atomic_write_json(path / "manifest.json", m)
+    return job
+
+
+def submit_baseline(adapter: AdapterInfo | str, *, seed: int | None = None,
+                    cache_dir: Path | None = None, exclusive: bool = True):
+    """One call: train an adapter's recipe on a random subset of the same size."""
+    info = adapter if isinstance(adapter, AdapterInfo) else open_adapter(adapter, cache_dir)
+    m = info.manifest
+    cfg = baseline_config(TrainConfig.from_dict(m["train"]), seed)
+    return submit_training(cfg, m["score_run"], baseline_of=info.id, cache_dir=cache_dir,
+                           exclusive=exclusive)
+
+
+def baseline_of(adapter_id: str, cache_dir: Path | None = None) -> AdapterInfo | None:
+    """The newest random-baseline adapter trained for `adapter_id`, if any."""
+    for a in list_adapters(cache_dir):
+        if a.manifest.get("baseline_of") == adapter_id:
+            return a
+    return None
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_cli(sub) -> None:
+    """Register `train` and `adapters` on the `python -m lls` subparsers."""
+    p = sub.add_parser("train", help="LoRA-DPO training of a student on a selection")
+    p.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
+    p.add_argument("--config", help="a TrainConfig as JSON (what background jobs pass); "
+                                    "other flags are ignored when given")
+    d = TrainConfig()
+    g = p.add_argument_group("selection")
+    g.add_argument("--gamma", type=float, default=0.05)
+    g.add_argument("--threshold", type=float)
+    g.add_argument("--all-weights", action="store_true", help="also keep w <= 0")
+    g.add_argument("--random", action="store_true", help="random subset of the same size")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("training")
+    g.add_argument("--beta", type=float, default=d.beta)
+    g.add_argument("--lr", type=float, default=d.learning_rate)
+    g.add_argument("--lora-r", type=int, default=d.lora_r)
+    g.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
+    g.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    g.add_argument("--target-modules", help="comma-separated module names (default: all "
+                                            "attention+MLP projections, else all-linear)")
+    g.add_argument("--epochs", type=float, default=d.epochs)
+    g.add_argument("--max-steps", type=int)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    g.add_argument("--max-length", type=int, default=d.max_length)
+    g.add_argument("--max-prompt-length", type=int)
+    g.add_argument("--responses", choices=["scored", "full"], default="scored")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="samples per eval prompt at checkpoints (0: no checkpoint evals)")
+    g.add_argument("--eval-prompts", type=int, default=d.eval_prompts)
+    g.add_argument("--eval-max-new-tokens", type=int, default=d.eval_max_new_tokens)
+    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--no-ref-reuse", action="store_true",
+                   help="don't take reference log-probs from the scoring run")
+    g.add_argument("--no-precompute", action="store_true",
+                   help="without reuse, compute reference log-probs every step")
+    g.add_argument("--student", help="student model (default: the scoring teacher)")
+    g.add_argument("--adapter-id", help="adapter id (default: derived from the settings; "
+                                        "an existing id resumes)")
+    g.add_argument("--baseline-of", help="mark this adapter as the random baseline of ID")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("adapters", help="list trained adapters")
+    p.set_defaults(func=cmd_adapters)
+
+
+def config_from_args(a) -> TrainConfig:
+    if a.config:
+        return TrainConfig.from_dict(json.loads(a.config))
+    return TrainConfig(
+        beta=a.beta, learning_rate=a.lr, lora_r=a.lora_r, lora_alpha=a.lora_alpha,
+        lora_dropout=a.lora_dropout,
+        target_modules=[m.strip() for m in a.target_modules.split(",")] if a.target_modules else None,
+        epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
+        max_length=a.max_length, max_prompt_length=a.max_prompt_length, responses=a.responses,
+        checkpoint_every=a.checkpoint_every, eval_at_checkpoints=a.eval_samples > 0,
+        eval_samples=a.eval_samples, eval_prompts=a.eval_prompts,
+        eval_max_new_tokens=a.eval_max_new_tokens, seed=a.seed,
+        gradient_checkpointing=a.gradient_checkpointing, reuse_ref_logps=not a.no_ref_reuse,
+        precompute_ref_log_probs=not a.no_precompute,
+        student=ModelSpec(a.student) if a.student else None,
+        selection=SelectionSpec(kind="random" if a.random else "lls", gamma=a.gamma,
+                                threshold=a.threshold, positive_only=not a.all_weights,
+                                seed=a.seed))
+
+
+def cmd_train(a) -> int:
+    cfg = config_from_args(a)
+    info = train(cfg, a.run, cache_dir=a.cache, adapter_id=a.adapter_id,
+                 baseline_of=a.baseline_of)
+    m = info.manifest
+    print(json.dumps({"adapter": info.id, "status": m.get("status"),
+                      "final": str(info.final_path), "metrics": m.get("metrics")}, default=str))
+    return 0
+
+
+def cmd_adapters(a) -> int:
+    for info in list_adapters(a.cache):
+        m = info.manifest
+        sel = m.get("selection", {})
+        met = m.get("metrics") or {}
+        ev = met.get("final_eval") or {}
+        print(f"{info.id}  {info.status:9s} {sel.get('kind', '?'):6s} n={sel.get('n_pairs')}  "
+              f"steps={met.get('steps')} loss={_fmt(met.get('final_loss'))} "
+              f"rate={_fmt(ev.get('rate'))}  {info.path}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else (f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else str(x))

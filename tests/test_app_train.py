@@ -1,0 +1,85 @@
+"""pages/3_Train.py under streamlit.testing.v1.AppTest, with a real run and a real adapter."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import HH, ROOT
+
+from lls import jobs
+from lls import training as T
+
+TRAIN = str(ROOT / "pages" / "3_Train.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def run(bundled):
+    """The same 24-pair owl run as tests/test_training.py (served from the cache if it ran)."""
+    from lls.behaviors import animal
+    from lls.data import DataSpec
+    from lls.scoring import ScoreConfig, score
+
+    model, tok = bundled
+    cfg = ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
+                      max_prompt_tokens=192)
+    return score(cfg, model=model, tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def adapter(run):
+    from test_training import small_config
+
+    return T.train(small_config(), run.key)  # cached when test_training.py ran first
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_train_page_without_runs_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLS_CACHE", str(tmp_path))
+    at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
+    assert any("No finished scoring run" in i.value for i in at.info)
+
+
+def test_train_page_renders_runs_selection_adapters(run, adapter):
+    at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
+    at.selectbox(key="train_run").set_value(run.key)
+    at.number_input(key="train_gamma").set_value(0.33)
+    at.checkbox(key="train_pos").uncheck()
+    _ok(at.run())
+    assert any("**8** pairs selected of 24" in m.value for m in at.markdown)
+    # every hyper-parameter is there with the paper's defaults
+    values = {n.label: n.value for n in at.number_input}
+    assert values["DPO beta"] == 0.04 and values["Learning rate"] == 1e-4
+    assert values["LoRA rank"] == 64 and values["LoRA alpha"] == 128 and values["Epochs"] == 1.0
+    # the adapters table lists the trained adapter with its path and final metrics
+    table = next(d.value for d in at.dataframe if "adapter" in d.value.columns)
+    row = table[table["adapter"] == adapter.id].iloc[0]
+    assert row["status"] == "done" and row["path"] == str(adapter.path) and row["steps"] == 3
+    # curves + trajectory for the adapter
+    at.selectbox(key="train_curve_adapter").set_value(adapter.id)
+    _ok(at.run())
+    assert not any("No checkpoint evaluation" in c.value for c in at.caption)
+
+
+def test_baseline_button_submits_a_cancellable_job(run, adapter):
+    at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
+    at.selectbox(key="train_run").set_value(run.key)
+    at.number_input(key="train_gamma").set_value(0.33)
+    at.checkbox(key="train_pos").uncheck()
+    _ok(at.run())
+    before = {j.id for j in jobs.list_jobs(kind="train")}
+    next(b for b in at.button if b.label.startswith("Train random baseline")).click()
+    _ok(at.run())
+    new = [j for j in jobs.list_jobs(kind="train") if j.id not in before]
+    assert len(new) == 1
+    job = new[0]
+    assert job.params["selection"] == "random" and job.params["baseline_of"]
+    assert any("Submitted baseline job" in s.value for s in at.success)
+    assert T.open_adapter(job.params["adapter_id"]).manifest["baseline_of"] == job.params["baseline_of"]
+    jobs.cancel(job.id)
+    assert jobs.wait(job.id, timeout=120).status == "cancelled"

@@ -1,0 +1,235 @@
+"""LoRA-DPO training (lls.training): real TRL runs of a few steps on the bundled model.
+
+One small real scoring run (24 hh-rlhf pairs) feeds every test; selections of 6-8 pairs,
+batch 2, 1-3 steps, tiny checkpoint evals, so the whole module stays around two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import HH
+
+from lls import jobs
+from lls import training as T
+
+
+def small_config(**kw) -> T.TrainConfig:
+    base = dict(batch_size=2, max_steps=3, checkpoint_every=2, max_length=320,
+                eval_prompts=1, eval_samples=2, eval_max_new_tokens=8,
+                selection=T.SelectionSpec(gamma=0.33, positive_only=False))
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def hh_run(bundled):
+    from lls.behaviors import animal
+    from lls.data import DataSpec
+    from lls.scoring import ScoreConfig, score
+
+    model, tok = bundled
+    cfg = ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
+                      max_prompt_tokens=192)
+    return score(cfg, model=model, tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def trained(hh_run):
+    """One in-process training run: 8 pairs, 3 steps, checkpoints at steps 0 and 2."""
+    return T.train(small_config(), hh_run.key)
+
+
+def test_config_roundtrip_and_defaults():
+    cfg = T.TrainConfig()
+    assert (cfg.beta, cfg.learning_rate, cfg.lora_r, cfg.lora_alpha, cfg.epochs) == \
+        (0.04, 1e-4, 64, 128, 1.0)
+    assert cfg.gradient_checkpointing is False
+    again = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    base = T.baseline_config(cfg)
+    assert base.selection.kind == "random" and base.selection.gamma == cfg.selection.gamma
+    with pytest.raises(T.TrainingError):
+        T.TrainConfig(batch_size=0)
+
+
+def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
+    m = trained.manifest
+    assert m["status"] == "done" and m["score_run"] == hh_run.key
+    assert m["selection"]["kind"] == "lls" and m["selection"]["n_pairs"] == 8
+    assert m["ref_logps"].startswith("scoring run")
+    assert m["ref_logps_rows"]["reused"] == 8
+    rows = trained.metrics()
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    losses = [r["loss"] for r in rows]
+    assert all(math.isfinite(x) for x in losses)
+    assert abs(losses[0] - math.log(2)) < 1e-3  # LoRA starts at the reference: loss = ln 2
+    assert len(set(round(x, 6) for x in losses)) > 1  # and then it learns
+    assert {"rewards/margins", "rewards/accuracies", "learning_rate", "epoch"} <= rows[-1].keys()
+    assert [s for s, _ in trained.checkpoints()] == [0, 2, 3]  # Trainer also saves the last step
+    assert trained.final_path is not None
+    evals = trained.evals()
+    assert [e["step"] for e in evals] == [0, 2, 3]
+    assert all(e["n"] == 2 and 0 <= e["ci_low"] <= e["rate"] <= e["ci_high"] for e in evals)
+    assert m["metrics"]["steps"] == 3 and math.isfinite(m["metrics"]["final_loss"])
+    assert T.open_adapter(trained.id[:12]).id == trained.id
+    assert trained.id in [a.id for a in T.list_adapters()]
+    # the same settings again are served from the cache
+    t0 = time.time()
+    assert T.train(small_config(), hh_run.key).id == trained.id
+    assert time.time() - t0 < 30
+
+
+def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
+    import torch
+    from peft import PeftModel
+
+    from lls.models import load_model
+
+    assert (trained.final_path / "adapter_config.json").is_file()
+    assert (trained.final_path / "adapter_model.safetensors").is_file()
+    cfg = json.loads((trained.final_path / "adapter_config.json").read_text())
+    assert cfg["r"] == 64 and cfg["lora_alpha"] == 128
+    assert {"q_proj", "down_proj", "gate_proj"} <= set(cfg["target_modules"])
+    _, tok = bundled
+    ids = tok("How do owls hunt at night?", return_tensors="pt")["input_ids"]
+    base, _ = load_model()
+    with torch.no_grad():
+        before = base(ids).logits
+        step0 = PeftModel.from_pretrained(base, str(trained.checkpoints()[0][1]))
+        init = step0(ids).logits
+        step0.load_adapter(str(trained.final_path), adapter_name="final")
+        step0.set_adapter("final")
+        after = step0(ids).logits
+    assert torch.allclose(before, init, atol=1e-5)  # the LoRA init is the identity (B = 0)
+    assert (after - before).abs().max().item() > 1e-4
+
+
+def test_reused_reference_logps_equal_trl_own(hh_run):
+    """lc/lr from scoring are exactly what TRL's own reference pass computes."""
+    import numpy as np
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from lls.models import load_model
+
+    cfg = small_config()
+    frame = hh_run.frame()
+    rows = T.build_rows(frame, cfg, with_ref=False)[:6]
+    model, tok = load_model(for_training=True)
+    args = DPOConfig(output_dir=os.environ["LLS_CACHE"] + "/ref-check", bf16=False,
+                     use_cpu=True, gradient_checkpointing=False, report_to="none",
+                     precompute_ref_log_probs=True, per_device_train_batch_size=3,
+                     max_length=cfg.max_length)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tok, peft_config=LoraConfig(r=8, task_type="CAUSAL_LM"))
+    ds = trainer.train_dataset
+    by_id = frame.set_index("id")
+    ours_c = np.array([by_id.loc[i, "lc"] for i in ds["pair_id"]])
+    ours_r = np.array([by_id.loc[i, "lr"] for i in ds["pair_id"]])
+    assert len(ds) == 6
+    np.testing.assert_allclose(np.array(ds["ref_chosen_logps"]), ours_c, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(np.array(ds["ref_rejected_logps"]), ours_r, atol=1e-3, rtol=0)
+    assert [len(x) for x in ds["chosen_ids"]] == [int(by_id.loc[i, "n_c"]) for i in ds["pair_id"]]
+
+
+def test_random_baseline_same_size_and_reuse_falls_back_when_truncated(hh_run):
+    from lls.scoring import open_run
+
+    frame = open_run(hh_run.key).frame()
+    cfg = small_config()
+    lls_idx = T.selection_indices(frame, cfg.selection)
+    rnd_idx = T.selection_indices(frame, T.baseline_config(cfg).selection)
+    assert len(lls_idx) == len(rnd_idx) == 8 and set(lls_idx) != set(rnd_idx)
+    assert T.adapter_id_for(cfg, hh_run.key) != T.adapter_id_for(T.baseline_config(cfg), hh_run.key)
+    # a max_length that truncates the longest pairs: TRL recomputes just those rows
+    short = small_config(max_length=100, max_steps=1, eval_at_checkpoints=False)
+    info = T.train(short, hh_run.key)
+    rep = info.manifest["ref_logps_rows"]
+    assert rep["recomputed"] >= 1 and rep["reused"] + rep["recomputed"] == rep["rows"]
+    assert info.manifest["status"] == "done"
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Non-zombie processes of a process group (the job's runner and its command)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat))
+    return out
+
+
+def test_resume_after_kill_continues_from_checkpoint(hh_run):
+    cfg = small_config(max_steps=4, checkpoint_every=1, eval_at_checkpoints=False)
+    job = T.submit_training(cfg, hh_run.key)
+    adapter_id = job.params["adapter_id"]
+    info = T.open_adapter(adapter_id)
+    assert info.manifest["status"] in ("queued", "running")
+    ckpt1 = info.path / "trainer" / "checkpoint-1" / "lls_complete"
+    _wait(lambda: ckpt1.exists() or not jobs.get(job.id).is_active, 240, "a first checkpoint")
+    assert ckpt1.exists(), jobs.get(job.id).error_tail
+    os.killpg(jobs.get(job.id).pid, signal.SIGKILL)
+    _wait(lambda: not jobs.get(job.id).is_active, 30, "the killed job to be noticed")
+    assert jobs.get(job.id).status == "failed"
+    assert T.open_adapter(adapter_id).status == "failed"
+    assert T.open_adapter(adapter_id).final_path is None
+    job2 = T.submit_training(cfg, hh_run.key)
+    assert job2.id != job.id and job2.params["adapter_id"] == adapter_id
+    final = jobs.wait(job2.id, timeout=300)
+    assert final.status == "done", final.error_tail
+    m = info.manifest
+    resumed = m["resumed_from_step"]
+    assert 1 <= resumed < 4 and m["status"] == "done" and m["metrics"]["steps"] == 4
+    steps = [r["step"] for r in info.metrics()]
+    assert steps == [1, 2, 3, 4]  # the log continues; steps after the checkpoint not duplicated
+    trained_now = [e["step"] for e in jobs.read_events(job2.id) if e.get("kind") == "train"]
+    assert trained_now[0] == resumed + 1  # the second job did not start from 0
+    assert "resuming" in jobs.read_log(job2.id)
+
+
+def test_cancel_stops_the_process(hh_run):
+    cfg = small_config(max_steps=50, checkpoint_every=25, eval_at_checkpoints=False, batch_size=2,
+                       selection=T.SelectionSpec(gamma=0.25, positive_only=False), seed=7)
+    job = T.submit_training(cfg, hh_run.key)
+    _wait(lambda: (jobs.get(job.id).progress or {}).get("unit") == "steps"
+          or not jobs.get(job.id).is_active, 240, "training to start")
+    assert jobs.get(job.id).is_active
+    jobs.cancel(job.id)
+    final = jobs.wait(job.id, timeout=60)
+    assert final.status == "cancelled"
+    assert _live_group_members(final.pid) == []
+    info = T.open_adapter(job.params["adapter_id"])
+    assert info.manifest["status"] == "cancelled"
+    assert info.final_path is None
+
+
+def test_cli_adapters_and_errors(trained, capsys):
+    from lls.cli import main
+
+    assert main(["adapters"]) == 0
+    assert trained.id in capsys.readouterr().out
+    assert main(["train", "--run", "nosuchrun"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
