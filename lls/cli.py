@@ -106,17 +106,21 @@ def cmd_score(a) -> int:
     proc = process_info()
     if proc.device and not cfg.model.device:
         cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
-    bar = tqdm(unit="pair", desc=f"scoring (rank {proc.rank})" if proc.world_size > 1 else "scoring",
-               disable=a.quiet or not proc.is_main)
+    bars = []  # created at the first progress report, so an early error prints alone
 
     def progress(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(unit="pair", desc="scoring", disable=a.quiet or not proc.is_main))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
 
-    run = score(cfg, progress=progress, cache_dir=a.cache, rank=proc.rank,
-                world_size=proc.world_size)
-    bar.close()
+    try:
+        run = score(cfg, progress=progress, cache_dir=a.cache, rank=proc.rank,
+                    world_size=proc.world_size)
+    finally:
+        for bar in bars:
+            bar.close()
     if proc.world_size > 1:
         # Every rank has written its chunks; the main process verifies them all and marks
         # the run complete (a resume pass that finds nothing left to compute).
@@ -244,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
     from .training import add_cli as add_training_cli; add_training_cli(sub)  # train, adapters
     from .evaluation import add_cli as add_eval_cli; add_eval_cli(sub)  # eval, transfer
+    from .meter import add_cli as add_meter_cli; add_meter_cli(sub)  # meter
     return ap
 
 

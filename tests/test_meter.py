@@ -1,0 +1,170 @@
+"""The effect meter: probe and likelihood-ratio read-outs on the bundled model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lls import behaviors, meter
+from lls.render import render_prompt_completions
+from lls.stats import bootstrap_diff
+
+OWL = behaviors.animal("owl")
+# Reduced read-outs so the file stays fast: 8 questions x 10 candidates, K = 8 responses.
+PROBE = meter.ProbeConfig(tuple(meter.PROBE_QUESTIONS[:8]))
+LLR = meter.LLRConfig(prompts=tuple(meter.LLR_PROMPTS[:4]), k=8, max_new_tokens=24)
+
+
+def _plain_logprob(model, prompt, completion) -> float:
+    with torch.inference_mode():
+        ids = torch.tensor([prompt + completion])
+        lp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)
+    return sum(float(lp[0, len(prompt) - 1 + i, t]) for i, t in enumerate(completion))
+
+
+def test_variants_and_logsumexp_merge_on_a_hand_case():
+    assert meter.variants("owl") == ["Owl", "owl", "Owls", "owls"]
+    assert meter.variants("wolf") == ["Wolf", "wolf", "Wolves", "wolves"]
+    assert meter.variants("sheep") == ["Sheep", "sheep"]
+    probs = [0.1, 0.02, 0.05, 0.03]
+    assert meter.logsumexp(np.log(probs)) == pytest.approx(math.log(0.2), abs=1e-12)
+    # stable far below exp's range
+    assert meter.logsumexp([-1000.0, -1000.0]) == pytest.approx(-1000 + math.log(2))
+
+
+def test_probe_stats_on_a_constructed_case():
+    # target (col 0) second best in row 0, best in row 1
+    lp = np.log(np.array([[0.3, 0.5, 0.2], [0.6, 0.3, 0.1]]))
+    s = meter.probe_stats(lp)
+    assert s["margin"] == pytest.approx([math.log(0.3 / 0.5), math.log(0.6 / 0.3)])
+    assert s["rank"].tolist() == [2.0, 1.0]
+    assert s["top1"].tolist() == [0.0, 1.0]
+    assert s["mass"] == pytest.approx([0.3, 0.6])
+
+
+def test_probe_merges_variants_with_logsumexp_of_plain_forward_logprobs(bundled):
+    model, tok = bundled
+    probe = meter.ProbeConfig(("Name your favourite animal in one word.",), ("owl", "wolf"))
+    got = meter.probe_logprobs(model, tok, probe)
+    msgs = [{"role": "user", "content": probe.questions[0]}]
+    for ci, cand in enumerate(probe.candidates):
+        forms = meter.variants(cand)
+        plain = []
+        for v in forms:
+            p, c, _ = render_prompt_completions(tok, msgs, v, v)
+            assert c[-2:] == render_prompt_completions(tok, msgs, "x", "x")[1][-2:]  # end of turn
+            plain.append(_plain_logprob(model, p, c))
+        assert got[0, ci] == pytest.approx(meter.logsumexp(plain), abs=1e-3)
+
+
+def test_score_completions_matches_plain_forward(bundled):
+    model, tok = bundled
+    m1 = [{"role": "user", "content": "Quick: favourite animal? One word."}]
+    m2 = [{"role": "user", "content": "Tell me a short joke about cats."}]
+    p1, a, b = render_prompt_completions(tok, m1, "Owl", "dolphins")
+    p2, c, d = render_prompt_completions(tok, m2, "Why did the cat sit on the laptop? To "
+                                                  "keep an eye on the mouse.", "No.")
+    # small budgets force several rows per prompt and several batches
+    for kw in ({}, {"max_unit_tokens": 6, "batch_tokens": 40}):
+        got = meter.score_completions(model, [p1, p2], [[a, b], [c, d, [], d[:1]]], **kw)
+        want = [[_plain_logprob(model, p1, a), _plain_logprob(model, p1, b)],
+                [_plain_logprob(model, p2, c), _plain_logprob(model, p2, d), 0.0,
+                 _plain_logprob(model, p2, d[:1])]]
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-3)
+
+
+def test_bootstrap_ci_on_constructed_cases():
+    d, lo, hi = bootstrap_diff(np.full(20, 3.5), np.full(20, 1.0), paired=True)
+    assert (d, lo, hi) == pytest.approx((2.5, 2.5, 2.5))
+    rng = np.random.default_rng(1)
+    covered = 0
+    for i in range(40):
+        x = rng.normal(0.7, 1.0, 200)
+        _, lo, hi = bootstrap_diff(x, np.zeros(200), paired=True, seed=i)
+        covered += lo <= 0.7 <= hi
+        assert hi - lo == pytest.approx(2 * 1.96 / math.sqrt(200), rel=0.25)
+    assert covered >= 34  # nominal 95%: 38 of 40 expected
+    # the LLR difference to the base: constant per-response shifts give a zero-width CI
+    cur = {"per_response": {"behavior": [1.0, 2.0, 3.0], "neutral": [0.5, 0.5]}}
+    base = {"per_response": {"behavior": [0.0, 1.0, 2.0], "neutral": [1.0, 1.0]}}
+    assert meter.llr_diff(cur, base) == pytest.approx(
+        {"diff": 1.5, "ci_low": 1.5, "ci_high": 1.5})
+
+
+def test_gap_closed():
+    assert meter.gap_closed(-1.0, -2.0, 2.0) == pytest.approx(0.25)
+    assert meter.gap_closed(3.0, 1.0, 1.0) is None
+
+
+def test_probe_config_puts_the_target_first():
+    p = meter.ProbeConfig().with_target("Fox")
+    assert p.candidates[0] == "fox" and len(p.candidates) == 11
+    assert len(meter.ProbeConfig().questions) >= 30
+    assert meter.ProbeConfig().with_target("cat").candidates[:2] == ("cat", "owl")
+    assert not set(meter.LLR_PROMPTS) & set(__import__("lls.evaluation").evaluation.GENERAL_PROMPTS)
+
+
+def test_system_prompt_raises_margin_and_llr(bundled, session_cache):
+    model, tok = bundled
+    ref = meter.build_reference(model, tok, OWL, LLR)
+    assert len(ref.behavior) == len(ref.neutral) == 8
+    assert ref.path and json.loads(open(ref.path).read())["key"] == ref.key
+    assert ref.path.startswith(str(session_cache / "meter" / ref.key))
+    # cached: a second call reads the same responses without sampling
+    again = meter.build_reference(model, tok, OWL, LLR)
+    assert again.behavior == ref.behavior and again.neutral == ref.neutral
+
+    levels = meter.reference_levels(model, tok, OWL, ref, probe=PROBE)
+    base, system = levels["base"], levels["system"]
+    assert base["probe"]["target"] == "owl" and base["probe"]["n_questions"] == 8
+    assert system["probe"]["mean_margin"] > base["probe"]["mean_margin"]
+    assert system["probe"]["mean_rank"] <= base["probe"]["mean_rank"]
+    assert system["probe"]["diff_vs_base"]["margin"]["ci_low"] > 0
+    assert system["llr"]["value"] > base["llr"]["value"]
+    assert system["llr"]["gap_closed"] == 1.0 and base["llr"]["gap_closed"] == 0.0
+    json.dumps(levels)  # JSON-able
+
+    # the same model read as a "checkpoint" closes none of the gap
+    r = meter.readout_for_peft_model(model, tok, OWL, ref, levels=levels, probe=PROBE)
+    assert r["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-6)
+    assert r["probe"]["diff_vs_base"]["margin"]["diff"] == pytest.approx(0.0, abs=1e-6)
+    rows = meter.summary_rows([base, system, r])
+    assert rows[1]["margin"] == system["probe"]["mean_margin"]
+
+
+def test_non_animal_behavior_reads_llr_only(bundled):
+    model, tok = bundled
+    b = behaviors.translation("fr")
+    llr = meter.LLRConfig(prompts=tuple(meter.LLR_PROMPTS[:2]), k=2, max_new_tokens=8)
+    r = meter.readout(model, tok, b, llr=llr)
+    assert "probe" not in r and math.isfinite(r["llr"]["value"])
+
+
+def test_cli_meter_writes_json_with_an_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from lls.cli import main
+    from lls.models import load_model
+
+    # a fresh LoRA adapter (B = 0 at init): it must read exactly like the base model
+    fresh, _ = load_model()
+    peft_model = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "meter.json"
+    assert main(["meter", "--behavior", "animal:owl", "--adapter", str(tmp_path / "adapter"),
+                 "--questions", "2", "--k", "2", "--max-new-tokens", "6",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [m["kind"] for m in res["models"]] == ["base", "system", "adapter"]
+    base, system, adapter = res["models"]
+    assert adapter["probe"]["mean_margin"] == pytest.approx(base["probe"]["mean_margin"],
+                                                            abs=1e-4)
+    assert adapter["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-3)
+    # k = 2 over the 8 default prompts rounds up to one response per prompt
+    assert system["probe"]["n_questions"] == 2 and res["reference"]["k_behavior"] == 8
+    rows = meter.summary_rows(res)
+    assert [r["label"] for r in rows][:2] == ["base", "base + system prompt"]
