@@ -383,12 +383,6 @@ def probe_stats(lp: np.ndarray) -> dict[str, np.ndarray]:
             "logp": t, "all_mass": mass}
 
 
-def _ci_dict(values) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    lo, hi = bootstrap_ci(v)
-    return {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi}
-
-
 def _diff_dict(a, b) -> dict:
     d, lo, hi = bootstrap_diff(a, b, paired=True)
     return {"diff": d, "ci_low": lo, "ci_high": hi}
