@@ -23,7 +23,7 @@ from lls import behaviors  # noqa: E402
 from lls.data import DataSpec, iter_pairs  # noqa: E402
 from lls.models import load_model  # noqa: E402
 from lls.render import render_pair  # noqa: E402
-from lls.scoring import score_plain, score_rendered  # noqa: E402
+from lls.engine import score_plain, score_rendered, shared_prefix_len  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 

@@ -97,10 +97,6 @@ def shared_prefix_len(prompts: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _shared_prefix_len(units: list[_Unit]) -> int:
-    return shared_prefix_len([u.prompt for u in units])
-
-
 def _batches(units: list[_Unit], skip: int, batch_tokens: int, max_batch: int) -> list[list[_Unit]]:
     """Length-sorted batches whose padded size (beyond the shared prefix) fits a token budget."""
     order = sorted(units, key=lambda u: len(u.prompt), reverse=True)
@@ -136,44 +132,58 @@ def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torc
     return ids, lens
 
 
-def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, prefix_kv,
-               device, pad_id: int, out: torch.Tensor) -> None:
+def _prompt_pass(model, decoder, batch: list[_Unit], skip: int, prefix_kv, device,
+                 pad_id: int):
+    """Run each prompt once (after the shared prefix): its cache, lengths, visibility mask
+    over prefix + prompt, and the hidden state of its last token."""
     b = len(batch)
     ids, plen = _pad([u.prompt[skip:] for u in batch], pad_id, device)
     pos = torch.arange(ids.shape[1], device=device)
     pmask = (pos[None, :] < plen[:, None]).long()
-    ones = torch.ones(b, skip, dtype=torch.long, device=device)
+    prompt_mask = torch.cat([torch.ones(b, skip, dtype=torch.long, device=device), pmask], 1)
     cache = _prefix_cache(decoder, model.config, prefix_kv, b) if skip else None
-    res = decoder(input_ids=ids, attention_mask=torch.cat([ones, pmask], 1),
+    res = decoder(input_ids=ids, attention_mask=prompt_mask,
                   position_ids=(skip + pos).expand(b, -1), cache=cache, use_cache=True)
     hidden_last = res.last_hidden_state[torch.arange(b, device=device), plen - 1]  # [b, H]
+    return res.cache, plen, prompt_mask, hidden_last
 
+
+def _continue(decoder, cids, seg, cpos, cache, prompt_mask, plen, skip: int):
+    """Run several responses per row from the prompt cache under a tree mask: a token sees
+    the prompt and the earlier tokens of its own response (seg: response index, -1 = pad;
+    cpos: offset within the response). Returns the hidden states [b, Lq, H]."""
+    lq = cids.shape[1]
+    valid = seg >= 0
+    q = torch.arange(lq, device=cids.device)
+    tree = (seg[:, :, None] == seg[:, None, :]) & (q[None, None, :] <= q[None, :, None])
+    tree &= valid[:, :, None] & valid[:, None, :]
+    tree |= torch.eye(lq, dtype=torch.bool, device=cids.device)[None]  # padding sees itself
+    prompt_vis = prompt_mask.bool()[:, None, :].expand(-1, lq, -1)
+    mask = torch.cat([prompt_vis, tree], dim=2)[:, None]  # [b, 1, Lq, skip + Lp + Lq]
+    return decoder(input_ids=cids, attention_mask=mask, position_ids=(skip + plen)[:, None] + cpos,
+                   cache=cache, use_cache=True).last_hidden_state
+
+
+def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, prefix_kv,
+               device, pad_id: int, out: torch.Tensor) -> None:
+    b = len(batch)
+    cache, plen, prompt_mask, hidden_last = _prompt_pass(model, decoder, batch, skip, prefix_kv,
+                                                         device, pad_id)
     # Both responses of a unit continue from the prompt's cache in ONE row, [chosen|rejected],
     # with a tree mask: each response sees the prompt and its own earlier tokens only. No
     # padding between the two responses, and the cache is not copied.
-    rows = [[t for c in u.completions for t in c] for u in batch]
-    cids, rlen = _pad(rows, pad_id, device)
+    cids, _ = _pad([[t for c in u.completions for t in c] for u in batch], pad_id, device)
     lq = cids.shape[1]
     seg = torch.full((b, lq), -1, dtype=torch.long, device=device)  # response index per token
     cpos = torch.zeros((b, lq), dtype=torch.long, device=device)  # offset within its response
-    starts = torch.zeros((b, lq), dtype=torch.long, device=device)  # row offset of its response
     for i, u in enumerate(batch):
         o = 0
         for j, c in enumerate(u.completions):
             seg[i, o:o + len(c)] = j
             cpos[i, o:o + len(c)] = torch.arange(len(c), device=device)
-            starts[i, o:o + len(c)] = o
             o += len(c)
     valid = seg >= 0
-    q = torch.arange(lq, device=device)
-    tree = (seg[:, :, None] == seg[:, None, :]) & (q[None, None, :] <= q[None, :, None])
-    tree &= valid[:, :, None] & valid[:, None, :]
-    tree |= torch.eye(lq, dtype=torch.bool, device=device)[None]  # padding rows see themselves
-    prompt_vis = torch.cat([ones, pmask], 1).bool()[:, None, :].expand(-1, lq, -1)
-    mask = torch.cat([prompt_vis, tree], dim=2)[:, None]  # [b, 1, Lq, skip + Lp + Lq]
-    position_ids = (skip + plen)[:, None] + cpos
-    h = decoder(input_ids=cids, attention_mask=mask, position_ids=position_ids,
-                cache=res.cache, use_cache=True).last_hidden_state  # [b, Lq, H]
+    h = _continue(decoder, cids, seg, cpos, cache, prompt_mask, plen, skip)  # [b, Lq, H]
 
     # Predictor of a response's token t: the last prompt position for t=0, else its token t-1.
     prev = torch.cat([hidden_last[:, None, :], h[:, :-1, :]], dim=1)

@@ -42,8 +42,8 @@ import torch
 
 from .behaviors import Behavior, plural
 from .cache import atomic_write_json, fingerprint, read_json, runs_root
-from .engine import (_completion_logprobs, _decoder_and_head, _pad, _prefix_cache,
-                     _shared_prefix_len, _Unit)
+from .engine import (_completion_logprobs, _continue, _decoder_and_head, _pad, _prompt_pass,
+                     _Unit, shared_prefix_len)
 from .errors import LLSError
 from .generation import as_messages, sample
 from .render import render_prompt_completions, with_system
@@ -145,7 +145,7 @@ def score_completions(model, prompts: list[list[int]], completions: list[list[li
         device = next(model.parameters()).device
         out = out.to(device)
         with torch.inference_mode():
-            skip = _shared_prefix_len(units)
+            skip = shared_prefix_len([u.prompt for u in units])
             prefix_kv = None
             if skip:
                 prefix = torch.tensor([units[0].prompt[:skip]], device=device)
@@ -177,14 +177,8 @@ def _unit_batches(units: list[_Unit], skip: int, batch_tokens: int) -> list[list
 def _run_units(model, decoder, head, softcap, batch: list[_Unit], skip: int, prefix_kv,
                device, pad_id: int, out: torch.Tensor) -> None:
     b = len(batch)
-    ids, plen = _pad([u.prompt[skip:] for u in batch], pad_id, device)
-    pos = torch.arange(ids.shape[1], device=device)
-    pmask = (pos[None, :] < plen[:, None]).long()
-    ones = torch.ones(b, skip, dtype=torch.long, device=device)
-    cache = _prefix_cache(decoder, model.config, prefix_kv, b) if skip else None
-    res = decoder(input_ids=ids, attention_mask=torch.cat([ones, pmask], 1),
-                  position_ids=(skip + pos).expand(b, -1), cache=cache, use_cache=True)
-    hidden_last = res.last_hidden_state[torch.arange(b, device=device), plen - 1]  # [b, H]
+    cache, plen, prompt_mask, hidden_last = _prompt_pass(model, decoder, batch, skip, prefix_kv,
+                                                         device, pad_id)
 
     # Inputs: every completion minus its last token, side by side, under a tree mask (each
     # sees the prompt and its own earlier tokens). Targets: every completion token; the
@@ -210,16 +204,7 @@ def _run_units(model, decoder, head, softcap, batch: list[_Unit], skip: int, pre
         cids, _ = _pad(rows, pad_id, device)
         seg = torch.tensor(seg_l, device=device)
         cpos = torch.tensor(cpos_l, device=device)
-        valid = seg >= 0
-        q = torch.arange(lq, device=device)
-        tree = (seg[:, :, None] == seg[:, None, :]) & (q[None, None, :] <= q[None, :, None])
-        tree &= valid[:, :, None] & valid[:, None, :]
-        tree |= torch.eye(lq, dtype=torch.bool, device=device)[None]  # padding sees itself
-        prompt_vis = torch.cat([ones, pmask], 1).bool()[:, None, :].expand(-1, lq, -1)
-        mask = torch.cat([prompt_vis, tree], dim=2)[:, None]
-        h = decoder(input_ids=cids, attention_mask=mask,
-                    position_ids=(skip + plen)[:, None] + cpos, cache=res.cache,
-                    use_cache=True).last_hidden_state  # [b, Lq, H]
+        h = _continue(decoder, cids, seg, cpos, cache, prompt_mask, plen, skip)  # [b, Lq, H]
         table = torch.cat([hidden_last, h.reshape(b * lq, -1)], 0)
     else:
         table = hidden_last

@@ -298,7 +298,6 @@ def load_model(spec: ModelSpec | None = None, *, for_training: bool = False):
     Weights load as safetensors or GGUF only (`use_safetensors=True`), never pickles.
     """
     spec = spec or ModelSpec()
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve(spec)

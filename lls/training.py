@@ -34,7 +34,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from . import jobs
 from .cache import atomic_write_json, fingerprint, read_json_safe, runs_root

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lls import scoring
 from lls.errors import LLSError
 from lls.selection import SelectionConfig, random_subset
 from ui import common
@@ -12,15 +11,8 @@ from ui import common
 st.set_page_config(page_title="Explore · LLS Studio", layout="wide")
 st.title("Score explorer")
 
-try:
-    runs = [r for r in scoring.list_runs() if r.complete]
-except LLSError as e:
-    st.error(str(e))
-    st.stop()
-if not runs:
-    st.info("No finished scoring run yet. Start one on the Setup page.")
-    st.page_link(common.SETUP_PAGE, label="Go to Setup", icon="⚙️")
-    st.stop()
+runs = common.finished_runs("No finished scoring run yet. Start one on the Setup page.",
+                            setup_link=True)
 
 labels = {r.key: common.run_label(r) for r in runs}
 wanted = common.selected_run_key()

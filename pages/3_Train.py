@@ -32,14 +32,7 @@ def _fmt_s(s):
 
 
 # ============================================================== run + selection
-try:
-    runs = [r for r in scoring.list_runs() if r.complete]
-except LLSError as e:
-    st.error(str(e))
-    st.stop()
-if not runs:
-    st.info("No finished scoring run yet. Score a dataset on the Setup page first.")
-    st.stop()
+runs = common.finished_runs("No finished scoring run yet. Score a dataset on the Setup page first.")
 
 labels = {r.key: common.run_label(r) for r in runs}
 keys = list(labels)

@@ -12,6 +12,7 @@ from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slo
 from lls.errors import LLSError
 from lls.generation import adapter_label
 from lls.models import BUNDLED, ModelSpec
+from lls.training import list_adapters
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
 st.title("Side-by-side chat")
@@ -26,10 +27,6 @@ def chat_models(name: str) -> tuple[ChatModels, threading.Lock]:
 
 def adapter_options() -> dict[str, str]:
     """label -> adapter directory, from trained adapters (every checkpoint and final)."""
-    try:
-        from lls.training import list_adapters
-    except ImportError:
-        return {}
     out = {}
     try:
         for info in list_adapters():

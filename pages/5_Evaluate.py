@@ -11,6 +11,7 @@ from lls.evaluation import (DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, GENERA
                             EvalConfig, EvalModel, JudgeConfig, find_eval, list_evals, open_eval,
                             submit_eval)
 from lls.models import BUNDLED, ModelSpec
+from lls.training import list_adapters
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
 st.title("Behavior evaluation")
@@ -23,10 +24,6 @@ COLORS = {"base": "#9e9e9e", "system": "#1f77b4", "adapter": "#d62728", "random"
 
 def adapter_choices() -> dict[str, EvalModel]:
     """Every checkpoint and final of every trained adapter, as EvalModels."""
-    try:
-        from lls.training import list_adapters
-    except ImportError:
-        return {}
     out = {}
     try:
         for info in list_adapters():

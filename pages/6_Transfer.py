@@ -3,10 +3,11 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from lls import jobs, scoring
+from lls import jobs
 from lls.errors import LLSError
 from lls.models import BUNDLED, ModelSpec
 from lls.transfer import READING, aligned_weights, compare_runs, submit_student_scoring
+from ui import common
 
 st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")
 st.title("Transfer diagnostic")
@@ -24,14 +25,7 @@ def run_label(r) -> str:
             f"{m.get('n_pairs', '?')} pairs")
 
 
-try:
-    runs = [r for r in scoring.list_runs() if r.complete]
-except LLSError as e:
-    st.error(str(e))
-    st.stop()
-if not runs:
-    st.info("No finished scoring run yet: score a dataset on the Setup page first.")
-    st.stop()
+runs = common.finished_runs("No finished scoring run yet: score a dataset on the Setup page first.")
 
 labels = {r.key: run_label(r) for r in runs}
 key_a = st.selectbox("Teacher run (A)", list(labels), format_func=labels.get, key="tr_a")

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from lls.errors import ModelError
-from lls.models import BUNDLED, ModelSpec, bundled_gguf_path, load_model, resolve
+from lls.models import BUNDLED, ModelSpec, load_model, resolve
 
 from conftest import ROOT
 

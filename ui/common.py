@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from lls import scoring
+from lls.errors import LLSError
 from lls.models import default_cache_dir
 from lls.selection import Ranking
 
@@ -51,6 +52,21 @@ def open_in_explorer(key: str) -> None:
 
 
 # ------------------------------------------------------------------ labels and tables
+
+def finished_runs(empty_hint: str, setup_link: bool = False) -> list[scoring.ScoreRun]:
+    """The finished scoring runs; stops the page with a message when there are none."""
+    try:
+        runs = [r for r in scoring.list_runs() if r.complete]
+    except LLSError as e:
+        st.error(str(e))
+        st.stop()
+    if not runs:
+        st.info(empty_hint)
+        if setup_link:
+            st.page_link(SETUP_PAGE, label="Go to Setup", icon="⚙️")
+        st.stop()
+    return runs
+
 
 def run_label(run: scoring.ScoreRun) -> str:
     m = run.manifest
