@@ -203,6 +203,25 @@ def _pid_alive(pid: int | None, job_id: str | None = None) -> bool:
     return True
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`; empty where there is no /proc."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            fields_ = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields_[2]) == pgid and fields_[0] not in ("Z", "X"):
+            out.append(int(name))
+    return out
+
+
 # Runners started by this process: kept so they get reaped (no zombies, no ResourceWarning).
 _children: dict[int, subprocess.Popen] = {}
 
@@ -450,6 +469,7 @@ class _Runner:
                 self.say(f"could not start command: {e}")
                 return self._finish("failed", error=f"could not start command: {e}")
             rc = self._supervise(proc)
+            self._kill_strays()
             if self.cancelled():
                 return self._finish("cancelled", returncode=rc)
             if rc == 0:
@@ -518,6 +538,15 @@ class _Runner:
                     self.say("command ignored SIGTERM: sending SIGKILL")
                     with contextlib.suppress(OSError):
                         proc.kill()
+
+    def _kill_strays(self) -> None:
+        """SIGKILL what the command left behind in our process group (e.g. worker
+        processes), so a finished job never leaves heavy processes running."""
+        me = os.getpid()
+        for pid in _group_members(os.getpgid(0)):
+            if pid != me:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _finish(self, status: str, returncode: int | None = None, error: str = "") -> int:
         changes: dict[str, Any] = {"status": status, "ended": time.time(),

@@ -102,6 +102,20 @@ def test_cancel_running_job_kills_process(store: JobStore, tmp_path: Path) -> No
     until(lambda: pid_gone(child) and pid_gone(job.pid), timeout=5, what="processes to exit")
 
 
+def test_finished_job_leaves_no_stray_processes(store: JobStore, tmp_path: Path) -> None:
+    # The command starts a worker of its own (a DataLoader worker, say) and exits without
+    # stopping it; the runner must not leave it burning the device.
+    pidfile = tmp_path / "worker.pid"
+    code = ("import subprocess, sys, pathlib\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"pathlib.Path({str(pidfile)!r}).write_text(str(p.pid))\n")
+    job = store.wait(store.submit(py(code), kind="eval").id, timeout=TIMEOUT)
+    assert job.status == "done"
+    worker = int(pidfile.read_text())
+    until(lambda: pid_gone(worker), timeout=5, what="the stray worker to be killed")
+    until(lambda: jobs._group_members(job.pid) == [], timeout=5, what="the job group to exit")
+
+
 def test_exclusive_jobs_do_not_overlap_and_queue(store: JobStore, tmp_path: Path) -> None:
     code = (
         "import sys, time, pathlib\n"
