@@ -99,6 +99,12 @@ def cmd_score(a) -> int:
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
                           batch_tokens=a.batch_tokens)
+    target_cfg = None
+    if a.control is not None:
+        # Score the control run of the described config: same pairs, another system prompt.
+        from .contrastive import control_config, parse_control
+
+        target_cfg, cfg = cfg, control_config(cfg, parse_control(a.control))
     from dataclasses import replace
 
     from .distributed import barrier, process_info
@@ -128,10 +134,17 @@ def cmd_score(a) -> int:
         if not proc.is_main:
             return 0
         run = score(cfg, cache_dir=a.cache)
+        run.store.update_manifest(processes=proc.world_size)
     m = run.manifest
-    print(json.dumps({"run": run.key, "status": m["status"], "pairs": m.get("n_pairs"),
-                      "hygiene": run.hygiene.summary() if run.hygiene else None,
-                      "path": str(run.store.path)}))
+    out = {"run": run.key, "status": m["status"], "pairs": m.get("n_pairs"),
+           "hygiene": run.hygiene.summary() if run.hygiene else None,
+           "path": str(run.store.path)}
+    if target_cfg is not None:
+        from .scoring import run_key
+
+        out["control_of"] = run_key(target_cfg)
+        out["control_prompt"] = cfg.behavior.system_prompt
+    print(json.dumps(out))
     return 0
 
 
@@ -228,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=128,
                    help="pairs per cached chunk: the unit of resume and progress")
     p.add_argument("--batch-tokens", type=int, default=1024)
+    p.add_argument("--control", nargs="?", const="", metavar="PROMPT",
+                   help="score the control run of this config instead of the target (for "
+                        "ranking by w_target - w_control): the same pairs with the control "
+                        "system prompt PROMPT, or a preset's (e.g. animal:cat); without a value "
+                        "a neutral assistant persona")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_score)
 

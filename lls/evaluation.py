@@ -8,6 +8,19 @@ base model with the system prompt, each adapter or checkpoint and a random-basel
 `evaluate(cfg)` runs it (headless: `python -m lls eval --config JSON`, what a background job
 runs) and caches every answer with its score under `cache/evals/<key>/`, one JSONL file per
 model written prompt by prompt, so a killed run resumes and a finished one is served at once.
+
+Under `accelerate launch --num_processes N -m lls eval ...` the work is split into (model,
+prompt) units u = model index * prompts + prompt index; rank r samples the units with
+u % N == r and writes each to its own part file (`parts/<slug>.<prompt>.jsonl`); rank 0 waits
+for all ranks, merges the parts into the same per-model files a single process writes and
+finalises the run. Each unit's random stream is seeded from the seed and its prompt index
+only, so the answers do not depend on N (nor on which units ran before, or in which run).
+
+With `EvalConfig.meter` the finished evaluation also gets the effect meter's log-probability
+read-outs (`lls.meter`: probe margin, behavior likelihood ratio) of the base model, base +
+system prompt and every adapter, on the already loaded weights, in `meter.json` (rank 0 only).
+The meter is an add-on: its settings are not part of the key, so turning it on for a cached
+evaluation computes only the read-outs.
 """
 
 from __future__ import annotations
@@ -21,7 +34,9 @@ from pathlib import Path
 
 from . import jobs
 from .behaviors import Behavior, language_share, mentions
-from .cache import ChunkStore, atomic_write_bytes, fingerprint, list_stores, runs_root
+from .cache import (ChunkStore, atomic_write_bytes, atomic_write_json, fingerprint, list_stores,
+                    read_json_safe, runs_root)
+from .distributed import barrier, launch_argv, launched
 from .errors import CacheError, LLSError
 from .generation import AdapterHost, adapter_label, check_adapter_dir, sample
 from .models import ModelSpec, load_model, model_fingerprint
@@ -256,6 +271,11 @@ class EvalConfig:
     models: tuple[EvalModel, ...] = field(default_factory=lambda: tuple(default_models()))
     judge: JudgeConfig | None = None  # used when behavior.metric == "judge"
     batch_rows: int = 100  # sample rows decoded together: speed only, not part of the key
+    # The effect meter after sampling (not part of the key: it never changes the answers).
+    meter: bool = True
+    meter_k: int = 64  # reference responses per condition (lls.meter.LLRConfig.k)
+    meter_questions: int | None = None  # first N probe questions (None: all)
+    meter_max_new_tokens: int = 48  # length of the reference responses
 
     def __post_init__(self):
         object.__setattr__(self, "prompts", tuple(p.strip() for p in self.prompts if p.strip()))
@@ -269,6 +289,9 @@ class EvalConfig:
                            "an adapter ...).")
         if self.behavior.metric == "judge" and self.judge is None:
             object.__setattr__(self, "judge", JudgeConfig())
+        if self.meter_k < 1 or self.meter_max_new_tokens < 1 or \
+                (self.meter_questions is not None and self.meter_questions < 1):
+            raise LLSError("meter_k, meter_questions and meter_max_new_tokens must be at least 1.")
 
     def to_dict(self) -> dict:
         return {"behavior": self.behavior.to_dict(), "prompts": list(self.prompts),
@@ -276,7 +299,9 @@ class EvalConfig:
                 "max_new_tokens": self.max_new_tokens, "seed": self.seed,
                 "model": self.model.to_dict(), "models": [m.to_dict() for m in self.models],
                 "judge": self.judge.to_dict() if self.judge else None,
-                "batch_rows": self.batch_rows}
+                "batch_rows": self.batch_rows, "meter": self.meter, "meter_k": self.meter_k,
+                "meter_questions": self.meter_questions,
+                "meter_max_new_tokens": self.meter_max_new_tokens}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
@@ -290,10 +315,14 @@ class EvalConfig:
                    models=tuple(EvalModel.from_dict(m) for m in d.get("models") or
                                 [m.to_dict() for m in default_models()]),
                    judge=JudgeConfig.from_dict(d["judge"]) if d.get("judge") else None,
-                   batch_rows=int(d.get("batch_rows", 100)))
+                   batch_rows=int(d.get("batch_rows", 100)), meter=bool(d.get("meter", True)),
+                   meter_k=int(d.get("meter_k", 64)),
+                   meter_questions=(int(d["meter_questions"]) if d.get("meter_questions")
+                                    else None),
+                   meter_max_new_tokens=int(d.get("meter_max_new_tokens", 48)))
 
     def settings_key(self) -> list:
-        """What every model's answers depend on (besides the model itself)."""
+        """What every model's answers depend on (besides the model itself); not the meter."""
         b = self.behavior
         return [EVAL_VERSION, model_fingerprint(self.model), b.to_dict(), list(self.prompts),
                 self.samples, self.temperature, self.top_p, self.max_new_tokens, self.seed,
@@ -303,6 +332,17 @@ class EvalConfig:
 def eval_key(cfg: EvalConfig) -> str:
     """Cache key: fingerprint of base model, adapters (file hashes), prompts and settings."""
     return fingerprint(*cfg.settings_key(), [m.fingerprint() for m in cfg.models])
+
+
+def meter_settings(cfg: EvalConfig) -> dict | None:
+    """What the meter read-outs of an evaluation depend on besides its key (None: no meter)."""
+    if not cfg.meter:
+        return None
+    from .meter import METER_VERSION
+
+    return {"version": METER_VERSION, "k": cfg.meter_k, "questions": cfg.meter_questions,
+            "max_new_tokens": cfg.meter_max_new_tokens, "seed": cfg.seed,
+            "labels": [m.label for m in cfg.models]}
 
 
 # ======================================================================================
@@ -340,6 +380,41 @@ class EvalRun:
 
     def read_answers(self, model: EvalModel) -> list[dict]:
         return _read_jsonl(self.answers_path(model))
+
+    def part_path(self, model: EvalModel, prompt_index: int) -> Path:
+        """One (model, prompt) unit's answers written by a rank of a multi-process run."""
+        return self.path / "parts" / f"{model.slug}.{prompt_index:05d}.jsonl"
+
+    @property
+    def meter_path(self) -> Path:
+        return self.path / "meter.json"
+
+    def meter(self) -> dict | None:
+        """The effect meter's read-outs (the dict `lls.meter.meter_models` returns, plus the
+        `settings` they were computed with), or None when the run has none (yet)."""
+        d = read_json_safe(self.meter_path)
+        return d if isinstance(d, dict) and d.get("models") else None
+
+    def meter_rows(self) -> list[dict]:
+        """`lls.meter.summary_rows` of the read-outs: one flat row per model ([] if none)."""
+        from .meter import summary_rows
+
+        d = self.meter()
+        return summary_rows(d) if d else []
+
+    def meter_current(self, cfg: EvalConfig) -> bool:
+        """True when `cfg` wants no meter or the stored read-outs match its meter settings."""
+        want = meter_settings(cfg)
+        if want is None:
+            return True
+        d = self.meter()
+        return bool(d) and d.get("settings") == want
+
+    def is_current(self, cfg: EvalConfig) -> bool:
+        """Finished for `cfg`: complete, every answer stored and the meter (if wanted) too."""
+        per_model = len(cfg.prompts) * cfg.samples
+        return (self.complete and all(len(self.read_answers(m)) == per_model
+                                      for m in cfg.models) and self.meter_current(cfg))
 
     def answers(self):
         """Every stored answer (a pandas DataFrame, one row per answer with its score)."""
@@ -382,7 +457,8 @@ class EvalRun:
     def results_json(self) -> str:
         return json.dumps({"key": self.key, "config": self.manifest.get("config"),
                            "summary": self.summary().to_dict("records"),
-                           "per_prompt": self.per_prompt().to_dict("records")},
+                           "per_prompt": self.per_prompt().to_dict("records"),
+                           "meter": self.meter_rows() or None},
                           indent=1, ensure_ascii=False, default=str)
 
 
@@ -449,61 +525,85 @@ def _now() -> str:
 
 
 def evaluate(cfg: EvalConfig, *, cache_dir: Path | None = None, progress=None, model=None,
-             tokenizer=None, judge_model=None) -> EvalRun:
+             tokenizer=None, judge_model=None, rank: int = 0, world_size: int = 1) -> EvalRun:
     """Run (or resume, or serve from the cache) an evaluation; returns the EvalRun.
 
-    Answers are generated per prompt with all samples batched, scored at once and appended
-    to the model's JSONL file, so a killed run loses at most one prompt per model.
-    `progress(done, total)` counts answers; the same numbers go to the job system.
+    Answers are generated per (model, prompt) unit with all samples batched, scored at once
+    and stored, so a killed run loses at most one unit per process. `progress(done, total)`
+    counts answers; the same numbers go to the job system (from rank 0 only).
     A `model` passed in gets the adapters of `cfg.models` attached (peft injects them into
     it in place): pass a private copy if the caller keeps using it as a plain model.
+
+    `world_size > 1` (under `accelerate launch`): this process samples the units
+    u = model index * len(prompts) + prompt index with u % world_size == rank into part
+    files, then waits for every rank (`lls.distributed.barrier`); rank 0 merges the parts
+    into the per-model files, runs the meter and marks the run complete, the other ranks
+    return right after the barrier. Parts left by a killed run of any size are reused.
     """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise LLSError(f"rank {rank} is not in a world of {world_size} processes.")
     key = eval_key(cfg)
     store = ChunkStore(runs_root("evals", cache_dir) / key)
     run = EvalRun(store)
-    per_model = len(cfg.prompts) * cfg.samples
-    total = per_model * len(cfg.models)
-    manifest = store.manifest()
-    if manifest.get("status") == "complete" and all(
-            len(run.read_answers(m)) == per_model for m in cfg.models):
-        if progress:
-            progress(total, total)
-        return run
+    main = rank == 0
+    n_prompts = len(cfg.prompts)
+    total = n_prompts * cfg.samples * len(cfg.models)
     slugs = {m.label: m.slug for m in cfg.models}
     if len(slugs) != len(cfg.models):
         raise LLSError("Two evaluated models have the same label; give them distinct labels.")
-    manifest.update({"key": key, "kind": "evals", "version": EVAL_VERSION,
-                     "config": cfg.to_dict(), "slugs": slugs, "status": "running",
-                     "updated": _now(), "n_total": total})
-    manifest.setdefault("created", _now())
-    store.write_manifest(manifest)
+    if run.is_current(cfg):
+        if progress and main:
+            progress(total, total)
+        return run
+    if main:
+        manifest = store.manifest()
+        manifest.update({"key": key, "kind": "evals", "version": EVAL_VERSION,
+                         "config": cfg.to_dict(), "slugs": slugs, "status": "running",
+                         "updated": _now(), "n_total": total, "processes": world_size})
+        manifest.pop("missing", None)
+        manifest.setdefault("created", _now())
+        store.write_manifest(manifest)
 
     b = cfg.behavior
     host = None
     judge = None
-    done = 0
-    status = {}
+
+    def get_host() -> AdapterHost:
+        nonlocal host, model, tokenizer
+        if host is None:
+            if model is None:
+                model, tokenizer = load_model(cfg.model)
+            host = AdapterHost(model, tokenizer)
+        return host
+
+    reported = [None]
+
+    def report(done: int, message: str) -> None:
+        if not main:
+            return  # one writer of the job's progress: rank 0 counts every rank's parts
+        if progress:
+            progress(done, total)
+        reported[0] = done
+        jobs.report_progress(done, total, unit="answers", message=message)
+
     try:
-        for m in cfg.models:
-            rows = run.read_answers(m)
-            done_prompts = {r["prompt_index"] for r in rows}
-            done += len(rows)
-            if len(done_prompts) == len(cfg.prompts):
-                status[m.label] = "complete"
-                continue
+        if world_size == 1:
+            _merge_parts(run, cfg)  # parts of a killed multi-process run count as done
+        merged = {i: {r["prompt_index"] for r in run.read_answers(m)}
+                  for i, m in enumerate(cfg.models)}
+        done_units = _done_units(run, cfg, merged)
+        for mi, m in enumerate(cfg.models):
+            rows = run.read_answers(m) if world_size == 1 else []
             for pi, prompt in enumerate(cfg.prompts):
-                if pi in done_prompts:
+                if (mi, pi) in done_units or (mi * n_prompts + pi) % world_size != rank:
                     continue
                 if jobs.cancel_requested():
                     raise _Cancelled()
-                if host is None:
-                    if model is None:
-                        model, tokenizer = load_model(cfg.model)
-                    host = AdapterHost(model, tokenizer)
-                name = host.attach(m.path) if m.path else None
-                with host.use(name) as mdl:
+                h = get_host()
+                name = h.attach(m.path) if m.path else None
+                with h.use(name) as mdl:
                     # the prompt index seeds this prompt's samples: resumable and independent
-                    # of which other prompts ran in this process
+                    # of which other units ran in this process (and of the number of processes)
                     texts = sample(mdl, tokenizer, [prompt], n=cfg.samples,
                                    temperature=cfg.temperature, top_p=cfg.top_p,
                                    max_new_tokens=cfg.max_new_tokens,
@@ -511,12 +611,12 @@ def evaluate(cfg: EvalConfig, *, cache_dir: Path | None = None, progress=None, m
                                    system_prompt=b.system_prompt if m.kind == "system" else None,
                                    max_batch_rows=cfg.batch_rows)[0]
                 if b.metric == "judge" and judge is None:
-                    judge = _make_judge(cfg, host, judge_model)
+                    judge = _make_judge(cfg, h, judge_model)
                 new = []
                 for si, text in enumerate(texts):
                     label = None
                     if b.metric == "judge":
-                        with host.use(None):  # the judge never runs with an adapter on
+                        with h.use(None):  # the judge never runs with an adapter on
                             label = judge.label(prompt, text, b.system_prompt)
                         score = float(label in cfg.judge.positive)
                     else:
@@ -525,20 +625,155 @@ def evaluate(cfg: EvalConfig, *, cache_dir: Path | None = None, progress=None, m
                                 "step": m.step, "prompt_index": pi, "prompt": prompt,
                                 "sample": si, "text": text, "score": score, "label": label,
                                 "hit": bool(score >= 0.5)})
-                rows += new
-                _write_jsonl(run.answers_path(m), rows)
-                done += len(new)
-                if progress:
-                    progress(done, total)
-                jobs.report_progress(done, total, unit="answers", message=m.label)
-            status[m.label] = "complete"
+                if world_size == 1:
+                    rows = sorted(rows + new, key=_row_order)
+                    _write_jsonl(run.answers_path(m), rows)
+                    done_units.add((mi, pi))
+                else:
+                    _write_jsonl(run.part_path(m, pi), new)
+                    if main:  # count what every rank has finished so far
+                        done_units = _done_units(run, cfg, merged)
+                    done_units.add((mi, pi))
+                report(len(done_units) * cfg.samples, m.label)
+        if world_size > 1:
+            if main and launched():  # follow the other ranks' parts until every unit is in
+                import time
+
+                every = {(mi, pi) for mi in range(len(cfg.models)) for pi in range(n_prompts)}
+                while True:
+                    done_units = _done_units(run, cfg, merged)
+                    report(len(done_units) * cfg.samples, "waiting for the other processes")
+                    if every <= done_units:
+                        break
+                    if jobs.cancel_requested():
+                        raise _Cancelled()
+                    time.sleep(1.0)
+            # Every rank has written its parts; the main process merges and finalises.
+            barrier()
+            if not main:
+                return run
+            _merge_parts(run, cfg)
+        missing = [[m.label, pi] for m in cfg.models
+                   for pi in sorted(set(range(n_prompts)) - {r["prompt_index"]
+                                                             for r in run.read_answers(m)})]
+        n_answers = total - len(missing) * cfg.samples
+        if missing:
+            store.update_manifest(status="partial", missing=missing, n_answers=n_answers,
+                                  updated=_now())
+            return run
+        if cfg.meter and not run.meter_current(cfg):
+            if jobs.cancel_requested():
+                raise _Cancelled()
+            jobs.report_progress(total, total, unit="answers", message="effect meter",
+                                 force=True)
+            atomic_write_json(run.meter_path, run_meter(cfg, get_host(), cache_dir=cache_dir))
     except _Cancelled:
         store.update_manifest(status="cancelled", updated=_now())
-        raise LLSError(f"Evaluation cancelled after {done} answers; they are kept in "
-                       f"{store.path} and the same command resumes.") from None
-    store.update_manifest(status="complete", updated=_now(), n_answers=done)
-    jobs.report_progress(done, total, unit="answers", message="complete", force=True)
+        raise LLSError(f"Evaluation cancelled; the answers so far are kept in {store.path} "
+                       "and the same command resumes.") from None
+    store.update_manifest(status="complete", updated=_now(), n_answers=total)
+    if progress and reported[0] != total:
+        progress(total, total)
+    jobs.report_progress(total, total, unit="answers", message="complete", force=True)
     return run
+
+
+def _row_order(r: dict) -> tuple[int, int]:
+    return int(r["prompt_index"]), int(r["sample"])
+
+
+def _done_units(run: EvalRun, cfg: EvalConfig, merged: dict[int, set]) -> set[tuple[int, int]]:
+    """(model index, prompt index) units already answered: in the merged per-model files
+    (`merged`, read once) or in a part file (listed again each call: other ranks add them)."""
+    out = {(mi, pi) for mi, pis in merged.items() for pi in pis}
+    parts = run.path / "parts"
+    if parts.is_dir():
+        index = {m.slug: mi for mi, m in enumerate(cfg.models)}
+        for p in parts.glob("*.jsonl"):
+            slug, _, pi = p.stem.rpartition(".")
+            if slug in index and pi.isdigit() and int(pi) < len(cfg.prompts):
+                out.add((index[slug], int(pi)))
+    return out
+
+
+def _merge_parts(run: EvalRun, cfg: EvalConfig) -> None:
+    """Fold part files into the per-model answer files (rows in prompt, sample order) and
+    delete them. A unit already in the model's file wins over a stale part of it."""
+    parts = run.path / "parts"
+    if not parts.is_dir():
+        return
+    for m in cfg.models:
+        files = sorted(parts.glob(f"{m.slug}.*.jsonl"))
+        if not files:
+            continue
+        rows = run.read_answers(m)
+        have = {r["prompt_index"] for r in rows}
+        for f in files:
+            pi = f.stem.rpartition(".")[2]
+            if pi.isdigit() and int(pi) < len(cfg.prompts) and int(pi) not in have:
+                rows += _read_jsonl(f)
+                have.add(int(pi))
+        _write_jsonl(run.answers_path(m), sorted(rows, key=_row_order))
+        for f in files:
+            f.unlink(missing_ok=True)
+    try:
+        parts.rmdir()
+    except OSError:  # parts of models not in this config stay
+        pass
+
+
+def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = None) -> dict:
+    """The effect meter for the models of `cfg` on one loaded base model with its adapters.
+
+    The same dict as `lls.meter.meter_models` (base and base + system prompt always, as the
+    floor and ceiling of the share of gap closed, then every adapter/checkpoint of
+    `cfg.models` under its eval label) plus the `settings` it was computed with.
+    """
+    import time
+
+    from .meter import (LLR_PROMPTS, METER_VERSION, LLRConfig, ProbeConfig, build_reference,
+                        probe_applies, readout, reference_levels)
+
+    t0 = time.perf_counter()
+    b = cfg.behavior
+    tok = host.tokenizer
+    probe = False
+    if probe_applies(b):
+        base_probe = ProbeConfig()
+        probe = ProbeConfig(base_probe.questions[:cfg.meter_questions or None],
+                            base_probe.candidates)
+    # k responses per condition spread over the held-out prompts (the first k of them when
+    # k is smaller than their number; from 8 on the same reference set as `lls meter --k`)
+    llr = LLRConfig(prompts=tuple(LLR_PROMPTS[:cfg.meter_k]), k=cfg.meter_k,
+                    max_new_tokens=cfg.meter_max_new_tokens, seed=cfg.seed)
+    # the reference set and the two reference levels run on the base weights (a peft model's
+    # adapters are disabled inside lls.meter)
+    ref = build_reference(host.model, tok, b, llr, cache_dir=cache_dir)
+    levels = reference_levels(host.model, tok, b, ref, probe=probe)
+    label = {m.kind: m.label for m in cfg.models if m.kind in ("base", "system")}
+    rows = [{"label": label.get("base", "base"), "kind": "base", "path": None,
+             "adapter_id": None, "step": None, **levels["base"]},
+            {"label": label.get("system", "base + system prompt"), "kind": "system",
+             "path": None, "adapter_id": None, "step": None, **levels["system"]}]
+    adapters = [m for m in cfg.models if m.path]
+    jobs.report_progress(2, 2 + len(adapters), unit="models", message="effect meter",
+                         force=True)
+    for i, m in enumerate(adapters):
+        if jobs.cancel_requested():
+            raise _Cancelled()
+        name = host.attach(m.path)
+        with host.use(name) as mdl:
+            r = readout(mdl, tok, b, probe=probe, reference=ref, base_ref=levels["base"],
+                        ceiling_ref=levels["system"])
+        rows.append({"label": m.label, "kind": m.kind, "path": m.path,
+                     "adapter_id": m.adapter_id, "step": m.step, **r})
+        jobs.report_progress(3 + i, 2 + len(adapters), unit="models",
+                             message=f"effect meter: {m.label}", force=True)
+    return {"version": METER_VERSION, "settings": meter_settings(cfg),
+            "behavior": b.to_dict(), "model": cfg.model.to_dict(),
+            "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
+                          "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},
+            "models": rows, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 class _Cancelled(Exception):
@@ -558,23 +793,38 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, data.encode("utf-8"))
 
 
-def eval_command(cfg: EvalConfig, cache_dir: Path | None = None) -> list[str]:
-    """The argv that runs `cfg` headless (what a background eval job runs)."""
+def eval_command(cfg: EvalConfig, cache_dir: Path | None = None,
+                 num_processes: int = 1) -> list[str]:
+    """The argv that runs `cfg` headless (what a background eval job runs); with
+    `num_processes > 1` as an `accelerate launch` of that many data-parallel processes
+    (CPU processes through accelerate's torchrun launcher when the model runs on the CPU)."""
+    from dataclasses import replace
+
+    import torch
+
+    cpu = str(cfg.model.device or "").startswith("cpu") or not torch.cuda.is_available()
+    if num_processes > 1 and cfg.model.device and not cpu:
+        # one device per process: accelerate assigns them (cuda:<local rank>)
+        cfg = replace(cfg, model=replace(cfg.model, device=None))
     argv = [sys.executable, "-m", "lls"]
     if cache_dir:
         argv += ["--cache", str(cache_dir)]
-    return argv + ["eval", "--config", json.dumps(cfg.to_dict())]
+    argv += ["eval", "--config", json.dumps(cfg.to_dict())]
+    return launch_argv(argv, num_processes, cpu=cpu)
 
 
-def submit_eval(cfg: EvalConfig, cache_dir: Path | None = None, title: str = ""):
-    """Start `cfg` as a background job (kind "eval"); returns the lls.jobs.Job."""
+def submit_eval(cfg: EvalConfig, cache_dir: Path | None = None, title: str = "",
+                num_processes: int = 1):
+    """Start `cfg` as a background job (kind "eval"); returns the lls.jobs.Job.
+    `num_processes > 1` runs it under `accelerate launch` (see `eval_command`)."""
     key = eval_key(cfg)
     labels = ", ".join(m.label for m in cfg.models)
-    return jobs.submit(eval_command(cfg, cache_dir), kind="eval", key=key,
-                       title=title or f"eval {cfg.behavior.label()}: {labels}",
+    procs = f" · {num_processes} processes" if num_processes > 1 else ""
+    return jobs.submit(eval_command(cfg, cache_dir, num_processes), kind="eval", key=key,
+                       title=title or f"eval {cfg.behavior.label()}: {labels}{procs}",
                        device=(cfg.model.device or "cpu"),
                        params={"key": key, "answers": len(cfg.prompts) * cfg.samples
-                               * len(cfg.models)})
+                               * len(cfg.models), "processes": num_processes})
 
 
 def adapter_models(info, *, kind: str = "adapter", checkpoints: bool = True) -> list[EvalModel]:
@@ -614,6 +864,13 @@ def add_cli(sub) -> None:
     p.add_argument("--random-adapter", action="append", default=[],
                    help="a random-baseline adapter directory (repeatable)")
     p.add_argument("--out", help="also export results (.csv answers, .json summary)")
+    p.add_argument("--no-meter", action="store_true",
+                   help="skip the effect meter's log-probability read-outs after sampling")
+    p.add_argument("--meter-k", type=int, default=64,
+                   help="meter: reference responses per condition")
+    p.add_argument("--meter-questions", type=int, help="meter: first N probe questions")
+    p.add_argument("--meter-max-new-tokens", type=int, default=48,
+                   help="meter: length of the reference responses")
 
     def run(a) -> int:
         if a.config:
@@ -626,13 +883,29 @@ def add_cli(sub) -> None:
             cfg = EvalConfig(behavior=behavior(a), prompts=tuple(a.prompt or GENERAL_PROMPTS),
                              samples=a.samples, temperature=a.temperature,
                              max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),
-                             models=tuple(models))
-        res = evaluate(cfg, cache_dir=a.cache)
+                             models=tuple(models), meter=not a.no_meter, meter_k=a.meter_k,
+                             meter_questions=a.meter_questions,
+                             meter_max_new_tokens=a.meter_max_new_tokens)
+        from dataclasses import replace
+
+        from .distributed import process_info
+
+        proc = process_info()  # rank 0 of 1 unless started by `accelerate launch`
+        if proc.device and not cfg.model.device:
+            cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
+        res = evaluate(cfg, cache_dir=a.cache, rank=proc.rank, world_size=proc.world_size)
+        if not proc.is_main:
+            return 0  # rank 0 merges, finalises and reports
         if getattr(a, "out", None):
             res.export(a.out)
         summary = res.summary()[["model", "n", "k", "rate", "ci_low", "ci_high", "mean_score"]]
+        meter = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                  if k in ("label", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "margin",
+                           "margin_ci_low", "margin_ci_high")} for r in res.meter_rows()]
         print(json.dumps({"eval": res.key, "path": str(res.path),
-                          "summary": summary.round(4).to_dict("records")}, ensure_ascii=False))
+                          "status": res.manifest.get("status"),
+                          "summary": summary.round(4).to_dict("records"),
+                          "meter": meter or None}, ensure_ascii=False))
         return 0
 
     p.set_defaults(func=run)
@@ -644,4 +917,5 @@ def add_cli(sub) -> None:
 
 __all__ = ["GENERAL_PROMPTS", "answer_score", "quick_eval", "EvalConfig", "EvalModel",
            "JudgeConfig", "Judge", "EvalRun", "evaluate", "eval_key", "open_eval", "list_evals",
-           "find_eval", "submit_eval", "eval_command", "summarize", "adapter_models", "add_cli"]
+           "find_eval", "submit_eval", "eval_command", "summarize", "adapter_models", "add_cli",
+           "meter_settings", "run_meter"]

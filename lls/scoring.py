@@ -253,15 +253,23 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     return ScoreRun(store)
 
 
-def score_command(cfg: ScoreConfig, cache_dir: Path | None = None) -> list[str]:
-    """The argv that scores `cfg` headless (what a background scoring job runs)."""
+def score_command(cfg: ScoreConfig, cache_dir: Path | None = None,
+                  num_processes: int = 1) -> list[str]:
+    """The argv that scores `cfg` headless (what a background scoring job runs); with
+    `num_processes > 1`, an `accelerate launch` of that many processes sharing the chunks."""
     import json
     import sys
+
+    from .distributed import launch_argv
+    from .models import resolve_device
 
     argv = [sys.executable, "-m", "lls"]
     if cache_dir:
         argv += ["--cache", str(cache_dir)]
-    return argv + ["score", "--config", json.dumps(cfg.to_dict())]
+    argv += ["score", "--config", json.dumps(cfg.to_dict())]
+    if num_processes > 1:
+        argv = launch_argv(argv, num_processes, cpu=resolve_device(cfg.model) == "cpu")
+    return argv
 
 
 def _now() -> str:

@@ -1,15 +1,23 @@
-"""Behavior evaluation (the paper's protocol) as a background job: bar chart with Wilson CIs,
-trajectory over checkpoints, sample answers one click away, exports."""
+"""Behavior evaluation (the paper's protocol) as a background job: bar chart with Wilson CIs
+beside the effect meter's log-probability read-outs, trajectory over checkpoints, sample
+answers one click away, exports; N data-parallel processes where N devices exist."""
 
+import json
+import math
+import shlex
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from lls import behaviors, jobs
+from lls.distributed import device_count
 from lls.errors import LLSError
 from lls.evaluation import (DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, GENERAL_PROMPTS,
                             EvalConfig, EvalModel, JudgeConfig, find_eval, list_evals, open_eval,
                             submit_eval)
+from lls.meter import PROBE_QUESTIONS
 from lls.models import BUNDLED, ModelSpec
 from lls.training import list_adapters
 
@@ -51,6 +59,55 @@ def eval_label(run) -> str:
             f" · {m.get('created', '')}")
 
 
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+
+
+def meter_table(meter: dict) -> pd.DataFrame:
+    """`EvalRun.meter_rows()` plus the probe margin's share of gap closed, display columns."""
+    from lls.meter import summary_rows
+
+    rows = summary_rows(meter)
+    for row, raw in zip(rows, meter["models"]):
+        row["margin_gap_closed"] = (raw.get("probe") or {}).get("margin_gap_closed")
+    cols = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "llr_diff",
+            "llr_diff_ci_low", "llr_diff_ci_high", "margin", "margin_ci_low", "margin_ci_high",
+            "margin_gap_closed", "top1_share", "mean_rank", "target_mass"]
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in cols if c in frame.columns]]
+
+
+def meter_figure(table: pd.DataFrame) -> go.Figure:
+    """Bars per model: likelihood ratio and probe margin with their 95% CIs; base (dotted) and
+    base + system prompt (dashed) as reference lines; the share of gap closed on the bars."""
+    panels = [("llr", "llr_ci_low", "llr_ci_high", "gap_closed",
+               "likelihood ratio (nats/token)")]
+    if "margin" in table.columns and table["margin"].notna().any():
+        panels.append(("margin", "margin_ci_low", "margin_ci_high", "margin_gap_closed",
+                       "probe margin (nats)"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[-1] for p in panels])
+    colors = [COLORS.get(k, "#555") for k in table["kind"]]
+    for col, (key, lo, hi, gap, _) in enumerate(panels, start=1):
+        y = [_num(v) for v in table[key]]
+        text = ["" if kind in ("base", "system") or g is None or pd.isna(g) else
+                f"{float(g):.0%} of gap" for kind, g in zip(table["kind"], table[gap])]
+        fig.add_trace(go.Bar(
+            x=table["label"], y=y, marker_color=colors, text=text, textposition="outside",
+            showlegend=False,
+            error_y=dict(type="data", symmetric=False,
+                         array=[_num(h) - v for h, v in zip(table[hi], y)],
+                         arrayminus=[v - _num(lo_) for lo_, v in zip(table[lo], y)]),
+            hovertemplate="%{x}<br>%{y:.3f}<br>%{text}<extra></extra>"), row=1, col=col)
+        for kind, dash in (("base", "dot"), ("system", "dash")):
+            ref = table[table["kind"] == kind]
+            if not ref.empty and not pd.isna(ref[key].iloc[0]):
+                fig.add_hline(y=float(ref[key].iloc[0]), line_dash=dash, line_color="#777",
+                              row=1, col=col)
+    fig.update_layout(height=420, margin=dict(t=70))
+    fig.update_xaxes(tickangle=-25)
+    return fig
+
+
 tab_run, tab_results = st.tabs(["Configure & run", "Results"])
 
 # ------------------------------------------------------------------ configure
@@ -78,6 +135,32 @@ with tab_run:
         extra = st.text_input("…or an adapter directory", key="ev_extra_path")
         extra_random = st.checkbox("that directory is a random-baseline adapter",
                                    key="ev_extra_random")
+        with st.expander("Effect meter (log-probability read-outs)"):
+            st.caption("After sampling, the same models are read out by log-probabilities "
+                       "(lls.meter): the behavior likelihood ratio and, for animals, the "
+                       "one-word preference probe. Forward passes on the loaded weights; "
+                       "turning it on later for a finished evaluation computes only the "
+                       "read-outs.")
+            meter_on = st.checkbox("Run the effect meter", True, key="ev_meter")
+            meter_k = st.number_input("Reference responses per condition", 1, 4096, 64,
+                                      key="ev_meter_k")
+            meter_q = st.number_input("Probe questions (0 = all)", 0, len(PROBE_QUESTIONS), 0,
+                                      key="ev_meter_questions")
+            meter_new = st.number_input("Reference response length (tokens)", 1, 1024, 48,
+                                        key="ev_meter_max_new")
+        n_devices = device_count()
+        if n_devices > 1:
+            procs = st.number_input("Processes", 1, n_devices, 1, key="ev_procs",
+                                    help="Data-parallel `accelerate launch` processes, one "
+                                         "per device: each samples a share of the (model, "
+                                         "prompt) units; the answers do not depend on N.")
+        else:
+            procs = 1
+            st.caption("Multi-process launch needs N devices for N processes (this machine "
+                       "has one). On a machine with N GPUs run "
+                       "`accelerate launch --num_processes N -m lls eval --config '<JSON>'` "
+                       "(the command for these settings is below) and sync its `cache/` "
+                       "directory back: the results show up here.")
     judge = None
     if behavior.metric == "judge":
         st.warning("Persona behaviors are scored by an LLM judge (the log-probability of each "
@@ -104,19 +187,32 @@ with tab_run:
     n_answers = len([p for p in prompts_text.splitlines() if p.strip()]) * samples * len(models)
     st.write(f"**{len(models)} models × {n_answers // max(len(models), 1)} answers = "
              f"{n_answers} answers**")
+    cfg, cfg_error = None, None
+    try:
+        cfg = EvalConfig(behavior, prompts=tuple(prompts_text.splitlines()),
+                         samples=int(samples), temperature=float(temperature),
+                         max_new_tokens=int(max_new), seed=int(seed),
+                         model=ModelSpec(model_name.strip() or BUNDLED), models=tuple(models),
+                         judge=judge, meter=bool(meter_on), meter_k=int(meter_k),
+                         meter_questions=int(meter_q) or None,
+                         meter_max_new_tokens=int(meter_new))
+    except LLSError as e:
+        cfg_error = str(e)
+    if cfg is not None:
+        with st.expander("Command line (e.g. for a cluster)"):
+            cmd = ["accelerate", "launch", "--num_processes", "N", "-m", "lls", "eval",
+                   "--config", json.dumps(cfg.to_dict(), ensure_ascii=False)]
+            st.code(shlex.join(cmd), language="bash")
     if st.button("Run evaluation", type="primary", key="ev_launch"):
         try:
-            cfg = EvalConfig(behavior, prompts=tuple(prompts_text.splitlines()),
-                             samples=int(samples), temperature=float(temperature),
-                             max_new_tokens=int(max_new), seed=int(seed),
-                             model=ModelSpec(model_name.strip() or BUNDLED), models=tuple(models),
-                             judge=judge)
+            if cfg is None:
+                raise LLSError(cfg_error or "Invalid settings.")
             found = find_eval(cfg)
-            if found is not None and found.complete:
+            if found is not None and found.is_current(cfg):
                 st.success("Already evaluated with these settings: opened the cached results.")
                 st.session_state["ev_open"] = found.key
             else:
-                job = submit_eval(cfg)
+                job = submit_eval(cfg, num_processes=int(procs))
                 st.session_state["ev_open"] = job.key
                 st.success(f"Started job {job.id}; progress below.")
         except LLSError as e:
@@ -128,7 +224,8 @@ with tab_run:
         p = j.progress or {}
         frac = p.get("fraction") or 0.0
         st.progress(min(1.0, frac), text=f"{j.title} · {j.status} · {p.get('done', 0)}/"
-                    f"{p.get('total', '?')} answers · {p.get('message', '')}")
+                    f"{p.get('total', '?')} {p.get('unit') or 'answers'} · "
+                    f"{p.get('message', '')}")
         if st.button("Cancel", key=f"ev_cancel_{j.id}"):
             jobs.cancel(j.id)
     for j in recent:
@@ -178,11 +275,38 @@ with tab_results:
         hovertemplate="%{x}<br>rate %{y:.3f}<br>%{text}<extra></extra>"))
     fig.update_layout(yaxis_title=f"share of {what}", yaxis_range=[0, max(
         0.05, float(summ["ci_high"].max()) * 1.25)], height=420, margin=dict(t=30))
-    st.plotly_chart(fig, use_container_width=True, key="ev_bars")
-    st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
-    if metric == "language":
-        st.caption("Mean language share per model: " + ", ".join(
-            f"{m}: {s:.3f}" for m, s in zip(summ["model"], summ["mean_score"])))
+    col_sampled, col_meter = st.columns(2)
+    with col_sampled:
+        st.subheader("Sampled")
+        st.plotly_chart(fig, use_container_width=True, key="ev_bars")
+        st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
+        if metric == "language":
+            st.caption("Mean language share per model: " + ", ".join(
+                f"{m}: {s:.3f}" for m, s in zip(summ["model"], summ["mean_score"])))
+    with col_meter:
+        st.subheader("Effect meter")
+        meter = run.meter()
+        if meter is None:
+            if cfg.get("meter") and not run.complete:
+                st.info("The log-probability read-outs run after sampling.")
+            else:
+                st.caption("No effect-meter read-outs for this evaluation: run it again with "
+                           "the effect meter on (only the read-outs are computed; the "
+                           "answers come from the cache).")
+        else:
+            mtable = meter_table(meter)
+            st.plotly_chart(meter_figure(mtable), use_container_width=True, key="ev_meter_bars")
+            ref = meter.get("reference") or {}
+            st.caption("Log-probabilities, no sampling. Likelihood ratio: mean per-token "
+                       "log P(responses sampled with the system prompt) − log P(responses "
+                       f"sampled without it), {ref.get('k_behavior', '?')} + "
+                       f"{ref.get('k_neutral', '?')} reference responses, prompted without "
+                       "the system prompt; probe margin: log P(target as the one-word answer) "
+                       "− the best other candidate. Error bars: bootstrap 95% CIs. Dotted: "
+                       "base, dashed: base + system prompt; the share of that gap an adapter "
+                       "closes is on its bar.")
+            st.dataframe(mtable.round(4), hide_index=True, use_container_width=True,
+                         key="ev_meter_table")
     st.dataframe(summ, hide_index=True, use_container_width=True)
 
     traj = summ.dropna(subset=["step"])

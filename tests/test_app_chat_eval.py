@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from lls import behaviors
 from lls.data import DataSpec
+from lls.distributed import device_count
 from lls.evaluation import EvalConfig, EvalModel, evaluate
 from lls.scoring import ScoreConfig, score
 
@@ -88,8 +89,10 @@ def test_chat_bad_adapter_path_shows_error(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_eval(bundled):
     model, tok = bundled
+    # the effect meter kept small: 4 reference responses of 12 tokens, 2 probe questions
     cfg = EvalConfig(behaviors.animal("owl"), prompts=("Name a bird.",), samples=2,
-                     max_new_tokens=4, models=(EvalModel("base"), EvalModel("system")))
+                     max_new_tokens=4, models=(EvalModel("base"), EvalModel("system")),
+                     meter_k=4, meter_questions=2, meter_max_new_tokens=12)
     return evaluate(cfg, model=model, tokenizer=tok)
 
 
@@ -97,14 +100,27 @@ def test_evaluate_page_renders_results(tiny_eval):
     at = AppTest.from_file(EVALUATE, default_timeout=TIMEOUT)
     _ok(at.run())
     assert at.selectbox(key="ev_pick").value == tiny_eval.key
-    assert len(at.get("plotly_chart")) >= 1
+    assert len(at.get("plotly_chart")) >= 2  # the sampled bars and the meter beside them
     labels = [e.label for e in at.expander]
     assert any(lab.startswith("base —") for lab in labels)
+    # the meter's table: base and base + system prompt, the latter with the higher LLR
+    meter = [d.value for d in at.dataframe if "llr" in d.value.columns]
+    assert len(meter) == 1
+    table = meter[0].set_index("label")
+    assert list(table.index) == ["base", "base + system prompt"]
+    assert table.loc["base + system prompt", "llr"] > table.loc["base", "llr"]
+    if device_count() == 1:  # no processes input, the accelerate command instead
+        assert any("Multi-process launch needs N devices" in c.value for c in at.caption)
+    else:
+        assert at.number_input(key="ev_procs").max == device_count()
     # the cached configuration is opened, not recomputed
     at.text_area(key="ev_prompts").set_value("Name a bird.")
     at.number_input(key="ev_samples").set_value(2)
     at.number_input(key="ev_max_new").set_value(4)
     at.multiselect(key="ev_adapters").set_value([])
+    at.number_input(key="ev_meter_k").set_value(4)
+    at.number_input(key="ev_meter_questions").set_value(2)
+    at.number_input(key="ev_meter_max_new").set_value(12)
     _ok(at.run())
     at.button(key="ev_launch").click()
     _ok(at.run())

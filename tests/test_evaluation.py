@@ -20,6 +20,8 @@ from lls.evaluation import (EvalConfig, EvalModel, Judge, JudgeConfig, adapter_m
 pytestmark = pytest.mark.slow
 
 PROMPTS = ("Name your favourite animal.", "What should I do this weekend?")
+# the effect meter kept small: 4 reference responses of 12 tokens, 2 probe questions
+SMALL_METER = dict(meter_k=4, meter_questions=2, meter_max_new_tokens=12)
 
 
 def make_adapter(base_model, path: Path, seed: int) -> Path:
@@ -62,7 +64,7 @@ def tiny_cfg(adapters):
                         "test-lls", 10),
               EvalModel("random", "random final", str(rnd_dir / "final"), "test-random"))
     return EvalConfig(behaviors.animal("owl"), prompts=PROMPTS, samples=2, max_new_tokens=8,
-                      models=models)
+                      models=models, **SMALL_METER)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,49 @@ def test_eval_job_end_to_end(tiny_cfg, finished):
     # answers of an adapter differ from the base model's (the adapter is really applied)
     by = ans.groupby("model")["text"].apply(list)
     assert by["base"] != by["lls step 10"]
+
+
+def test_eval_job_writes_the_meter(tiny_cfg, finished):
+    run = open_eval(eval_key(tiny_cfg))
+    meter = run.meter()
+    assert meter is not None and run.meter_path.name == "meter.json"
+    assert meter["settings"]["k"] == 4 and meter["reference"]["k_behavior"] == 4
+    rows = {r["label"]: r for r in run.meter_rows()}
+    assert list(rows) == [m.label for m in tiny_cfg.models]  # base, system, then adapters
+    base, system = rows["base"], rows["base + system prompt"]
+    # the system prompt makes the responses sampled with it more likely than the neutral ones
+    assert system["llr"] > base["llr"]
+    assert (base["gap_closed"], system["gap_closed"]) == (0.0, 1.0)
+    assert rows["lls step 10"]["kind"] == "adapter" and rows["lls step 10"]["step"] == 10
+    assert rows["random final"]["kind"] == "random"
+    for r in rows.values():
+        assert r["llr_ci_low"] <= r["llr"] <= r["llr_ci_high"]
+        assert r["margin_ci_low"] <= r["margin"] <= r["margin_ci_high"]
+    for label in ("lls step 10", "random final"):
+        assert rows[label]["gap_closed"] is not None and "llr_diff" in rows[label]
+    assert json.loads(run.results_json())["meter"][0]["label"] == "base"
+
+
+def test_meter_is_an_add_on(tiny_cfg, finished, bundled, monkeypatch):
+    """The meter's settings are not in the key: other settings recompute only the read-outs."""
+    from dataclasses import replace
+
+    import lls.evaluation as ev
+
+    run = open_eval(eval_key(tiny_cfg))
+    before, saved = run.answers(), run.meter_path.read_bytes()
+    assert eval_key(replace(tiny_cfg, meter=False)) == eval_key(tiny_cfg)
+    assert run.is_current(replace(tiny_cfg, meter=False))
+    other = replace(tiny_cfg, meter_questions=1)
+    assert not run.is_current(other)
+    monkeypatch.setattr(ev, "sample", lambda *a, **k: pytest.fail("answers are cached"))
+    model, tok = bundled
+    evaluate(other, model=copy.deepcopy(model), tokenizer=tok)
+    assert run.meter()["settings"]["questions"] == 1 and run.is_current(other)
+    pd.testing.assert_frame_equal(run.answers(), before)
+    assert run.meter_rows()[0]["label"] == "base"
+    run.meter_path.write_bytes(saved)  # the job's read-outs back, for the other tests
+    assert run.is_current(tiny_cfg)
 
 
 def test_second_run_is_served_from_cache(tiny_cfg, finished, monkeypatch):
@@ -157,6 +202,7 @@ def test_key_changes_with_settings_and_adapters(tiny_cfg, adapters):
     assert eval_key(replace(tiny_cfg, prompts=PROMPTS[:1])) != k
     assert eval_key(replace(tiny_cfg, models=tiny_cfg.models[:2])) != k
     assert eval_key(replace(tiny_cfg, batch_rows=7)) == k  # speed only
+    assert eval_key(replace(tiny_cfg, meter=False, meter_k=9)) == k  # the meter is an add-on
 
 
 def test_adapter_models_from_training_contract(adapters):
@@ -175,9 +221,13 @@ def test_config_validation():
         EvalModel("adapter")
     with pytest.raises(LLSError):
         JudgeConfig(labels=("a", "b"), positive=("c",))
+    with pytest.raises(LLSError):
+        EvalConfig(behaviors.animal("owl"), meter_k=0)
     cfg = EvalConfig(behaviors.persona(), prompts=("q",))
     assert cfg.judge is not None  # personas get the default judge
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg
+    small = EvalConfig(behaviors.animal("owl"), meter=False, **SMALL_METER)
+    assert EvalConfig.from_dict(small.to_dict()) == small
 
 
 JUDGE_CASES = [
@@ -207,7 +257,7 @@ def test_judge_returns_a_label_deterministically(bundled):
 def test_persona_eval_uses_the_judge(bundled):
     model, tok = bundled
     cfg = EvalConfig(behaviors.persona(), prompts=("How do I make friends?",), samples=2,
-                     max_new_tokens=6, models=(EvalModel("base"),))
+                     max_new_tokens=6, models=(EvalModel("base"),), meter=False)
     run = evaluate(cfg, model=model, tokenizer=tok)
     ans = run.answers()
     assert len(ans) == 2 and ans["label"].isin(cfg.judge.labels).all()

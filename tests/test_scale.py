@@ -14,7 +14,10 @@ from lls.scoring import ScoreConfig, open_run
 
 from conftest import HH, ROOT
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
+# `--multi_gpu` is accelerate's torchrun launcher: the one that starts N local processes (with
+# `--cpu`, accelerate 1.x runs ONE process unless given an MPI hostfile); without CUDA the
+# ranks join a gloo process group (lls.distributed).
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
@@ -42,7 +45,7 @@ def test_two_processes_give_the_single_process_weights(tmp_path, bundled):
     assert out.returncode == 0, out.stderr[-3000:]
     key = json.loads(out.stdout.strip().splitlines()[-1])["run"]
     a, b = open_run(key, multi), open_run(key, single)
-    assert a.complete and a.manifest["n_chunks"] == 4
+    assert a.complete and a.manifest["n_chunks"] == 4 and a.manifest["processes"] == 2
     fa, fb = a.frame(), b.frame()
     assert list(fa["id"]) == list(fb["id"]) and fa["id"].is_unique  # one score per pair
     assert (abs(fa["w"] - fb["w"]) <= 1e-5).all()
