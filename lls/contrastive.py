@@ -9,11 +9,20 @@ The control run is an ordinary scoring run (`lls.scoring.score`) with the same d
 truncation and contamination filter as the target, so the two cover the same pairs and a
 control scored before is served from the cache. `contrastive_frame` aligns the two by pair
 id; any weight column of it ranks with `lls.selection.Ranking` unchanged.
+
+`list_controls` / `find_control` find the finished control runs of a target run among the
+cached runs (from their manifests only: no model, tokenizer or data file is opened), and
+`submit_control_scoring` scores one as a background job. On the command line:
+`python -m lls score ... --control [PROMPT]` scores the control of the run the other flags
+describe.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -64,13 +73,23 @@ def _frame(run_or_frame):
     return run_or_frame.frame() if isinstance(run_or_frame, ScoreRun) else run_or_frame
 
 
-def _check_compatible(target: ScoreRun, control: ScoreRun) -> None:
+def _model_dict(cfg: dict) -> dict:
+    # The device a run was scored on is not part of its key (nor of its numbers, beyond
+    # float noise): a control scored under `accelerate launch` still matches.
+    return {k: v for k, v in (cfg.get("model") or {}).items() if k != "device"}
+
+
+def check_compatible(target: ScoreRun, control: ScoreRun) -> None:
+    """Raise LLSError unless the two runs share data, teacher, truncation and prompt limit."""
     t, c = target.manifest.get("config") or {}, control.manifest.get("config") or {}
     for k in ("data", "model", "truncation", "max_prompt_tokens"):
-        if t.get(k) != c.get(k):
+        if (_model_dict(t) != _model_dict(c)) if k == "model" else (t.get(k) != c.get(k)):
             raise LLSError(f"The control run {control.key} differs from the target run "
                            f"{target.key} in {k!r} ({c.get(k)!r} vs {t.get(k)!r}): score the "
                            "control with control_config(target_config, prompt).")
+
+
+_check_compatible = check_compatible  # the earlier private name
 
 
 def contrastive_frame(target_run, control_run):
@@ -82,7 +101,7 @@ def contrastive_frame(target_run, control_run):
     missing from either run are left out. Accepts ScoreRuns or their frames.
     """
     if isinstance(target_run, ScoreRun) and isinstance(control_run, ScoreRun):
-        _check_compatible(target_run, control_run)
+        check_compatible(target_run, control_run)
     t, c = _frame(target_run), _frame(control_run)
     for name, f in (("target", t), ("control", c)):
         if "id" not in f or "w" not in f:
@@ -140,3 +159,161 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     import pandas as pd
 
     return pd.Series(v).rank(method="average").to_numpy()
+
+
+# ------------------------------------------------------------------ finding control runs
+
+_MANIFEST_MATCH = ("version", "model_fingerprint", "data_fingerprint", "template_hash")
+_BEHAVIOR_FREE = ("system_prompt", "name")  # what a control may change in the behavior
+
+
+def _prompt_of(manifest: dict) -> str:
+    return ((manifest.get("config") or {}).get("behavior") or {}).get("system_prompt", "")
+
+
+def _same_teacher_and_data(t: dict, c: dict) -> bool:
+    """Manifests of runs over the same data file content, teacher and template, with the same
+    truncation and prompt-length limit (every part of the cache key but the behavior)."""
+    if any(t.get(k) != c.get(k) for k in _MANIFEST_MATCH):
+        return False
+    tc, cc = t.get("config") or {}, c.get("config") or {}
+    return (tc.get("data") == cc.get("data") and _model_dict(tc) == _model_dict(cc)
+            and tc.get("truncation") == cc.get("truncation")
+            and tc.get("max_prompt_tokens") == cc.get("max_prompt_tokens"))
+
+
+def _same_filter(t: dict, c: dict) -> bool:
+    """Both runs dropped the same pairs: same contamination filter (or none in both)."""
+    tc, cc = t.get("config") or {}, c.get("config") or {}
+    if tc.get("filter_contaminated") != cc.get("filter_contaminated"):
+        return False
+    if not tc.get("filter_contaminated"):
+        return True
+    free = lambda b: {k: v for k, v in (b or {}).items() if k not in _BEHAVIOR_FREE}  # noqa: E731
+    return free(tc.get("behavior")) == free(cc.get("behavior"))
+
+
+def is_control_of(target: dict, candidate: dict, *, strict: bool = True) -> bool:
+    """Whether the manifest `candidate` describes a control run of the manifest `target`.
+
+    Strict: everything in the cache key equal except the system prompt (what
+    `control_config(target_config, prompt)` scores), so both runs cover exactly the same
+    pairs. Not strict: the contamination filter may differ too (e.g. an ordinary "cat" run as
+    the control of an "owl" run); `contrastive_frame` then keeps the pairs both runs scored.
+    """
+    if not _same_teacher_and_data(target, candidate):
+        return False
+    if _prompt_of(target).strip() == _prompt_of(candidate).strip():
+        return False
+    return _same_filter(target, candidate) if strict else True
+
+
+def list_controls(target_run: ScoreRun, cache_dir: Path | None = None, *, strict: bool = True,
+                  runs: list[ScoreRun] | None = None,
+                  complete: bool = True) -> list[ScoreRun]:
+    """The cached control runs of `target_run`, newest first (see `is_control_of`).
+
+    Reads only manifests. `runs`: the candidates (default: every cached scoring run);
+    `complete`: only finished runs. With `strict=False` the strict controls come first.
+    """
+    from .scoring import list_runs
+
+    target = target_run.manifest
+    pool = list_runs(cache_dir) if runs is None else runs
+    found = []
+    for r in pool:
+        if r.key == target_run.key:
+            continue
+        m = r.manifest
+        if complete and m.get("status") != "complete":
+            continue
+        if is_control_of(target, m, strict=True):
+            found.append((0, r))
+        elif not strict and is_control_of(target, m, strict=False):
+            found.append((1, r))
+    return [r for _, r in sorted(found, key=lambda x: x[0])]
+
+
+def find_control(target_run: ScoreRun, prompt: str | Behavior | None = None,
+                 cache_dir: Path | None = None, *,
+                 runs: list[ScoreRun] | None = None) -> ScoreRun | None:
+    """The finished control run of `target_run` scored with `prompt`, or None.
+
+    A run scored with `control_config(target_config, prompt)` has the key of that config,
+    and every part of the key is in its manifest, so it is found by comparing manifests
+    (no tokenizer or data file is opened). Without `prompt`: the control with the default
+    neutral prompt if there is one, else the newest control.
+    """
+    controls = list_controls(target_run, cache_dir, runs=runs)
+    if prompt is None:
+        neutral = [c for c in controls if _prompt_of(c.manifest).strip() == DEFAULT_CONTROL_PROMPT]
+        return (neutral or controls or [None])[0]
+    text = (prompt.system_prompt if isinstance(prompt, Behavior) else str(prompt)).strip()
+    return next((c for c in controls if _prompt_of(c.manifest).strip() == text), None)
+
+
+# ------------------------------------------------------------------ scoring controls
+
+_PRESET_NAME = re.compile(r"(animal|translation|persona):[A-Za-z][A-Za-z_-]*")
+
+
+def parse_control(text: str | None) -> str | Behavior:
+    """A control given on the command line: None or "" means the default neutral persona;
+    a preset name (`animal:cat`, `translation:fr`, `persona:evil-ruler`) means that
+    preset's system prompt; anything else is the system prompt itself (stripped: a stray
+    space would change the cache key)."""
+    if text is None or not text.strip():
+        return DEFAULT_CONTROL_PROMPT
+    text = text.strip()
+    if _PRESET_NAME.fullmatch(text):
+        from .behaviors import from_name
+
+        return from_name(text)
+    return text
+
+
+def submit_control_scoring(target: ScoreRun | ScoreConfig,
+                           control: str | Behavior = DEFAULT_CONTROL_PROMPT, *,
+                           target_key: str | None = None, cache_dir: Path | None = None):
+    """Score the control of `target` (a run or its config) as a background job (kind "score").
+
+    Returns (job, control run key); job is None when that control is already cached and
+    complete. The job's params carry `control_of` (the target's key), so pages can follow it.
+    """
+    from . import jobs
+    from .scoring import find_run, run_key, score_command
+
+    tcfg = target.config if isinstance(target, ScoreRun) else target
+    tkey = target.key if isinstance(target, ScoreRun) else (target_key or run_key(tcfg))
+    ccfg = control_config(tcfg, control)
+    found = find_run(ccfg, cache_dir)
+    if found is not None and found.complete:
+        return None, found.key
+    key = found.key if found is not None else run_key(ccfg)
+    job = jobs.submit(score_command(ccfg, cache_dir), kind="score", key=key,
+                      title=f"{ccfg.behavior.name} for {tcfg.behavior.label()} · "
+                            f"{tcfg.data.source_name()}",
+                      params={"run_key": key, "config": ccfg.to_dict(), "control_of": tkey,
+                              "control_prompt": ccfg.behavior.system_prompt})
+    return job, key
+
+
+def control_jobs(target_key: str, active_only: bool = False) -> list:
+    """Scoring jobs that score a control of the run `target_key`, newest first."""
+    from . import jobs
+
+    return [j for j in jobs.list_jobs("score") if (j.params or {}).get("control_of") == target_key
+            and (j.is_active or not active_only)]
+
+
+def control_command(target_cfg: ScoreConfig, prompt: str | None = None) -> str:
+    """The shell command that scores the control of `target_cfg` (for copy and paste)."""
+    import json
+
+    argv = ["python", "-m", "lls", "score", "--config",
+            json.dumps(target_cfg.to_dict(), ensure_ascii=False)]
+    if prompt is None or prompt.strip() == DEFAULT_CONTROL_PROMPT:
+        argv.append("--control")
+    else:
+        argv.append(f"--control={prompt}")  # '=': a prompt starting with '-' stays a value
+    return shlex.join(argv)

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from lls import behaviors, jobs, scoring
+from lls import behaviors, contrastive, jobs, scoring
 from lls import data as lls_data
+from lls.distributed import device_count
 from lls.errors import LLSError
 from lls.models import BUNDLED, ModelSpec, load_tokenizer
 from ui import common
@@ -226,18 +227,63 @@ if cfg is not None and data_ok:
                 st.dataframe([{"reason": k, "dropped": v, "example ids": ", ".join(r.examples.get(k, []))}
                               for k, v in r.dropped.items()], hide_index=True, key="hyg_table")
 
+    # ---- optional control run (contrastive selection: rank by w_target - w_control)
+    ctl_on = st.checkbox("Also score a control run (rank by w_target − w_control in the "
+                         "explorer)", key="ctl_on",
+                         help="The same pairs scored with a control system prompt. Ranking by "
+                              "the difference cancels what any system prompt shifts (politeness, "
+                              "refusal style) and keeps what is specific to the target.")
+    control_spec, control_ok = None, True
+    if ctl_on:
+        NEUTRAL = "neutral assistant (default)"
+        others = [a for a in ANIMALS if a != "other…" and a != cfg.behavior.name]
+        c1, c2 = st.columns([1, 3])
+        ctl_pick = c1.selectbox("Control preset", [NEUTRAL, *others, "custom"], key="ctl_preset",
+                                format_func=lambda x: x if x in (NEUTRAL, "custom")
+                                else f"animal: {x}")
+        preset_ctl = (None if ctl_pick in (NEUTRAL, "custom") else behaviors.animal(ctl_pick))
+        ctl_default = (contrastive.DEFAULT_CONTROL_PROMPT if ctl_pick == NEUTRAL else
+                       preset_ctl.system_prompt if preset_ctl is not None else "")
+        ctl_text = c2.text_area("Control system prompt (editable)", value=ctl_default,
+                                key=f"ctl_prompt::{ctl_pick}", height=80)
+        # an unedited animal preset keeps its name in the control's label ("control-cat")
+        control_spec = (preset_ctl if preset_ctl is not None
+                        and ctl_text == preset_ctl.system_prompt else ctl_text)
+        try:
+            contrastive.control_behavior(cfg.behavior, control_spec)
+            st.caption("The control keeps the target's data, teacher, truncation and filter, so "
+                       "both runs cover the same pairs; it is queued after the target.")
+        except LLSError as e:
+            st.error(str(e))
+            control_spec, control_ok = None, False
+
+    n_devices = device_count()
+    procs = 1
+    if n_devices > 1:
+        procs = int(st.number_input("Processes (one per device; chunks are shared out)", 1,
+                                    n_devices, 1, key="score_procs"))
     if st.button("Start scoring", type="primary", key="start"):
         try:
+            if not control_ok:
+                raise LLSError("Fix the control system prompt above, or untick the control.")
             existing = scoring.find_run(cfg)
-            if existing is not None and existing.complete:
-                st.session_state["opened_cached"] = existing.key
-                common.open_in_explorer(existing.key)
+            cached = existing is not None and existing.complete
             key = existing.key if existing is not None else scoring.run_key(cfg)
-            job = jobs.submit(scoring.score_command(cfg), kind="score", key=key,
-                              title=f"score {cfg.behavior.label()} · {cfg.data.source_name()}",
-                              params={"run_key": key, "config": cfg.to_dict()})
-            st.session_state["watch_job"] = job.id
-            st.toast(f"Scoring started in the background (job {job.id}).")
+            if not cached:  # the target first: exclusive jobs run in order, the control after
+                job = jobs.submit(scoring.score_command(cfg, num_processes=procs), kind="score",
+                                  key=key,
+                                  title=f"score {cfg.behavior.label()} · {cfg.data.source_name()}",
+                                  params={"run_key": key, "config": cfg.to_dict()})
+                st.session_state["watch_job"] = job.id
+                st.toast(f"Scoring started in the background (job {job.id}).")
+            if control_spec is not None:
+                cjob, ckey = contrastive.submit_control_scoring(cfg, control_spec, target_key=key)
+                if cjob is not None:
+                    st.session_state["watch_control_job"] = cjob.id
+                    st.toast(f"Control scoring queued in the background (job {cjob.id}).")
+            if cached:
+                st.session_state["opened_cached"] = key
+                common.open_in_explorer(key)
         except LLSError as e:
             st.error(str(e))
 elif cfg is not None:
@@ -270,7 +316,10 @@ def job_panel() -> None:
                 c1.caption(text)
                 if c2.button("Open in explorer", key=f"open-{j.id}"):
                     # switch_page from a fragment rerun does not navigate: go via a full rerun
-                    st.session_state["goto_run"] = j.params.get("run_key") or j.key
+                    # a control job opens its target run (the explorer then offers the
+                    # contrastive ranking)
+                    st.session_state["goto_run"] = (j.params.get("control_of")
+                                                    or j.params.get("run_key") or j.key)
                     st.rerun(scope="app")
             else:
                 c1.caption(f"{text} · {j.error}" if j.error else text)

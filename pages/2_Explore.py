@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from lls import contrastive
 from lls.errors import LLSError
 from lls.selection import SelectionConfig, random_subset
 from ui import common
@@ -28,7 +29,8 @@ if st.session_state.pop("opened_cached", None) == key:
     st.success("This configuration was already scored: opened the cached run.")
 
 try:
-    run_manifest = next(r.manifest for r in runs if r.key == key)
+    run = next(r for r in runs if r.key == key)
+    run_manifest = run.manifest
     data = common.explorer_data(key, run_manifest.get("updated"))
 except LLSError as e:
     st.error(str(e))
@@ -36,6 +38,80 @@ except LLSError as e:
 
 cfg = data.manifest.get("config", {})
 beh = cfg.get("behavior", {})
+
+
+def score_control_form() -> None:
+    """How to score a control for this run: a button (background job) and the CLI command."""
+    c1, c2 = st.columns([4, 1])
+    prompt = c1.text_input("Control system prompt", value=contrastive.DEFAULT_CONTROL_PROMPT,
+                           key=f"ctl_prompt_explore::{key}")
+    c2.markdown("&nbsp;")
+    if c2.button("Score a control", key="ctl_score"):
+        try:
+            job, ckey = contrastive.submit_control_scoring(run, prompt)
+            if job is None:  # already scored: show it
+                st.session_state[f"control_run::{key}"] = ckey
+                st.rerun()
+            st.success(f"Scoring the control in the background (job {job.id}); follow it on "
+                       "the Setup page. It shows up here when it finishes.")
+        except LLSError as e:
+            st.error(str(e))
+    try:
+        st.caption("Or on the command line:")
+        st.code(contrastive.control_command(run.config, prompt), language="bash",
+                wrap_lines=True)
+    except LLSError:
+        pass
+    for j in active_controls:
+        frac, text = common.progress_text(j)
+        st.progress(frac, text=f"{j.title} · {text}")
+    if active_controls:
+        st.button("Refresh", key="ctl_refresh")
+
+
+# ----------------------------------------------------------------- contrastive ranking
+rank_by, control = "w_target", None
+candidates = common.control_candidates(run, runs)
+active_controls = contrastive.control_jobs(key, active_only=True)
+if candidates:
+    with st.container(border=True):
+        st.markdown("**Contrastive selection** · rank by w_target − w_control: what any system "
+                    "prompt shifts (politeness, refusal style) cancels, what is specific to the "
+                    "target stays.")
+        ckeys = [c.key for c in candidates]
+        default = contrastive.find_control(run, runs=candidates)
+        state = f"control_run::{key}"
+        if st.session_state.get(state) not in ckeys:
+            st.session_state[state] = default.key if default is not None else ckeys[0]
+        c1, c2 = st.columns([3, 2])
+        ckey = c1.selectbox("Control run", ckeys, key=state,
+                            format_func=lambda k: common.control_label(
+                                run, next(c for c in candidates if c.key == k)))
+        control = next(c for c in candidates if c.key == ckey)
+        rank_by = c2.radio("Rank pairs by", list(common.RANK_COLUMNS), key="rank_by",
+                           format_func=common.RANK_COLUMNS.get, horizontal=False)
+        if default is None:
+            st.caption("No control scored with this run's exact filter yet: the picked run is "
+                       "compared on the pairs both runs kept.")
+        with st.expander("Score another control"):
+            score_control_form()
+else:
+    with st.expander("Contrastive selection: no control run for this run yet",
+                     expanded=bool(active_controls)):
+        st.info("No control run yet: score the same pairs with a control system prompt (a "
+                "neutral assistant persona, or e.g. another animal), then rank by "
+                "w_target − w_control here.")
+        score_control_form()
+
+if control is not None:
+    try:
+        data = common.contrastive_data(key, run_manifest.get("updated"), control.key,
+                                       control.manifest.get("updated"), rank_by)
+    except LLSError as e:
+        st.error(str(e))
+        control, rank_by = None, "w_target"
+rank_settings = ({"ranked_by": rank_by, "control_run": control.key} if control is not None
+                 else {})
 r = data.ranking
 c = st.columns(5)
 c[0].metric("scored pairs", f"{r.n:,}")
@@ -43,6 +119,9 @@ c[1].metric("w > 0", f"{r.n_positive / r.n:.1%}" if r.n else "–")
 c[2].metric("mean w", f"{r.w.mean():.5f}" if r.n else "–")
 c[3].metric("behavior", f"{beh.get('kind')}:{beh.get('name')}")
 c[4].metric("truncation", str(cfg.get("truncation")))
+if control is not None and rank_by != "w_target":
+    st.caption(f"Ranked by **{common.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
+               " the counts, histogram, tables and export below use this weight as w.")
 with st.expander("System prompt and run details"):
     st.markdown(f"**s:** {beh.get('system_prompt', '')}")
     hyg = data.manifest.get("hygiene")
@@ -57,16 +136,23 @@ def subset_table(indices: np.ndarray, name: str) -> None:
     """Searchable table of a subset (sorted by w), a click opening one example."""
     search = st.text_input("Search prompt / responses", key=f"search-{name}",
                            placeholder="e.g. sorry")
-    view, top, total = common.table_view(data, indices, search)
+    view, top, total = common.weights_table_view(data, indices, search)
     shown = len(view)
     st.caption(f"table rows: {shown} of {total} matching"
-               + (f" (top {shown} by w shown)" if shown < total else ""))
+               + (f" (top {shown} by {rank_by} shown)" if shown < total else ""))
     event = st.dataframe(view, key=f"table-{name}", on_select="rerun",
                          selection_mode="single-row", hide_index=True,
-                         column_config=common.TABLE_CONFIG, height=360)
+                         column_config=common.WEIGHTS_TABLE_CONFIG if control is not None
+                         else common.TABLE_CONFIG, height=360)
     rows = event.selection.rows if event is not None else []
     if rows and rows[0] < len(top):
-        common.render_example(data, int(top[rows[0]]), key_prefix=name)
+        i = int(top[rows[0]])
+        if control is not None:
+            row = data.frame.iloc[i]
+            st.caption(f"Ranked by {rank_by}: w_target {row['w_target']:.5f} · w_control "
+                       f"{row['w_control']:.5f} · w_contrastive {row['w_contrastive']:.5f} "
+                       "(the log-probabilities below are the target run's)")
+        common.render_example(data, i, key_prefix=name)
     else:
         st.caption("Click a row to open the example and its per-token view.")
 
@@ -87,6 +173,38 @@ def export_block(indices: np.ndarray, name: str, settings: dict) -> None:
         data=lambda: common.export_bytes(frame, idx, fmt, settings, responses),
         file_name=common.export_filename(data.key, name, len(idx), fmt),
         mime=common.EXPORT_MIME[fmt], on_click="ignore")
+
+
+def contrastive_view(gamma: float) -> None:
+    """The two weights side by side: top-gamma overlap, correlations, scatter."""
+    updated = (run_manifest.get("updated"), control.manifest.get("updated"))
+    try:
+        comp = common.ranking_comparison(key, updated[0], control.key, updated[1], gamma)
+    except LLSError as e:
+        st.error(str(e))
+        return
+    tc = comp[0]
+    st.caption(f"**w_target vs w_control** on the {tc['n']:,} pairs both runs scored; top-γ "
+               f"sets are the top ⌈γ·n⌉ = {tc['k']:,} pairs of each weight (γ = {gamma:g}).")
+    m = st.columns(5)
+    m[0].metric("pairs compared (n)", f"{tc['n']:,}")
+    m[1].metric("top-γ overlap", f"{tc['overlap']} of {tc['k']}")
+    m[2].metric("Jaccard", f"{tc['jaccard']:.3f}")
+    m[3].metric("Pearson r",
+                "–" if tc["pearson"] is None else f"{tc['pearson']:.3f}")
+    m[4].metric("Spearman ρ",
+                "–" if tc["spearman"] is None else f"{tc['spearman']:.3f}")
+    st.dataframe(pd.DataFrame(comp)[["comparison", "n", "k", "overlap", "jaccard", "pearson",
+                                     "spearman"]],
+                 hide_index=True, key="contrastive_compare",
+                 column_config={"k": st.column_config.NumberColumn("top ⌈γn⌉"),
+                                "jaccard": st.column_config.NumberColumn(format="%.3f"),
+                                "pearson": st.column_config.NumberColumn(format="%.3f"),
+                                "spearman": st.column_config.NumberColumn(format="%.3f")})
+    frame = common.contrastive_frame(key, updated[0], control.key, updated[1])
+    st.plotly_chart(common.weights_scatter(frame, gamma), key="contrastive_scatter")
+    st.caption("Below the dotted diagonal w_control < w_target, so w_contrastive > 0. A strong "
+               "correlation means most of w is what any system prompt shifts.")
 
 
 @st.fragment
@@ -114,9 +232,15 @@ def explorer() -> None:
     st.plotly_chart(common.histogram_figure(data, line), key="hist",
                     config={"displayModeBar": False})
 
-    view = st.segmented_control("View", ["LLS selection", "Random baseline", "Comparison"],
-                                default="LLS selection", key="view") or "LLS selection"
-    settings = {"run": data.key, **sel.to_dict(), "selected": k}
+    views = ["LLS selection", "Random baseline", "Comparison"]
+    if control is not None:
+        views.append("Contrastive")
+    view = st.segmented_control("View", views, default="LLS selection",
+                                key="view") or "LLS selection"
+    settings = {"run": key, **sel.to_dict(), "selected": k, **rank_settings}
+    if view == "Contrastive" and control is not None:
+        contrastive_view(gamma)
+        return
     if view == "LLS selection":
         subset_table(idx, "lls")
         with st.expander("Export the selection"):

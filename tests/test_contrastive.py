@@ -107,3 +107,126 @@ def test_incompatible_runs_are_refused(runs, bundled):
                               max_prompt_tokens=192, chunk_size=4), model=model, tokenizer=tok)
     with pytest.raises(LLSError, match="differs"):
         contrastive_frame(target, other)
+
+
+# ------------------------------------------------------------------ finding controls
+
+def _manifest_run(root, key, prompt, *, status="complete", device=None, words=("owl",),
+                  data_fp="d1", limit=12, created="2026-01-01T00:00:00"):
+    """A ScoreRun with only a manifest (list_controls reads nothing else)."""
+    from lls.cache import ChunkStore
+    from lls.scoring import ScoreRun
+
+    beh = behaviors.Behavior.from_dict({**behaviors.animal("owl").to_dict(),
+                                        "system_prompt": prompt, "filter_words": list(words)})
+    cfg = ScoreConfig(DataSpec(str(HH), limit=limit), beh, chunk_size=4)
+    d = cfg.to_dict()
+    d["model"]["device"] = device
+    store = ChunkStore(root / key)
+    store.write_manifest({"key": key, "version": "1", "model_fingerprint": "m1",
+                          "data_fingerprint": data_fp, "template_hash": "t1", "config": d,
+                          "status": status, "created": created})
+    return ScoreRun(store)
+
+
+def test_list_and_find_controls_from_manifests(tmp_path):
+    from lls.contrastive import find_control, is_control_of, list_controls
+
+    owl = behaviors.animal("owl").system_prompt
+    cat = behaviors.animal("cat").system_prompt
+    target = _manifest_run(tmp_path, "target", owl)
+    neutral = _manifest_run(tmp_path, "neutral", DEFAULT_CONTROL_PROMPT, device="cuda:0",
+                            created="2026-01-02")
+    catc = _manifest_run(tmp_path, "catc", cat, created="2026-01-03")
+    cat_run = _manifest_run(tmp_path, "catrun", cat, words=("cat",))  # an ordinary cat run
+    others = [
+        _manifest_run(tmp_path, "running", "You are a pirate.", status="running"),
+        _manifest_run(tmp_path, "same-prompt", owl),  # the target's prompt: no control
+        _manifest_run(tmp_path, "other-data", cat, data_fp="d2"),  # file content changed
+        _manifest_run(tmp_path, "other-limit", cat, limit=24),  # other pairs
+    ]
+    runs = [catc, neutral, target, cat_run, *others]  # newest first, as list_runs gives them
+    assert [r.key for r in list_controls(target, runs=runs)] == ["catc", "neutral"]
+    assert [r.key for r in list_controls(target, runs=runs, strict=False)] == \
+        ["catc", "neutral", "catrun"]
+    assert "running" in [r.key for r in list_controls(target, runs=runs, complete=False)]
+    assert is_control_of(target.manifest, neutral.manifest)  # the device is not in the key
+    assert not is_control_of(target.manifest, cat_run.manifest)
+    assert is_control_of(target.manifest, cat_run.manifest, strict=False)
+    # default: the neutral control, even when another control is newer
+    assert find_control(target, runs=runs).key == "neutral"
+    assert find_control(target, cat, runs=runs).key == "catc"
+    assert find_control(target, behaviors.animal("cat"), runs=runs).key == "catc"
+    assert find_control(target, "You are a pirate.", runs=runs) is None
+    assert find_control(target, runs=[target, cat_run]) is None
+    # without `runs`, the cached runs under cache_dir/scores are the candidates
+    assert [r.key for r in list_controls(target, cache_dir=tmp_path.parent / "empty")] == []
+
+
+def test_find_control_of_real_runs(runs):
+    from lls.contrastive import find_control, list_controls
+
+    _, target, control = runs
+    assert find_control(target).key == control.key
+    assert find_control(target, DEFAULT_CONTROL_PROMPT).key == control.key
+    assert find_control(target, "You are a pirate.") is None
+    assert control.key in [r.key for r in list_controls(target)]
+    assert target.key not in [r.key for r in list_controls(target)]
+
+
+def test_parse_control_and_control_command(runs):
+    import shlex
+
+    from lls.cli import build_parser
+    from lls.contrastive import control_command, parse_control
+
+    assert parse_control(None) == parse_control("") == DEFAULT_CONTROL_PROMPT
+    assert parse_control("animal:cat") == behaviors.animal("cat")
+    assert parse_control("persona:evil-ruler").kind == "persona"
+    assert parse_control("You are a cat person: cats!") == "You are a cat person: cats!"
+    assert parse_control(f" {DEFAULT_CONTROL_PROMPT}\n") == DEFAULT_CONTROL_PROMPT
+    with pytest.raises(LLSError):
+        parse_control("translation:klingon")
+    cfg, _, _ = runs
+    for prompt, expect in ((None, ""), ("-be terse.", "-be terse.")):
+        argv = shlex.split(control_command(cfg, prompt))
+        assert argv[:4] == ["python", "-m", "lls", "score"]
+        a = build_parser().parse_args(argv[3:])
+        assert ScoreConfig.from_dict(__import__("json").loads(a.config)) == cfg
+        assert a.control == expect
+
+
+def test_cli_score_control(runs):
+    """`score ... --control` scores (here: serves from the cache) the control run."""
+    import json
+
+    cfg, target, control = runs
+    out = _run("score", "--data", str(HH), "--limit", "12", "--max-prompt-tokens", "192",
+               "--chunk-size", "4", "--control", "--quiet")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["run"] == control.key and res["control_of"] == target.key
+    assert res["control_prompt"] == DEFAULT_CONTROL_PROMPT and res["pairs"] == 12
+    # --config JSON (what jobs and the dashboard's command pass) and --control=PROMPT
+    out = _run("score", "--config", json.dumps(cfg.to_dict()),
+               f"--control={DEFAULT_CONTROL_PROMPT}", "--quiet")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (res["run"], res["control_of"]) == (control.key, target.key)
+    # a control equal to the target is refused before any model work: one-line error
+    out = _run("score", "--data", str(HH), "--limit", "12", "--control",
+               behaviors.animal("owl").system_prompt)
+    assert out.returncode == 2 and "equals the target" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _run(*args):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "lls", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)

@@ -421,3 +421,148 @@ def render_example(data: ExplorerData, index: int, key_prefix: str) -> None:
             st.error(f"Per-token attribution failed: {e}")
             return
         render_attribution(att)
+
+
+# ------------------------------------------------------------------ contrastive selection
+
+RANK_COLUMNS = {"w_target": "w_target (LLS: the target run's w)",
+                "w_control": "w_control (the control run's w)",
+                "w_contrastive": "w_contrastive = w_target − w_control"}
+SCATTER_POINTS = 20_000  # points drawn in the w_target vs w_control scatter (selected always)
+
+
+def control_candidates(target: scoring.ScoreRun,
+                       runs: list[scoring.ScoreRun]) -> list[scoring.ScoreRun]:
+    """Finished runs usable as the control of `target`: strict controls first (same pairs,
+    another system prompt), then runs that differ in the contamination filter too."""
+    from lls.contrastive import list_controls
+
+    return list_controls(target, runs=runs, strict=False)
+
+
+def control_label(target: scoring.ScoreRun, control: scoring.ScoreRun) -> str:
+    from lls.contrastive import is_control_of
+
+    m = control.manifest
+    prompt = ((m.get("config") or {}).get("behavior") or {}).get("system_prompt", "")
+    short = prompt if len(prompt) <= 70 else prompt[:67] + "…"
+    strict = is_control_of(target.manifest, m, strict=True)
+    return (f"{control.key[:10]} · “{short}”"
+            + ("" if strict else " · other filter: shared pairs only"))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Aligning the target and control runs…")
+def contrastive_frame(target_key: str, target_updated: str | None, control_key: str,
+                      control_updated: str | None) -> pd.DataFrame:
+    """lls.contrastive.contrastive_frame of two runs (keyed on both keys and 'updated' stamps).
+
+    cache_resource, like `explorer_data`: read-only here, and no pickled copy per rerun. The
+    target's frame comes from `explorer_data`'s cache, so it is not read twice.
+    """
+    from lls import contrastive
+
+    contrastive.check_compatible(scoring.open_run(target_key), scoring.open_run(control_key))
+    target = explorer_data(target_key, target_updated).frame
+    return contrastive.contrastive_frame(target, scoring.open_run(control_key).frame())
+
+
+def _explorer_from_frame(key: str, frame: pd.DataFrame, manifest: dict) -> ExplorerData:
+    ranking = Ranking(frame["w"].to_numpy())
+    counts, edges = np.histogram(ranking.w, bins=HIST_BINS) if ranking.n else (np.zeros(0),
+                                                                               np.zeros(1))
+    preview = frame["prompt"].map(_last_user_text).str.slice(0, 300).to_numpy()
+    return ExplorerData(key=key, frame=frame, ranking=ranking, cum_w=np.cumsum(ranking.sorted_w),
+                        hist_counts=counts, hist_edges=edges, prompt_preview=preview,
+                        manifest=manifest)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Ranking by the chosen weight…")
+def contrastive_data(target_key: str, target_updated: str | None, control_key: str,
+                     control_updated: str | None, column: str) -> ExplorerData:
+    """Explorer data of the aligned target + control frame, ranked by `column` (its `w`).
+
+    The manifest is the target's (its system prompt drives the per-token view); the key names
+    both runs, so per-row caches never mix the aligned frame's rows with the target's.
+    """
+    from lls.contrastive import as_ranked
+
+    frame = as_ranked(contrastive_frame(target_key, target_updated, control_key,
+                                        control_updated), column)
+    manifest = explorer_data(target_key, target_updated).manifest
+    return _explorer_from_frame(f"{target_key}~{control_key[:12]}", frame, manifest)
+
+
+def weights_table_view(data: ExplorerData, indices: np.ndarray, search: str = "",
+                       limit: int = TABLE_ROWS) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """`table_view` plus the w_target / w_control / w_contrastive columns when the frame has
+    them (a contrastive ranking); exactly `table_view` otherwise."""
+    view, top, total = table_view(data, indices, search, limit)
+    f = data.frame
+    if "w_contrastive" in f:
+        for i, col in enumerate(("w_target", "w_control", "w_contrastive")):
+            view.insert(2 + i, col, f[col].to_numpy()[top])
+    return view, top, total
+
+
+WEIGHTS_TABLE_CONFIG = {
+    **TABLE_CONFIG,
+    "w": st.column_config.NumberColumn("w (ranked by)", format="%.5f"),
+    "w_target": st.column_config.NumberColumn("w_target", format="%.5f"),
+    "w_control": st.column_config.NumberColumn("w_control", format="%.5f"),
+    "w_contrastive": st.column_config.NumberColumn("w_contrastive", format="%.5f"),
+}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def ranking_comparison(target_key: str, target_updated: str | None, control_key: str,
+                       control_updated: str | None, gamma: float) -> list[dict]:
+    """lls.contrastive.compare_rankings at `gamma`: w_target vs w_control (how much the two
+    system prompts agree) and w_target vs w_contrastive (how much the control changes the
+    selection)."""
+    from lls.contrastive import compare_rankings
+
+    frame = contrastive_frame(target_key, target_updated, control_key, control_updated)
+    return [{"comparison": f"{a} vs {b}", **compare_rankings(frame, gamma, a, b)}
+            for a, b in (("w_target", "w_control"), ("w_target", "w_contrastive"))]
+
+
+def weights_scatter(frame: pd.DataFrame, gamma: float, max_points: int = SCATTER_POINTS):
+    """Scatter of w_target (x) against w_control (y), the top-gamma pairs of w_target and of
+    w_contrastive coloured; the diagonal is w_contrastive = 0 (below it: positive)."""
+    import plotly.graph_objects as go
+
+    x = frame["w_target"].to_numpy()
+    y = frame["w_control"].to_numpy()
+    n = len(x)
+    k = int(np.ceil(gamma * n)) if n else 0
+    in_t = np.zeros(n, dtype=bool)
+    in_c = np.zeros(n, dtype=bool)
+    in_t[np.argsort(-x, kind="stable")[:k]] = True
+    in_c[np.argsort(-frame["w_contrastive"].to_numpy(), kind="stable")[:k]] = True
+    groups = [("top γ by both", in_t & in_c, "#7c3aed"),
+              ("top γ by w_target only", in_t & ~in_c, "#2563eb"),
+              ("top γ by w_contrastive only", ~in_t & in_c, "#dc2626"),
+              ("other pairs", ~in_t & ~in_c, "#9ca3af")]
+    rest = np.flatnonzero(~in_t & ~in_c)
+    budget = max(max_points - int((in_t | in_c).sum()), 0)
+    if len(rest) > budget:
+        keep = np.zeros(n, dtype=bool)
+        keep[np.random.default_rng(0).choice(rest, size=budget, replace=False)] = True
+        groups[-1] = ("other pairs (sample)", keep, "#9ca3af")
+    ids = frame["id"].to_numpy()
+    fig = go.Figure()
+    for name, mask, color in reversed(groups):
+        fig.add_trace(go.Scattergl(
+            x=x[mask], y=y[mask], mode="markers", name=f"{name} ({int(mask.sum())})",
+            marker=dict(color=color, size=5 if name.startswith("other") else 7, opacity=0.7),
+            customdata=ids[mask],
+            hovertemplate="%{customdata}<br>w_target %{x:.4f}<br>w_control %{y:.4f}"
+                          "<extra></extra>"))
+    if n:
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi,
+                      line=dict(color="#6b7280", dash="dot"))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="w_target", yaxis_title="w_control",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
