@@ -63,6 +63,8 @@ class SelectionSpec:
     `kind="lls"`: the top of the LLS ranking (gamma / threshold / positive_only as in
     `lls.selection.SelectionConfig`). `kind="random"`: a seeded random subset of the same
     size as the LLS selection with these settings (the paper's baseline).
+    `control_run`: the key of a control scoring run (`lls.contrastive`); the ranking is then
+    by w_target - w_control instead of w_target.
     """
 
     kind: str = "lls"
@@ -70,6 +72,7 @@ class SelectionSpec:
     threshold: float | None = None
     positive_only: bool = True
     seed: int = 0
+    control_run: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SELECTION_KINDS:
@@ -98,7 +101,10 @@ class TrainConfig:
     projections when the model has them, else peft's "all-linear". `max_steps` caps the run
     (None: `epochs` passes). `checkpoint_every`: steps between checkpoints (each one exports
     a peft adapter and, with `eval_at_checkpoints`, samples `eval_prompts` x `eval_samples`
-    answers of `eval_max_new_tokens` tokens). `max_prompt_length`: drop pairs whose prompt is
+    answers of `eval_max_new_tokens` tokens, and with `meter_at_checkpoints` runs the effect
+    meter (`lls.meter`: likelihood ratio on `meter_k` reference responses, and for animals
+    the preference probe on its first `meter_questions` questions, None = all), also at
+    step 0). `max_prompt_length`: drop pairs whose prompt is
     longer, in student tokens (None keeps all). `reuse_ref_logps`: take DPO's reference
     log-probs from the scoring run when valid; `precompute_ref_log_probs`: otherwise let TRL
     compute them once before training (False: every step, TRL's plain setting).
@@ -124,6 +130,9 @@ class TrainConfig:
     eval_prompts: int = 4
     eval_samples: int = 4
     eval_max_new_tokens: int = 48
+    meter_at_checkpoints: bool = True
+    meter_k: int = 64
+    meter_questions: int | None = None
     seed: int = 0
     gradient_checkpointing: bool = False
     reuse_ref_logps: bool = True
@@ -221,6 +230,15 @@ class AdapterInfo:
     def evals(self) -> list[dict]:
         return _read_jsonl(self.path / "evals.jsonl")
 
+    def meter(self) -> list[dict]:
+        """Effect-meter read-outs, one per measured step (see `lls.meter.summary_rows`)."""
+        return _read_jsonl(self.path / "meter.jsonl")
+
+    def meter_levels(self) -> dict | None:
+        """{"base": ..., "system": ...}: the meter's floor and ceiling for this adapter."""
+        d = read_json_safe(self.path / "meter_levels.json")
+        return d.get("levels") if d else None
+
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.manifest.get("train", {}))
@@ -302,6 +320,21 @@ def selection_indices(frame, sel: SelectionSpec):
     if sel.kind == "random":
         idx = random_subset(ranking.n, len(idx), sel.seed)
     return np.asarray(idx)
+
+
+def selection_frame(run, sel: SelectionSpec, cache_dir: Path | None = None):
+    """The frame a selection ranks: the run's own, or, with `sel.control_run`, the
+    contrastive frame whose `w` is w_target - w_control (`lls.contrastive`)."""
+    if not sel.control_run:
+        return run.frame()
+    from .contrastive import as_ranked, contrastive_frame
+    from .scoring import open_run
+
+    control = open_run(sel.control_run, cache_dir)
+    if not control.complete:
+        raise TrainingError(f"The control run {control.key} is not complete: finish scoring it "
+                            "first (resubmit the same control scoring job).")
+    return as_ranked(contrastive_frame(run, control), "w_contrastive")
 
 
 def selection_count(frame, sel: SelectionSpec) -> int:
@@ -450,20 +483,86 @@ def _export_adapter(model, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig):
+def _meter_settings(behavior, cfg: TrainConfig):
+    """(LLRConfig, ProbeConfig or None) of the training-time effect meter."""
+    from .meter import PROBE_QUESTIONS, LLRConfig, ProbeConfig, probe_applies
+
+    probe = None
+    if probe_applies(behavior):
+        n = cfg.meter_questions or len(PROBE_QUESTIONS)
+        probe = ProbeConfig(questions=tuple(PROBE_QUESTIONS[:max(1, n)])).with_target(behavior.target)
+    return LLRConfig(k=cfg.meter_k), probe
+
+
+def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig,
+                   is_main: bool = True):
     import torch
     from transformers import TrainerCallback
 
+    from . import meter as M
     from .evaluation import GENERAL_PROMPTS, quick_eval
 
+    llr_cfg, probe = _meter_settings(behavior, cfg)
+
     class LLSCallback(TrainerCallback):
-        """Metrics, progress, peft exports + behavior evals at checkpoints, cancellation."""
+        """Metrics, progress, peft exports + behavior evals at checkpoints, cancellation.
+
+        Under `accelerate launch` only the main process writes and measures; the others
+        wait for it at their next collective operation."""
 
         def __init__(self):
             self.eval_off_reason = None if cfg.eval_at_checkpoints and cfg.eval_samples > 0 \
                 else "disabled"
+            self.meter_off_reason = None if cfg.meter_at_checkpoints and cfg.meter_k > 0 \
+                else "disabled"
+            self.reference = None
+            self.levels = None
             self.last_logged: dict = {}
             self.t0 = time.time()
+
+        def _levels(self, model) -> dict:
+            """Base and base + system prompt read-outs: computed once per adapter (kept in
+            meter_levels.json, so a resumed run does not recompute them)."""
+            path = adapter.path / "meter_levels.json"
+            saved = read_json_safe(path)
+            if saved and saved.get("reference") == self.reference.key and \
+                    saved.get("probe") == (probe.to_dict() if probe else None):
+                return saved["levels"]
+            levels = M.reference_levels(model, tokenizer, behavior, self.reference,
+                                        probe=probe if probe else False)
+            atomic_write_json(path, {"reference": self.reference.key,
+                                     "probe": probe.to_dict() if probe else None,
+                                     "levels": levels})
+            return levels
+
+        def meter(self, model, step: int, path: Path) -> dict | None:
+            """The effect meter's read-out of the model as it is now (meter.jsonl)."""
+            if self.meter_off_reason:
+                return None
+            t = time.time()
+            try:
+                with torch.random.fork_rng():  # the reference set samples once
+                    if self.reference is None:
+                        self.reference = M.build_reference(model, tokenizer, behavior, llr_cfg)
+                    if self.levels is None:
+                        self.levels = self._levels(model)
+                    r = M.readout_for_peft_model(model, tokenizer, behavior, self.reference,
+                                                 levels=self.levels,
+                                                 probe=probe if probe else False)
+            except LLSError as e:
+                self.meter_off_reason = str(e)
+                print(f"[lls.training] effect meter off: {e}", flush=True)
+                return None
+            row = {"step": step, "path": str(path), **M.summary_rows(r)[0],
+                   "seconds": round(time.time() - t, 3), "time": time.time(), "readout": r}
+            row.pop("label", None)
+            _append_jsonl(adapter.path / "meter.jsonl", row)
+            jobs.log_event(kind="meter", **{k: v for k, v in row.items() if k != "readout"})
+            return row
+
+        def measure(self, model, step: int, path: Path) -> None:
+            self.evaluate(model, step, path)
+            self.meter(model, step, path)
 
         def evaluate(self, model, step: int, path: Path) -> dict | None:
             if self.eval_off_reason:
@@ -492,18 +591,20 @@ def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig):
             return row
 
         def on_train_begin(self, args, state, control, model=None, **kw):
+            if not is_main:
+                return self._check_stop(control)
             jobs.report_progress(state.global_step, state.max_steps, unit="steps",
                                  message="training", force=True)
             step0 = adapter.path / "checkpoints" / "step-000000"
             if state.global_step == 0 and not (step0 / "adapter_config.json").is_file():
                 with _guarded():
                     _export_adapter(model, step0)
-                self.evaluate(model, 0, step0)
+                self.measure(model, 0, step0)
             return self._check_stop(control)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
-            if "loss" not in logs:
+            if "loss" not in logs or not is_main:
                 return
             row = {"step": state.global_step, "epoch": state.epoch,
                    **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
@@ -513,11 +614,14 @@ def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig):
             jobs.log_event(kind="train", **row)
 
         def on_step_end(self, args, state, control, **kw):
-            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
-                                 message=f"epoch {state.epoch or 0:.2f}")
+            if is_main:
+                jobs.report_progress(state.global_step, state.max_steps, unit="steps",
+                                     message=f"epoch {state.epoch or 0:.2f}")
             return self._check_stop(control)
 
         def on_save(self, args, state, control, model=None, **kw):
+            if not is_main:
+                return self._check_stop(control)
             step = state.global_step
             dst = adapter.path / "checkpoints" / f"step-{step:06d}"
             with _guarded():
@@ -525,7 +629,7 @@ def _make_callback(adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig):
                 ckpt = Path(args.output_dir) / f"checkpoint-{step}"
                 if ckpt.is_dir():
                     (ckpt / "lls_complete").write_text(str(step))
-            self.evaluate(model, step, dst)
+            self.measure(model, step, dst)
             return self._check_stop(control)
 
         def _check_stop(self, control):
@@ -563,18 +667,26 @@ def train(cfg: TrainConfig, score_run_key: str, *, cache_dir: Path | None = None
         prev_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     adapter.path.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, run, adapter, old, baseline_of, in_job)
+        return _train(cfg, run, adapter, old, baseline_of, in_job, cache_dir)
     except (TrainingCancelled, KeyboardInterrupt):
-        _update_manifest(adapter, status="cancelled", updated=_now())
+        if _is_main():
+            _update_manifest(adapter, status="cancelled", updated=_now())
         raise TrainingCancelled(f"Training of {adapter_id} cancelled; checkpoints are kept in "
                                 f"{adapter.path} and resubmitting the same settings resumes.")
     except BaseException as e:
-        _update_manifest(adapter, status="failed", error=f"{e.__class__.__name__}: {e}",
-                         updated=_now())
+        if _is_main():
+            _update_manifest(adapter, status="failed", error=f"{e.__class__.__name__}: {e}",
+                             updated=_now())
         raise
     finally:
         if in_job:
             signal.signal(signal.SIGTERM, prev_handler or signal.SIG_DFL)
+
+
+def _is_main() -> bool:
+    from .distributed import process_info
+
+    return process_info().is_main
 
 
 def _update_manifest(adapter: AdapterInfo, **changes) -> dict:
@@ -584,20 +696,48 @@ def _update_manifest(adapter: AdapterInfo, **changes) -> dict:
     return m
 
 
-def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, in_job) -> AdapterInfo:
+def _prepare_adapter_dir(adapter: AdapterInfo, trainer_dir: Path, manifest: dict,
+                         resume: Path | None) -> None:
+    """Resume: drop what was written after the last complete checkpoint. Fresh start: clear."""
+    if resume is not None:
+        step = manifest["resumed_from_step"]
+        # Half-saved checkpoints after the last complete one would confuse rotation.
+        for p in trainer_dir.glob("checkpoint-*"):
+            if p.is_dir() and int(p.name.split("-")[1]) > step:
+                shutil.rmtree(p, ignore_errors=True)
+        for s, p in adapter.checkpoints():
+            if s > step:
+                shutil.rmtree(p, ignore_errors=True)
+        for name in ("metrics.jsonl", "evals.jsonl", "meter.jsonl"):
+            _keep_jsonl_upto(adapter.path / name, step)
+        print(f"[lls.training] resuming {adapter.id} from step {step} ({resume})", flush=True)
+        atomic_write_json(adapter.path / "manifest.json", manifest)
+    else:
+        for name in ("metrics.jsonl", "evals.jsonl", "meter.jsonl", "meter_levels.json"):
+            (adapter.path / name).unlink(missing_ok=True)
+        shutil.rmtree(adapter.path / "checkpoints", ignore_errors=True)
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    (adapter.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, in_job,
+           cache_dir: Path | None = None) -> AdapterInfo:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig
 
     from .behaviors import Behavior
+    from .distributed import barrier, process_info
     from .models import load_model, load_tokenizer, resolve_device
+
+    pinfo = process_info()
 
     score_cfg = run.manifest["config"]
     teacher = ModelSpec.from_dict(score_cfg["model"])
     student = cfg.student or teacher
     behavior = Behavior.from_dict(score_cfg["behavior"])
-    frame = run.frame()
+    frame = selection_frame(run, cfg.selection, cache_dir)
     n_selected = selection_count(frame, cfg.selection)
     if n_selected == 0:
         raise TrainingError(f"The selection of run {run.key} is empty "
@@ -635,31 +775,19 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
         "baseline_of": baseline_of if baseline_of is not None else old.get("baseline_of"),
         "ref_logps": ref_source,
     }
-    atomic_write_json(adapter.path / "manifest.json", manifest)
-
+    if pinfo.world_size > 1:
+        manifest["processes"] = pinfo.world_size
     trainer_dir = adapter.path / "trainer"
     done_ckpts = _complete_checkpoints(trainer_dir) if trainer_dir.is_dir() else []
+    # Every rank decides where to resume from before the main process tidies up.
+    barrier()
     resume = None
     if done_ckpts:
-        step, resume = done_ckpts[-1]
-        # Half-saved checkpoints after the last complete one would confuse rotation.
-        for p in trainer_dir.glob("checkpoint-*"):
-            if p.is_dir() and int(p.name.split("-")[1]) > step:
-                shutil.rmtree(p, ignore_errors=True)
-        for s, p in AdapterInfo(adapter.id, adapter.path).checkpoints():
-            if s > step:
-                shutil.rmtree(p, ignore_errors=True)
-        _keep_jsonl_upto(adapter.path / "metrics.jsonl", step)
-        _keep_jsonl_upto(adapter.path / "evals.jsonl", step)
-        print(f"[lls.training] resuming {adapter.id} from step {step} ({resume})", flush=True)
-        manifest["resumed_from_step"] = step
+        manifest["resumed_from_step"], resume = done_ckpts[-1]
+    if pinfo.is_main:
         atomic_write_json(adapter.path / "manifest.json", manifest)
-    else:
-        for name in ("metrics.jsonl", "evals.jsonl"):
-            (adapter.path / name).unlink(missing_ok=True)
-        shutil.rmtree(adapter.path / "checkpoints", ignore_errors=True)
-        shutil.rmtree(trainer_dir, ignore_errors=True)
-    (adapter.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _prepare_adapter_dir(adapter, trainer_dir, manifest, resume)
+    barrier()
 
     model, _ = load_model(student, for_training=True)
     device = resolve_device(student)
@@ -683,10 +811,10 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
     )
     Trainer = _trainer_class()
     Trainer.lls_reuse = why_not is None
-    callback = _make_callback(adapter, tokenizer, behavior, cfg)
+    callback = _make_callback(adapter, tokenizer, behavior, cfg, is_main=pinfo.is_main)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                       processing_class=tokenizer, peft_config=lora, callbacks=[callback])
-    if trainer.lls_ref_report:
+    if trainer.lls_ref_report and pinfo.is_main:
         manifest["ref_logps_rows"] = trainer.lls_ref_report
         atomic_write_json(adapter.path / "manifest.json", manifest)
     t0 = time.time()
@@ -695,6 +823,8 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
     state = trainer.state
     if _stop_requested():
         raise TrainingCancelled("cancelled")
+    if not pinfo.is_main:  # the main process exports and records the result
+        return adapter
 
     final = adapter.path / "final"
     _export_adapter(trainer.model, final)
@@ -702,6 +832,10 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
     if not evals or evals[-1].get("step") != state.global_step:
         callback.evaluate(trainer.model, state.global_step, final)
         evals = adapter.evals()
+    readouts = adapter.meter()
+    if not readouts or readouts[-1].get("step") != state.global_step:
+        callback.meter(trainer.model, state.global_step, final)
+        readouts = adapter.meter()
     logged = [r for r in adapter.metrics() if "loss" in r]
     tail = logged[-max(1, min(5, len(logged))):] if logged else []
     mean = lambda key: (sum(r[key] for r in tail if key in r) / len(tail)) if tail else None  # noqa: E731
@@ -717,6 +851,8 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
         if evals else None,
         "start_eval": {k: evals[0][k] for k in ("step", "n", "k", "rate", "ci_low", "ci_high")}
         if evals else None,
+        "final_meter": {k: v for k, v in readouts[-1].items() if k not in ("readout", "path")}
+        if readouts else None,
     }
     manifest.update(status="done", metrics=metrics, updated=_now(), final=str(final))
     atomic_write_json(adapter.path / "manifest.json", manifest)
@@ -731,8 +867,10 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
 # --------------------------------------------------------------------------- jobs
 
 def train_command(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = None,
-                  baseline_of: str | None = None, cache_dir: Path | None = None) -> list[str]:
-    """The argv of a background training job."""
+                  baseline_of: str | None = None, cache_dir: Path | None = None,
+                  num_processes: int = 1, cpu: bool = True) -> list[str]:
+    """The argv of a background training job (`accelerate launch` with N > 1 processes:
+    data parallel, one process per device)."""
     argv = [sys.executable, "-m", "lls"]
     if cache_dir:
         argv += ["--cache", str(cache_dir)]
@@ -741,13 +879,19 @@ def train_command(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = No
         argv += ["--adapter-id", adapter_id]
     if baseline_of:
         argv += ["--baseline-of", baseline_of]
+    if num_processes > 1:
+        from .distributed import launch_argv
+
+        argv = launch_argv(argv, num_processes, cpu=cpu)
     return argv
 
 
 def submit_training(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = None,
                     baseline_of: str | None = None, cache_dir: Path | None = None,
-                    exclusive: bool = True):
-    """Start training as a background job (`lls.jobs`); the same settings resume/reattach."""
+                    exclusive: bool = True, num_processes: int = 1):
+    """Start training as a background job (`lls.jobs`); the same settings resume/reattach.
+    `num_processes` > 1 runs it data parallel under `accelerate launch`."""
+    from .models import resolve_device
     from .scoring import open_run
 
     run = open_run(run_key, cache_dir)
@@ -755,9 +899,11 @@ def submit_training(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = 
     student = cfg.student or ModelSpec.from_dict(run.manifest["config"]["model"])
     title = (f"train {cfg.selection.kind} {run.manifest['config']['behavior'].get('name', '')} "
              f"({student.label})")
+    device = student.device or "cpu"
     job = jobs.submit(train_command(cfg, run.key, adapter_id=adapter_id, baseline_of=baseline_of,
-                                    cache_dir=cache_dir),
-                      kind="train", title=title, device=student.device or "cpu",
+                                    cache_dir=cache_dir, num_processes=num_processes,
+                                    cpu=resolve_device(student) == "cpu"),
+                      kind="train", title=title, device=device,
                       exclusive=exclusive, key=f"train:{adapter_id}",
                       params={"adapter_id": adapter_id, "run": run.key,
                               "selection": cfg.selection.kind, "baseline_of": baseline_of})
@@ -781,13 +927,14 @@ def submit_training(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = 
 
 
 def submit_baseline(adapter: AdapterInfo | str, *, seed: int | None = None,
-                    cache_dir: Path | None = None, exclusive: bool = True):
+                    cache_dir: Path | None = None, exclusive: bool = True,
+                    num_processes: int = 1):
     """One call: train an adapter's recipe on a random subset of the same size."""
     info = adapter if isinstance(adapter, AdapterInfo) else open_adapter(adapter, cache_dir)
     m = info.manifest
     cfg = baseline_config(TrainConfig.from_dict(m["train"]), seed)
     return submit_training(cfg, m["score_run"], baseline_of=info.id, cache_dir=cache_dir,
-                           exclusive=exclusive)
+                           exclusive=exclusive, num_processes=num_processes)
 
 
 def baseline_of(adapter_id: str, cache_dir: Path | None = None) -> AdapterInfo | None:

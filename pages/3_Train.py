@@ -8,12 +8,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lls import jobs, scoring
+from lls import contrastive, jobs, scoring
 from lls import training as T
+from lls.distributed import device_count
 from lls.errors import LLSError
 from lls.models import ModelSpec
 from lls.selection import Ranking
-from ui import common
+from ui import charts, common
 
 st.set_page_config(page_title="Train · LLS Studio", layout="wide")
 st.title("Train")
@@ -23,8 +24,11 @@ st.caption("LoRA + DPO (TRL) of a student on an LLS selection, in the background
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _weights(key: str, updated: str | None):
-    return scoring.open_run(key).frame()["w"].to_numpy()
+def _weights(key: str, updated: str | None, control: str | None = None):
+    """The weights a selection ranks: w, or w_target - w_control with a control run."""
+    run = scoring.open_run(key)
+    spec = T.SelectionSpec(control_run=control)
+    return T.selection_frame(run, spec)["w"].to_numpy()
 
 
 def _fmt_s(s):
@@ -40,10 +44,29 @@ wanted = common.selected_run_key()
 run_key = st.selectbox("Scoring run", keys, index=keys.index(wanted) if wanted in keys else 0,
                        format_func=labels.get, key="train_run")
 run = next(r for r in runs if r.key == run_key)
-ranking = Ranking(_weights(run_key, run.manifest.get("updated")))
 teacher = ModelSpec.from_dict(run.manifest["config"]["model"])
 
 st.header("1 · Selection")
+controls = contrastive.list_controls(run)
+control_key = None
+if controls:
+    ctl_labels = {c.key: f"{c.key} · {c.manifest['config']['behavior'].get('system_prompt', '')[:60]}"
+                  for c in controls}
+    c1, c2 = st.columns([1, 2])
+    contrast = c1.checkbox("Rank by w_target − w_control (contrastive)", key="train_contrast",
+                           help="Cancels what any system prompt shifts (politeness, refusal "
+                                "style) and keeps what is specific to the target.")
+    pick_ctl = c2.selectbox("Control run", list(ctl_labels), format_func=ctl_labels.get,
+                            key="train_control", disabled=not contrast)
+    control_key = pick_ctl if contrast else None
+else:
+    st.caption("Contrastive selection needs a control run (the same pairs scored with a "
+               "neutral system prompt): score one on the Setup or Explore page.")
+try:
+    ranking = Ranking(_weights(run_key, run.manifest.get("updated"), control_key))
+except LLSError as e:
+    st.error(str(e))
+    st.stop()
 c1, c2, c3, c4 = st.columns(4)
 gamma = c1.number_input("gamma (top fraction)", min_value=0.001, max_value=1.0, value=0.05,
                         step=0.01, format="%.3f", key="train_gamma")
@@ -54,7 +77,8 @@ positive_only = c3.checkbox("Only w > 0", value=True, key="train_pos")
 sel_seed = c4.number_input("Random-baseline seed", min_value=0, value=0, step=1, key="train_sel_seed")
 selection = T.SelectionSpec(kind="lls", gamma=float(gamma),
                             threshold=float(threshold) if use_thr else None,
-                            positive_only=positive_only, seed=int(sel_seed))
+                            positive_only=positive_only, seed=int(sel_seed),
+                            control_run=control_key)
 n_sel = ranking.count(selection.config())
 st.markdown(f"**{n_sel:,}** pairs selected of {ranking.n:,} scored ({ranking.n_positive:,} with w > 0).")
 
@@ -96,6 +120,14 @@ with st.expander("Hyper-parameters (paper defaults; CPU-sized batches)", expande
                         help="Valid when the student is the teacher; checked automatically.")
     precompute = c4.checkbox("Otherwise precompute reference log-probs once",
                              value=d.precompute_ref_log_probs)
+    c1, c2, c3 = st.columns(3)
+    meter_on = c1.checkbox("Effect meter at step 0 and checkpoints", value=d.meter_at_checkpoints,
+                           help="Log-probability read-outs (lls.meter): behavior likelihood "
+                                "ratio and, for animals, the preference probe.")
+    meter_k = c2.number_input("Meter reference responses (k)", min_value=1, value=d.meter_k,
+                              step=8, disabled=not meter_on)
+    meter_q = c3.number_input("Probe questions (0 = all)", min_value=0, value=0, step=5,
+                              disabled=not meter_on)
     c1, c2 = st.columns([3, 1])
     student_name = c1.text_input("Student model (empty = the teacher: "
                                  f"{teacher.label})", value="",
@@ -115,6 +147,8 @@ try:
         max_prompt_length=int(max_prompt) or None, checkpoint_every=int(ckpt_every),
         eval_at_checkpoints=bool(eval_on), eval_prompts=int(eval_prompts),
         eval_samples=int(eval_samples), eval_max_new_tokens=int(eval_tokens), seed=int(seed),
+        meter_at_checkpoints=bool(meter_on), meter_k=int(meter_k),
+        meter_questions=int(meter_q) or None,
         gradient_checkpointing=bool(grad_ckpt), reuse_ref_logps=bool(reuse),
         precompute_ref_log_probs=bool(precompute),
         student=ModelSpec(student_name.strip()) if student_name.strip() else None,
@@ -129,10 +163,19 @@ lls_id = T.adapter_id_for(cfg, run_key)
 st.caption(f"≈ {int(steps)} optimizer steps, {int(steps) // cfg.checkpoint_every + 1} checkpoints. "
            f"Adapter id: `{lls_id}`.")
 exclusive = st.checkbox("Wait for other heavy jobs on this device (one at a time)", value=True)
+n_devices = device_count()
+procs = 1
+if n_devices > 1:
+    procs = int(st.number_input("Processes (data parallel, one per device)", 1, n_devices, 1,
+                                key="train_procs"))
+else:
+    st.caption("Data-parallel training needs N devices for N processes (this machine: 1). On a "
+               "cluster: `accelerate launch --num_processes N -m lls train --run <key> "
+               "--config '<JSON>'`, then sync its `cache/` back to see the run here.")
 c1, c2 = st.columns(2)
 if c1.button("Train", type="primary", disabled=n_sel == 0):
     try:
-        job = T.submit_training(cfg, run_key, exclusive=exclusive)
+        job = T.submit_training(cfg, run_key, exclusive=exclusive, num_processes=procs)
         st.session_state["train_watch"] = job.params["adapter_id"]
         st.success(f"Submitted job {job.id}.")
     except LLSError as e:
@@ -140,7 +183,7 @@ if c1.button("Train", type="primary", disabled=n_sel == 0):
 if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
     try:
         job = T.submit_training(T.baseline_config(cfg), run_key, baseline_of=lls_id,
-                                exclusive=exclusive)
+                                exclusive=exclusive, num_processes=procs)
         st.session_state["train_watch"] = lls_id
         st.success(f"Submitted baseline job {job.id} ({n_sel} random pairs).")
     except LLSError as e:
@@ -230,10 +273,26 @@ else:
                          "array": ev["ci_high"] - ev["rate"], "arrayminus": ev["rate"] - ev["ci_low"]}))
         if traj.data:
             traj.update_layout(height=300, margin={"t": 40, "b": 30}, yaxis_title="behavior rate",
-                               xaxis_title="step", title="Effect per checkpoint (95% CI)")
+                               xaxis_title="step", title="Sampled effect per checkpoint (95% CI)")
             st.plotly_chart(traj, width="stretch")
         else:
             st.caption("No checkpoint evaluation yet.")
+
+        st.subheader("Effect meter")
+        series = [(n, c, a.meter()) for n, a, c in (("LLS", info, "#1f77b4"),
+                                                     ("random", base, "#ff7f0e")) if a is not None]
+        fig = charts.meter_curves(series, info.meter_levels())
+        if fig is None:
+            st.caption("No effect-meter read-out yet (it runs at step 0 and at every "
+                       "checkpoint; the first one samples the reference set once).")
+            return
+        st.caption("Log-probability read-outs of the adapter as it trains (forward passes "
+                   "only, no system prompt), with 95% bootstrap bands. Dotted: the base model; "
+                   "dashed: the base model with the system prompt. gap closed = 0 at the base "
+                   "model, 1 at base + system prompt.")
+        st.plotly_chart(fig, width="stretch")
+        st.dataframe(charts.meter_table([(n, rows) for n, _, rows in series]),
+                     hide_index=True, width="stretch")
 
     curves(pick)
 
@@ -248,6 +307,7 @@ else:
         m = a.manifest
         tr, sel, met = m.get("train", {}), m.get("selection", {}), m.get("metrics") or {}
         ev = met.get("final_eval") or {}
+        fm = met.get("final_meter") or {}
         table.append({
             "adapter": a.id, "status": a.status, "selection": sel.get("kind"),
             "pairs": sel.get("n_pairs"), "gamma": sel.get("gamma"),
@@ -258,6 +318,8 @@ else:
             "final loss": met.get("final_loss"), "margin": met.get("margin_last5"),
             "accuracy": met.get("accuracy_last5"), "eval rate": ev.get("rate"),
             "eval k/n": f"{ev['k']}/{ev['n']}" if ev else None,
+            "meter LLR": fm.get("llr"), "gap closed": fm.get("gap_closed"),
+            "probe margin": fm.get("margin"),
             "s/step": met.get("s_per_step"), "created": m.get("created"), "path": str(a.path),
         })
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")

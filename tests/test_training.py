@@ -23,6 +23,7 @@ from lls import training as T
 def small_config(**kw) -> T.TrainConfig:
     base = dict(batch_size=2, max_steps=3, checkpoint_every=2, max_length=320,
                 eval_prompts=1, eval_samples=2, eval_max_new_tokens=8,
+                meter_k=2, meter_questions=3,
                 selection=T.SelectionSpec(gamma=0.33, positive_only=False))
     base.update(kw)
     return T.TrainConfig(**base)
@@ -78,6 +79,18 @@ def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
     assert [e["step"] for e in evals] == [0, 2, 3]
     assert all(e["n"] == 2 and 0 <= e["ci_low"] <= e["rate"] <= e["ci_high"] for e in evals)
     assert m["metrics"]["steps"] == 3 and math.isfinite(m["metrics"]["final_loss"])
+    # the effect meter: one read-out per checkpoint, step 0 at the base model's level
+    readouts = trained.meter()
+    assert [r["step"] for r in readouts] == [0, 2, 3]
+    levels = trained.meter_levels()
+    assert levels["system"]["llr"]["value"] > levels["base"]["llr"]["value"]
+    assert levels["system"]["probe"]["mean_margin"] > levels["base"]["probe"]["mean_margin"]
+    first = readouts[0]
+    assert abs(first["llr"] - levels["base"]["llr"]["value"]) < 1e-6
+    assert abs(first["gap_closed"]) < 1e-6 and abs(first["margin_diff"]) < 1e-6
+    assert first["readout"]["probe"]["n_questions"] == 3
+    assert all(r["llr_ci_low"] <= r["llr"] <= r["llr_ci_high"] for r in readouts)
+    assert m["metrics"]["final_meter"]["step"] == 3
     assert T.open_adapter(trained.id[:12]).id == trained.id
     assert trained.id in [a.id for a in T.list_adapters()]
     # the same settings again are served from the cache
@@ -220,3 +233,32 @@ def test_cli_adapters_and_errors(trained, capsys):
     assert main(["train", "--run", "nosuchrun"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_data_parallel_training_under_accelerate(hh_run):
+    """`accelerate launch --multi_gpu --num_processes 2 -m lls train` (CPU processes here): the 8 pairs are split over
+    two processes (4 optimizer steps at batch 1, not 8), and only the main process writes,
+    so the results look exactly like a single-process run's."""
+    import subprocess
+    import sys
+
+    from test_scale import ACCELERATE
+    from conftest import ROOT
+
+    cfg = small_config(max_steps=None, epochs=1, batch_size=1, checkpoint_every=2,
+                       eval_at_checkpoints=False, seed=3)
+    argv = ACCELERATE + ["--num_processes", "2", "-m", "lls", "train", "--run", hh_run.key,
+                         "--config", json.dumps(cfg.to_dict())]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = T.open_adapter(T.adapter_id_for(cfg, hh_run.key))
+    m = info.manifest
+    assert m["status"] == "done" and m["processes"] == 2 and m["selection"]["n_pairs"] == 8
+    assert m["metrics"]["steps"] == 4
+    rows = info.metrics()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # one writer: no duplicated lines
+    assert abs(rows[0]["loss"] - math.log(2)) < 1e-3
+    assert [s for s, _ in info.checkpoints()] == [0, 2, 4]
+    assert [r["step"] for r in info.meter()] == [0, 2, 4]
+    assert info.final_path is not None
