@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lls.chat import ChatModels, Sampling, base_slot, system_slot  # noqa: E402
+from lls.chat import ChatModels, Sampling, adapter_slot, base_slot, system_slot  # noqa: E402
 from lls.evaluation import GENERAL_PROMPTS  # noqa: E402
 from lls.generation import sample, sample_generate  # noqa: E402
 from lls.models import load_model  # noqa: E402
@@ -60,16 +60,32 @@ def main() -> int:
     print(f"ratio batched / per-sample   : {ratio:.2f}x (target >= 4) "
           f"{'OK' if ratio >= 4 else 'SHORT'}")
 
-    chat = ChatModels(model=model, tokenizer=tok)
-    msgs = [{"role": "user", "content": "What is a good way to start a new habit?"}]
-    lat = []
-    for seed in range(3):
-        for _ in chat.stream_all([base_slot(), system_slot("You really love owls.")], msgs,
-                                 Sampling(max_new_tokens=1, seed=seed)):
-            pass
-        lat.append(chat.last_first_token_s)
-    print(f"chat first token (2 columns) : {min(lat):.3f} s best, {max(lat):.3f} s worst "
-          "of 3 (target < 1 s)")
+    # The chat page's three columns: base, base + system prompt, and a LoRA adapter (r 64,
+    # all projections, freshly initialised and saved in peft format: the loading path of a
+    # trained one). The adapter is attached before timing, as the page does when it is picked.
+    import tempfile
+
+    from peft import LoraConfig, get_peft_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh, _ = load_model()
+        lora = get_peft_model(fresh, LoraConfig(r=64, lora_alpha=128, target_modules="all-linear",
+                                                task_type="CAUSAL_LM"))
+        lora.save_pretrained(tmp)
+        del lora, fresh
+        chat = ChatModels(model=model, tokenizer=tok)
+        slots = [base_slot(), system_slot("You really love owls."), adapter_slot(tmp)]
+        chat.prepare(slots[2])
+        msgs = [{"role": "user", "content": "What is a good way to start a new habit?"}]
+        first, every = [], []
+        for seed in range(5):
+            for _ in chat.stream_all(slots, msgs, Sampling(max_new_tokens=2, seed=seed)):
+                pass
+            first.append(chat.last_first_token_s)
+            every.append(chat.last_all_first_s)
+    print(f"chat first token (3 columns) : {min(first):.3f} s best, {max(first):.3f} s worst "
+          "of 5 (target < 1 s)")
+    print(f"chat first token in ALL 3    : {min(every):.3f} s best, {max(every):.3f} s worst of 5")
     return 0
 
 

@@ -66,7 +66,7 @@ def main() -> None:
           "cached after the first time)")
     sel = T.SelectionSpec(gamma=a.pairs / run.manifest["n_pairs"], positive_only=False)
     base = dict(batch_size=a.batch_size, max_steps=a.steps, checkpoint_every=10_000,
-                eval_at_checkpoints=False, selection=sel)
+                eval_at_checkpoints=False, meter_at_checkpoints=False, selection=sel)
     settings = [("reuse", T.TrainConfig(**base, reuse_ref_logps=True)),
                 ("plain", T.TrainConfig(**base, reuse_ref_logps=False,
                                         precompute_ref_log_probs=False))]

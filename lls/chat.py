@@ -74,7 +74,8 @@ class ChatModels:
         self.host = AdapterHost(model, tokenizer)
         self.tokenizer = tokenizer
         self.stop = stop_ids(model, tokenizer)
-        self.last_first_token_s: float | None = None
+        self.last_first_token_s: float | None = None  # first token of any column
+        self.last_all_first_s: float | None = None  # every column has its first token
 
     @property
     def model(self):
@@ -115,6 +116,7 @@ class ChatModels:
             live.append([i, name, stream, [], ""])
         t0 = time.perf_counter()
         first = True
+        waiting = {e[0] for e in live}
         while live:
             for entry in list(live):
                 i, name, stream, ids, shown = entry
@@ -126,6 +128,10 @@ class ChatModels:
                 if first:
                     self.last_first_token_s = time.perf_counter() - t0
                     first = False
+                if i in waiting:
+                    waiting.discard(i)
+                    if not waiting:
+                        self.last_all_first_s = time.perf_counter() - t0
                 ids.append(tok)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 if text.endswith("\ufffd"):  # half of a multi-byte character: wait

@@ -960,6 +960,8 @@ def add_cli(sub) -> None:
     g.add_argument("--all-weights", action="store_true", help="also keep w <= 0")
     g.add_argument("--random", action="store_true", help="random subset of the same size")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--control-run", help="rank by w_target - w_control, the control being this "
+                                         "scoring run (see `score --control`)")
     g = p.add_argument_group("training")
     g.add_argument("--beta", type=float, default=d.beta)
     g.add_argument("--lr", type=float, default=d.learning_rate)
@@ -980,6 +982,11 @@ def add_cli(sub) -> None:
                    help="samples per eval prompt at checkpoints (0: no checkpoint evals)")
     g.add_argument("--eval-prompts", type=int, default=d.eval_prompts)
     g.add_argument("--eval-max-new-tokens", type=int, default=d.eval_max_new_tokens)
+    g.add_argument("--no-meter", action="store_true",
+                   help="no effect-meter read-outs at step 0 and checkpoints")
+    g.add_argument("--meter-k", type=int, default=d.meter_k,
+                   help="meter reference responses per condition")
+    g.add_argument("--meter-questions", type=int, help="first N probe questions (default all)")
     g.add_argument("--gradient-checkpointing", action="store_true")
     g.add_argument("--no-ref-reuse", action="store_true",
                    help="don't take reference log-probs from the scoring run")
@@ -1007,12 +1014,13 @@ def config_from_args(a) -> TrainConfig:
         checkpoint_every=a.checkpoint_every, eval_at_checkpoints=a.eval_samples > 0,
         eval_samples=a.eval_samples, eval_prompts=a.eval_prompts,
         eval_max_new_tokens=a.eval_max_new_tokens, seed=a.seed,
+        meter_at_checkpoints=not a.no_meter, meter_k=a.meter_k, meter_questions=a.meter_questions,
         gradient_checkpointing=a.gradient_checkpointing, reuse_ref_logps=not a.no_ref_reuse,
         precompute_ref_log_probs=not a.no_precompute,
         student=ModelSpec(a.student) if a.student else None,
         selection=SelectionSpec(kind="random" if a.random else "lls", gamma=a.gamma,
                                 threshold=a.threshold, positive_only=not a.all_weights,
-                                seed=a.seed))
+                                seed=a.seed, control_run=a.control_run))
 
 
 def cmd_train(a) -> int:

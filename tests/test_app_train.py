@@ -64,6 +64,41 @@ def test_train_page_renders_runs_selection_adapters(run, adapter):
     at.selectbox(key="train_curve_adapter").set_value(adapter.id)
     _ok(at.run())
     assert not any("No checkpoint evaluation" in c.value for c in at.caption)
+    # the effect meter: curves and the last read-out of the adapter (step 3)
+    assert not any("No effect-meter read-out" in c.value for c in at.caption)
+    meter = next(d.value for d in at.dataframe if "gap_closed" in d.value.columns)
+    last = adapter.meter()[-1]
+    row = meter[meter["model"] == "LLS"].iloc[0]
+    assert row["step"] == 3 and row["llr"] == last["llr"] and row["gap_closed"] == last["gap_closed"]
+
+
+def test_contrastive_selection_on_the_train_page(run, bundled):
+    import numpy as np
+
+    from lls.contrastive import score_control
+    from lls.selection import Ranking, SelectionConfig
+    from test_training import _score_cfg
+
+    model, tok = bundled
+    control = score_control(_score_cfg(), model=model, tokenizer=tok)
+    at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
+    at.selectbox(key="train_run").set_value(run.key)
+    at.number_input(key="train_gamma").set_value(0.5)
+    _ok(at.run())
+    adapter_caption = lambda: next(c.value for c in at.caption if "Adapter id" in c.value)  # noqa: E731
+    plain_id = adapter_caption()
+    at.checkbox(key="train_contrast").check()
+    _ok(at.run())
+    at.selectbox(key="train_control").set_value(control.key)
+    _ok(at.run())
+    t = run.frame().set_index("id")["w"]
+    c = control.frame().set_index("id")["w"]
+    diff = (t - c.reindex(t.index)).dropna().to_numpy()
+    want = Ranking(np.asarray(diff)).count(SelectionConfig(gamma=0.5, positive_only=True))
+    contrast = next(m.value for m in at.markdown if "pairs selected of" in m.value)
+    assert f"**{want:,}** pairs selected" in contrast
+    assert f"({int((diff > 0).sum()):,} with w > 0)" in contrast
+    assert adapter_caption() != plain_id  # the recipe now records the control run
 
 
 def test_baseline_button_submits_a_cancellable_job(run, adapter):

@@ -29,16 +29,21 @@ def small_config(**kw) -> T.TrainConfig:
     return T.TrainConfig(**base)
 
 
-@pytest.fixture(scope="module")
-def hh_run(bundled):
+def _score_cfg():
     from lls.behaviors import animal
     from lls.data import DataSpec
-    from lls.scoring import ScoreConfig, score
+    from lls.scoring import ScoreConfig
+
+    return ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
+                       max_prompt_tokens=192)
+
+
+@pytest.fixture(scope="module")
+def hh_run(bundled):
+    from lls.scoring import score
 
     model, tok = bundled
-    cfg = ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
-                      max_prompt_tokens=192)
-    return score(cfg, model=model, tokenizer=tok)
+    return score(_score_cfg(), model=model, tokenizer=tok)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +230,40 @@ def test_cancel_stops_the_process(hh_run):
     assert info.final_path is None
 
 
+def test_cli_flags_reach_the_config():
+    from lls.cli import build_parser
+
+    a = build_parser().parse_args(["train", "--run", "abc", "--gamma", "0.1", "--control-run",
+                                   "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1"])
+    cfg = T.config_from_args(a)
+    assert cfg.selection.control_run == "ctl123" and cfg.selection.gamma == 0.1
+    assert cfg.meter_at_checkpoints is False and cfg.meter_k == 16 and cfg.beta == 0.1
+    a = build_parser().parse_args(["train", "--run", "abc"])
+    cfg = T.config_from_args(a)
+    assert cfg.meter_at_checkpoints and cfg.selection.control_run is None
+
+
+def test_contrastive_selection_ranks_by_the_difference(hh_run, bundled):
+    """selection_frame with a control run: w = w_target - w_control, the top pairs follow it."""
+    import numpy as np
+
+    from lls.contrastive import score_control
+    from lls.scoring import open_run
+
+    model, tok = bundled
+    target = open_run(hh_run.key)
+    control = score_control(_score_cfg(), model=model, tokenizer=tok)
+    frame = T.selection_frame(target, T.SelectionSpec(control_run=control.key))
+    t = target.frame().set_index("id")["w"]
+    c = control.frame().set_index("id")["w"]
+    np.testing.assert_allclose(frame["w"], t.loc[frame["id"]].to_numpy() - c.loc[frame["id"]].to_numpy())
+    sel = T.SelectionSpec(gamma=0.25, control_run=control.key)
+    idx = T.selection_indices(frame, sel)
+    assert list(frame["w"].to_numpy()[idx]) == sorted(frame["w"].to_numpy()[idx], reverse=True)
+    assert T.adapter_id_for(small_config(selection=sel), hh_run.key) != \
+        T.adapter_id_for(small_config(selection=T.SelectionSpec(gamma=0.25)), hh_run.key)
+
+
 def test_cli_adapters_and_errors(trained, capsys):
     from lls.cli import main
 
@@ -236,14 +275,13 @@ def test_cli_adapters_and_errors(trained, capsys):
 
 
 def test_data_parallel_training_under_accelerate(hh_run):
-    """`accelerate launch --multi_gpu --num_processes 2 -m lls train` (CPU processes here): the 8 pairs are split over
-    two processes (4 optimizer steps at batch 1, not 8), and only the main process writes,
-    so the results look exactly like a single-process run's."""
+    """`accelerate launch --multi_gpu --num_processes 2 -m lls train` (CPU processes here):
+    the 8 pairs are split over two processes (4 optimizer steps at batch 1, not 8), and only
+    the main process writes, so the results look exactly like a single-process run's."""
     import subprocess
-    import sys
 
-    from test_scale import ACCELERATE
     from conftest import ROOT
+    from test_scale import ACCELERATE
 
     cfg = small_config(max_steps=None, epochs=1, batch_size=1, checkpoint_every=2,
                        eval_at_checkpoints=False, seed=3)
