@@ -7,7 +7,12 @@ if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one pro
   DPO's reference log-probs: no reference forward pass at all;
 * plain: TRL computes the reference log-probs with the adapter disabled at every step
   (`precompute_ref_log_probs=False`, TRL's default);
+* full-head: reuse, with TRL's CPU default of projecting every position (prompt and padding
+  too) through the LM head, which `lls.training.completion_only_lm_head` avoids;
 * optionally (--trl-precompute) TRL's own one-off precompute before training.
+
+The time TRL spends in the reference pass (the adapter-disabled forward) is measured too: its
+share of a plain step bounds what reuse can save, 1 / (1 - share).
 
 Steps/s is measured between the first and the last logged step (model loading and the
 first step's warm-up excluded); the wall time of each whole run is printed too.
@@ -18,6 +23,7 @@ first step's warm-up excluded); the wall time of each whole run is printed too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -25,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import trl.trainer.dpo_trainer as trl_dpo  # noqa: E402
 
 from lls import training as T  # noqa: E402
 from lls.behaviors import animal  # noqa: E402
@@ -34,17 +42,40 @@ from lls.scoring import ScoreConfig, score  # noqa: E402
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 
-def run_one(name: str, cfg: T.TrainConfig, run_key: str) -> dict:
+REF_CALLS: list[float] = []
+_use_adapter = trl_dpo.use_adapter
+
+
+@contextlib.contextmanager
+def _timed_use_adapter(*args, **kwargs):
+    # TRL's reference forward runs inside this context (adapter disabled): time it.
+    t = time.perf_counter()
+    with _use_adapter(*args, **kwargs):
+        yield
+    REF_CALLS.append(time.perf_counter() - t)
+
+
+trl_dpo.use_adapter = _timed_use_adapter
+
+
+def run_one(name: str, cfg: T.TrainConfig, run_key: str, compact: bool = True) -> dict:
     adapter_id = f"bench-{name}-{int(time.time())}"
+    REF_CALLS.clear()
+    T.COMPACT_LM_HEAD = compact
     t0 = time.time()
-    info = T.train(cfg, run_key, adapter_id=adapter_id)
+    try:
+        info = T.train(cfg, run_key, adapter_id=adapter_id)
+    finally:
+        T.COMPACT_LM_HEAD = True
     wall = time.time() - t0
     rows = info.metrics()
     steps = len(rows)
     rate = (steps - 1) / (rows[-1]["time"] - rows[0]["time"]) if steps > 1 else float("nan")
     out = {"name": name, "steps": steps, "steps_per_s": rate, "s_per_step": 1 / rate,
            "wall_s": wall, "loss": [round(r["loss"], 4) for r in rows],
-           "ref": info.manifest.get("ref_logps")}
+           "ref": info.manifest.get("ref_logps"),
+           # reference passes after the first step, like the steps/s window
+           "ref_s_per_step": sum(REF_CALLS[1:]) / (len(REF_CALLS) - 1) if len(REF_CALLS) > 1 else 0.0}
     shutil.rmtree(info.path, ignore_errors=True)
     return out
 
@@ -74,13 +105,21 @@ def main() -> None:
         settings.append(("trl-precompute", T.TrainConfig(**base, reuse_ref_logps=False,
                                                          precompute_ref_log_probs=True)))
     results = [run_one(name, cfg, run.key) for name, cfg in settings]
+    results.append(run_one("full-head", settings[0][1], run.key, compact=False))
     print(f"\n{a.pairs} pairs, batch {a.batch_size}, {a.steps} steps, LoRA r64 all projections")
     for r in results:
         print(f"{r['name']:15s} {r['steps_per_s']:.4f} steps/s  ({r['s_per_step']:.2f} s/step, "
-              f"whole run {r['wall_s']:.0f} s)  ref: {r['ref']}  loss {r['loss']}")
-    reuse, plain = results[0], results[1]
+              f"whole run {r['wall_s']:.0f} s, reference pass {r['ref_s_per_step']:.2f} s/step)  "
+              f"ref: {r['ref']}  loss {r['loss']}")
+    reuse, plain, full = results[0], results[1], results[-1]
     print(f"ratio reuse/plain: {reuse['steps_per_s'] / plain['steps_per_s']:.2f}x steps/s, "
           f"{plain['wall_s'] / reuse['wall_s']:.2f}x whole-run wall time")
+    share = plain["ref_s_per_step"] / plain["s_per_step"]
+    print(f"reference pass in a plain step: {plain['ref_s_per_step']:.2f} of "
+          f"{plain['s_per_step']:.2f} s ({share:.0%}); reuse can save at most that: "
+          f"bound {1 / (1 - share):.2f}x")
+    print(f"ratio completion-only/full LM head (both reuse): "
+          f"{reuse['steps_per_s'] / full['steps_per_s']:.2f}x steps/s")
     if reuse["loss"] and plain["loss"]:
         print(f"first-step loss reuse {reuse['loss'][0]} vs plain {plain['loss'][0]} "
               "(same reference => same loss)")

@@ -24,6 +24,7 @@ resubmitted with the same config (same adapter id) resumes from its last checkpo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -44,6 +45,9 @@ TRAINING_VERSION = "1"
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SELECTION_KINDS = ("lls", "random")
 ACTIVE = ("queued", "running")
+# Project only completion tokens through the LM head on CPU (see completion_only_lm_head);
+# benchmarks/train_throughput.py turns it off to measure what it saves.
+COMPACT_LM_HEAD = True
 
 
 class TrainingError(LLSError):
@@ -457,6 +461,30 @@ def _trainer_class():
     return LLSDPOTrainer
 
 
+@contextlib.contextmanager
+def completion_only_lm_head():
+    """Let TRL's fused LM head project only the completion tokens on CPU as well.
+
+    TRL gathers the positions that have a label (the completion) before the vocabulary
+    projection on CUDA/XPU, but on other devices it projects every position, prompt and
+    padding included, to keep tile shapes fixed for graph compilers. Eager CPU has no such
+    need, and with 256-token prompts and 32-token responses that projection (49k-word vocab,
+    forward and backward) was about a quarter of a step. Same numbers, fewer rows. A no-op if
+    TRL moves the switch.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+        original = trl_utils._use_triton
+    except (ImportError, AttributeError):
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def _target_modules(model, cfg: TrainConfig):
     if cfg.target_modules:
         return list(cfg.target_modules)
@@ -812,14 +840,15 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
     Trainer = _trainer_class()
     Trainer.lls_reuse = why_not is None
     callback = _make_callback(adapter, tokenizer, behavior, cfg, is_main=pinfo.is_main)
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer, peft_config=lora, callbacks=[callback])
-    if trainer.lls_ref_report and pinfo.is_main:
-        manifest["ref_logps_rows"] = trainer.lls_ref_report
-        atomic_write_json(adapter.path / "manifest.json", manifest)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.time() - t0
+    with completion_only_lm_head() if COMPACT_LM_HEAD else contextlib.nullcontext():
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer, peft_config=lora, callbacks=[callback])
+        if trainer.lls_ref_report and pinfo.is_main:
+            manifest["ref_logps_rows"] = trainer.lls_ref_report
+            atomic_write_json(adapter.path / "manifest.json", manifest)
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.time() - t0
     state = trainer.state
     if _stop_requested():
         raise TrainingCancelled("cancelled")

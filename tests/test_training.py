@@ -158,6 +158,42 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
     assert [len(x) for x in ds["chosen_ids"]] == [int(by_id.loc[i, "n_c"]) for i in ds["pair_id"]]
 
 
+def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cache):
+    """Projecting only labelled positions on CPU changes the work, not the numbers."""
+    import torch
+    from trl.trainer import utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from lls.models import load_model
+
+    model, _ = load_model(for_training=True)  # a fresh copy: the fused head patches forward
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    ids = torch.randint(0, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :30] = -100  # the prompt
+    labels[1, 36:] = -100  # padding
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        grad = model.model.layers[-1].mlp.down_proj.weight.grad.clone()
+        return out, grad
+
+    model.model.layers[-1].mlp.down_proj.weight.requires_grad_(True)
+    full, full_grad = run()
+    assert not trl_utils._use_triton(torch.device("cpu"))
+    with T.completion_only_lm_head():
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact, compact_grad = run()
+    assert not trl_utils._use_triton(torch.device("cpu"))  # restored
+    for name in ("log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(compact, name), getattr(full, name), atol=1e-4, rtol=0)
+    assert torch.equal(compact.is_top1.bool(), full.is_top1.bool())
+    assert (full.log_probs[:, :29] == 0).all() and (full.log_probs[0, 29:] != 0).all()
+    torch.testing.assert_close(compact_grad, full_grad, atol=1e-5, rtol=1e-4)
+
+
 def test_random_baseline_same_size_and_reuse_falls_back_when_truncated(hh_run):
     from lls.scoring import open_run
 
