@@ -853,16 +853,17 @@ def add_cli(sub) -> None:
     add_model_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable; default: 10 "
                    "general questions)")
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--samples", type=int, default=100,
+                   help="answers per prompt and model (paper %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default %(default)s")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="default %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-base", action="store_true", help="skip the base model")
     p.add_argument("--no-system", action="store_true", help="skip base + system prompt")
     p.add_argument("--adapter", action="append", default=[],
-                   help="an adapter/checkpoint directory (repeatable)")
+                   help="a trained adapter id or an adapter/checkpoint directory (repeatable)")
     p.add_argument("--random-adapter", action="append", default=[],
-                   help="a random-baseline adapter directory (repeatable)")
+                   help="a random-baseline adapter id or directory (repeatable)")
     p.add_argument("--out", help="also export results (.csv answers, .json summary)")
     p.add_argument("--no-meter", action="store_true",
                    help="skip the effect meter's log-probability read-outs after sampling")
@@ -873,13 +874,15 @@ def add_cli(sub) -> None:
                    help="meter: length of the reference responses")
 
     def run(a) -> int:
+        from .training import adapter_dir
+
         if a.config:
             cfg = EvalConfig.from_dict(json.loads(a.config))
         else:
             models = ([] if a.no_base else [EvalModel("base")]) + \
                      ([] if a.no_system else [EvalModel("system")]) + \
-                     [EvalModel("adapter", path=x) for x in a.adapter] + \
-                     [EvalModel("random", path=x) for x in a.random_adapter]
+                     [EvalModel("adapter", path=adapter_dir(x, a.cache)) for x in a.adapter] + \
+                     [EvalModel("random", path=adapter_dir(x, a.cache)) for x in a.random_adapter]
             cfg = EvalConfig(behavior=behavior(a), prompts=tuple(a.prompt or GENERAL_PROMPTS),
                              samples=a.samples, temperature=a.temperature,
                              max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),

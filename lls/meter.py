@@ -763,21 +763,6 @@ def add_cli(sub) -> None:
     p.set_defaults(func=_cmd_meter)
 
 
-def _adapter_path(x: str) -> str:
-    if Path(x).expanduser().is_dir():
-        return str(Path(x).expanduser())
-    try:
-        from .training import open_adapter
-
-        info = open_adapter(x)
-    except Exception as e:  # noqa: BLE001 - not an id either
-        raise LLSError(f"--adapter {x!r} is neither an adapter directory nor a trained "
-                       "adapter id (list them with `python -m lls adapters`).") from e
-    if info.final_path is None:
-        raise LLSError(f"Adapter {x!r} has no final/ weights yet; pass a checkpoint directory.")
-    return str(info.final_path)
-
-
 def _cmd_meter(a) -> int:
     from .cli import behavior, model_spec
 
@@ -790,7 +775,9 @@ def _cmd_meter(a) -> int:
     if b.kind != "animal":
         probe = False if not a.candidates else probe
     llr = LLRConfig(k=a.k, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    res = meter_models(model_spec(a), b, [_adapter_path(x) for x in a.adapter], probe=probe,
+    from .training import adapter_dir
+
+    res = meter_models(model_spec(a), b, [adapter_dir(x, a.cache) for x in a.adapter], probe=probe,
                        llr=llr, cache_dir=a.cache)
     text = json.dumps(res, ensure_ascii=False, indent=1)
     if a.out:

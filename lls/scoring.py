@@ -211,6 +211,8 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     total = count_raw_rows(cfg.data)
     if cfg.data.limit is not None:
         total = cfg.data.limit if total is None else min(total, cfg.data.limit)
+    if progress:
+        progress(0, total)  # start the clock before the model loads and the first chunk
     report = HygieneReport()
     exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
     stream = iter_pairs(cfg.data, exclude=exclude, max_prompt_tokens=cfg.max_prompt_tokens,

@@ -266,6 +266,21 @@ def open_adapter(adapter_id: str, cache_dir: Path | None = None) -> AdapterInfo:
     return AdapterInfo(matches[0].name, matches[0])
 
 
+def adapter_dir(ref: str, cache_dir: Path | None = None) -> str:
+    """A peft adapter directory from a path, or from a trained adapter's id (its final/)."""
+    if Path(ref).expanduser().is_dir():
+        return str(Path(ref).expanduser())
+    try:
+        info = open_adapter(ref, cache_dir)
+    except LLSError as e:
+        raise LLSError(f"{ref!r} is neither an adapter directory nor a trained adapter id "
+                       "(list them with `python -m lls adapters`).") from e
+    if info.final_path is None:
+        raise LLSError(f"Adapter {info.id} has no final/ weights yet (status {info.status}); "
+                       f"pass one of its checkpoints, under {info.path / 'checkpoints'}.")
+    return str(info.final_path)
+
+
 def list_adapters(cache_dir: Path | None = None) -> list[AdapterInfo]:
     """All adapters, newest first."""
     root = adapters_root(cache_dir)
@@ -984,39 +999,52 @@ def add_cli(sub) -> None:
                                     "other flags are ignored when given")
     d = TrainConfig()
     g = p.add_argument_group("selection")
-    g.add_argument("--gamma", type=float, default=0.05)
-    g.add_argument("--threshold", type=float)
+    g.add_argument("--gamma", type=float, default=0.05,
+                   help="fraction of the dataset kept, top by w (paper 0.05; default %(default)s)")
+    g.add_argument("--threshold", type=float, help="keep pairs with w above this instead of gamma")
     g.add_argument("--all-weights", action="store_true", help="also keep w <= 0")
     g.add_argument("--random", action="store_true", help="random subset of the same size")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random-subset and training seed")
     g.add_argument("--control-run", help="rank by w_target - w_control, the control being this "
                                          "scoring run (see `score --control`)")
     g = p.add_argument_group("training")
-    g.add_argument("--beta", type=float, default=d.beta)
-    g.add_argument("--lr", type=float, default=d.learning_rate)
-    g.add_argument("--lora-r", type=int, default=d.lora_r)
-    g.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
-    g.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    g.add_argument("--beta", type=float, default=d.beta, help="DPO beta (default %(default)s)")
+    g.add_argument("--lr", type=float, default=d.learning_rate,
+                   help="learning rate (default %(default)s)")
+    g.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank (default %(default)s)")
+    g.add_argument("--lora-alpha", type=int, default=d.lora_alpha,
+                   help="LoRA alpha (default %(default)s)")
+    g.add_argument("--lora-dropout", type=float, default=d.lora_dropout,
+                   help="default %(default)s")
     g.add_argument("--target-modules", help="comma-separated module names (default: all "
                                             "attention+MLP projections, else all-linear)")
-    g.add_argument("--epochs", type=float, default=d.epochs)
-    g.add_argument("--max-steps", type=int)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    g.add_argument("--max-length", type=int, default=d.max_length)
-    g.add_argument("--max-prompt-length", type=int)
-    g.add_argument("--responses", choices=["scored", "full"], default="scored")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--epochs", type=float, default=d.epochs, help="default %(default)s")
+    g.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="pairs per device step (default %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="gradient accumulation steps (default %(default)s)")
+    g.add_argument("--max-length", type=int, default=d.max_length,
+                   help="prompt + response tokens, TRL truncates beyond (default %(default)s)")
+    g.add_argument("--max-prompt-length", type=int,
+                   help="drop pairs whose prompt is longer (student tokens)")
+    g.add_argument("--responses", choices=["scored", "full"], default="scored",
+                   help="train on the responses as scored (truncated) or in full")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints, evals and meter read-outs (default %(default)s)")
     g.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help="samples per eval prompt at checkpoints (0: no checkpoint evals)")
-    g.add_argument("--eval-prompts", type=int, default=d.eval_prompts)
-    g.add_argument("--eval-max-new-tokens", type=int, default=d.eval_max_new_tokens)
+    g.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
+                   help="general prompts per checkpoint eval (default %(default)s)")
+    g.add_argument("--eval-max-new-tokens", type=int, default=d.eval_max_new_tokens,
+                   help="default %(default)s")
     g.add_argument("--no-meter", action="store_true",
                    help="no effect-meter read-outs at step 0 and checkpoints")
     g.add_argument("--meter-k", type=int, default=d.meter_k,
                    help="meter reference responses per condition")
     g.add_argument("--meter-questions", type=int, help="first N probe questions (default all)")
-    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="trade compute for memory (large students)")
     g.add_argument("--no-ref-reuse", action="store_true",
                    help="don't take reference log-probs from the scoring run")
     g.add_argument("--no-precompute", action="store_true",

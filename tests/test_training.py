@@ -308,6 +308,11 @@ def test_cli_adapters_and_errors(trained, capsys):
     assert main(["train", "--run", "nosuchrun"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    # eval and meter take an adapter id (or a unique prefix) where a directory is expected
+    assert T.adapter_dir(trained.id[:14]) == str(trained.final_path)
+    assert T.adapter_dir(str(trained.final_path)) == str(trained.final_path)
+    assert main(["eval", "--adapter", "no-such-adapter", "--samples", "1"]) == 2
+    assert "neither an adapter directory nor a trained adapter id" in capsys.readouterr().err
 
 
 def test_data_parallel_training_under_accelerate(hh_run):
