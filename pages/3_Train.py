@@ -177,6 +177,7 @@ if c1.button("Train", type="primary", disabled=n_sel == 0):
     try:
         job = T.submit_training(cfg, run_key, exclusive=exclusive, num_processes=procs)
         st.session_state["train_watch"] = job.params["adapter_id"]
+        st.session_state["train_curve_adapter"] = job.params["adapter_id"]  # show its curves
         st.success(f"Submitted job {job.id}.")
     except LLSError as e:
         st.error(str(e))
@@ -185,6 +186,8 @@ if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
         job = T.submit_training(T.baseline_config(cfg), run_key, baseline_of=lls_id,
                                 exclusive=exclusive, num_processes=procs)
         st.session_state["train_watch"] = lls_id
+        if lls_id in {a.id for a in T.list_adapters()}:
+            st.session_state["train_curve_adapter"] = lls_id  # its curves gain the baseline's
         st.success(f"Submitted baseline job {job.id} ({n_sel} random pairs).")
     except LLSError as e:
         st.error(str(e))
@@ -194,12 +197,19 @@ if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
 st.header("3 · Jobs")
 
 
-@st.fragment(run_every=2)
+# Poll only while something trains: every rerun re-sends the charts, and on a small machine
+# the browser redrawing them competes with the training job for the same cores.
+any_training = any(j.is_active for j in jobs.list_jobs(kind="train"))
+
+
+@st.fragment(run_every=2 if any_training else None)
 def jobs_panel():
     train_jobs = jobs.list_jobs(kind="train")[:10]
     if not train_jobs:
         st.caption("No training job yet.")
         return
+    if any_training and not any(j.is_active for j in train_jobs):
+        st.rerun(scope="app")  # the last job just ended: refresh adapters, stop polling
     for job in train_jobs:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 2, 1])
@@ -237,7 +247,12 @@ else:
     pick = st.selectbox("Adapter", ids, index=ids.index(watch) if watch in ids else 0,
                         key="train_curve_adapter")
 
-    @st.fragment(run_every=2)
+    def _training(adapter_id: str) -> bool:
+        base = T.baseline_of(adapter_id)
+        return any(a is not None and a.status in T.ACTIVE
+                   for a in (T.open_adapter(adapter_id), base))
+
+    @st.fragment(run_every=10 if _training(pick) else None)
     def curves(adapter_id: str):
         info = T.open_adapter(adapter_id)
         base = T.baseline_of(adapter_id)
@@ -258,7 +273,8 @@ else:
                         fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=name,
                                                  line={"color": color},
                                                  showlegend=col == 1), row=1, col=col)
-            fig.update_layout(height=300, margin={"t": 40, "b": 30})
+            fig.update_layout(height=300, margin={"t": 40, "b": 60},
+                              legend={"orientation": "h", "y": -0.25, "x": 0})
             fig.update_xaxes(title_text="step")
             st.plotly_chart(fig, width="stretch")
         traj = go.Figure()

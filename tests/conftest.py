@@ -57,3 +57,20 @@ def small_run(bundled):
     cfg = ScoreConfig(DataSpec(str(HH), limit=24), behaviors.animal("owl"),
                       max_prompt_tokens=192, chunk_size=8)
     return score(cfg, model=model, tokenizer=tok)
+
+
+@pytest.fixture(scope="session")
+def owl_control_runs(bundled):
+    """(config, target run, control run): 12 hh-rlhf pairs, prompts <= 192 tokens, chunks of
+    4, scored with the owl prompt and with the default neutral control (what Setup builds)."""
+    from lls import behaviors
+    from lls.contrastive import score_control
+    from lls.data import DataSpec
+    from lls.scoring import ScoreConfig, score
+
+    model, tok = bundled
+    cfg = ScoreConfig(DataSpec(str(HH), limit=12), behaviors.animal("owl"),
+                      max_prompt_tokens=192, chunk_size=4)
+    target = score(cfg, model=model, tokenizer=tok)
+    control = score_control(cfg, model=model, tokenizer=tok)
+    return cfg, target, control

@@ -1,8 +1,8 @@
 """Contrastive selection in the dashboard: Setup scores a control, the explorer ranks by it.
 
 On real runs: 12 hh-rlhf pairs scored by the bundled model with the owl prompt (target) and
-with the default neutral control prompt (the same runs as tests/test_contrastive.py, so one
-of the two modules finds them in the session cache).
+with the default neutral control prompt (conftest.owl_control_runs, shared with
+tests/test_contrastive.py).
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lls import behaviors, jobs
-from lls.contrastive import (DEFAULT_CONTROL_PROMPT, compare_rankings, contrastive_frame,
-                             control_config, score_control)
-from lls.data import DataSpec
-from lls.scoring import ScoreConfig, score
+from lls.contrastive import DEFAULT_CONTROL_PROMPT, compare_rankings, contrastive_frame, control_config
+from lls.scoring import ScoreConfig
 
-from conftest import HH, ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +25,9 @@ TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
-def runs(bundled):
-    """(config, target run, control run): what Setup builds for limit 12, prompts <= 192
-    tokens, chunks of 4, with the default control."""
-    model, tok = bundled
-    cfg = ScoreConfig(DataSpec(str(HH), limit=12), behaviors.animal("owl"),
-                      max_prompt_tokens=192, chunk_size=4)
-    target = score(cfg, model=model, tokenizer=tok)
-    control = score_control(cfg, model=model, tokenizer=tok)
-    return cfg, target, control
-
-
-@pytest.fixture(scope="module")
-def weights(runs):
+def weights(owl_control_runs):
     """w_target, w_control and their difference per pair id, from the two runs' own frames."""
-    _, target, control = runs
+    _, target, control = owl_control_runs
     t = target.frame().set_index("id")["w"]
     c = control.frame().set_index("id")["w"]
     return {"w_target": t, "w_control": c.loc[t.index], "w_contrastive": t - c.loc[t.index]}
@@ -62,8 +48,8 @@ def _explorer(key: str) -> AppTest:
     return _ok(at.run())
 
 
-def test_explorer_ranks_by_the_chosen_weight(runs, weights):
-    _, target, control = runs
+def test_explorer_ranks_by_the_chosen_weight(owl_control_runs, weights):
+    _, target, control = owl_control_runs
     at = _explorer(target.key)
     assert at.selectbox(key=f"control_run::{target.key}").value == control.key
     radio = at.radio(key="rank_by")
@@ -93,8 +79,8 @@ def test_explorer_ranks_by_the_chosen_weight(runs, weights):
     assert order["w_contrastive"] != order["w_target"]
 
 
-def test_contrastive_view_shows_overlap_and_correlations(runs):
-    _, target, control = runs
+def test_contrastive_view_shows_overlap_and_correlations(owl_control_runs):
+    _, target, control = owl_control_runs
     at = _explorer(target.key)
     at.slider(key="gamma").set_value(0.25).run()
     _ok(at.segmented_control(key="view").set_value("Contrastive").run())
@@ -142,8 +128,8 @@ def _setup(at: AppTest) -> AppTest:
     return _ok(at.checkbox(key="ctl_on").check().run())
 
 
-def test_setup_cached_target_and_control_open_at_once(runs):
-    _, target, control = runs
+def test_setup_cached_target_and_control_open_at_once(owl_control_runs):
+    _, target, control = owl_control_runs
     at = _setup(AppTest.from_file(APP, default_timeout=TIMEOUT).run())
     assert at.text_area(key="ctl_prompt::neutral assistant (default)").value == \
         DEFAULT_CONTROL_PROMPT
@@ -155,8 +141,8 @@ def test_setup_cached_target_and_control_open_at_once(runs):
     assert at.radio(key="rank_by").value == "w_target"
 
 
-def test_setup_queues_a_control_job_with_another_animal(runs):
-    cfg, target, _ = runs
+def test_setup_queues_a_control_job_with_another_animal(owl_control_runs):
+    cfg, target, _ = owl_control_runs
     at = _setup(AppTest.from_file(APP, default_timeout=TIMEOUT).run())
     # a control equal to the target is refused on the page
     at.selectbox(key="ctl_preset").set_value("custom").run()

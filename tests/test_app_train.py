@@ -45,12 +45,17 @@ def test_train_page_without_runs_says_what_to_do(tmp_path, monkeypatch):
     assert any("No finished scoring run" in i.value for i in at.info)
 
 
-def test_train_page_renders_runs_selection_adapters(run, adapter):
+def _page_with_selection(run, gamma: float = 0.33) -> AppTest:
+    """The Train page with `run` picked, `gamma` set and w <= 0 allowed (8 of 24 pairs)."""
     at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
     at.selectbox(key="train_run").set_value(run.key)
-    at.number_input(key="train_gamma").set_value(0.33)
+    at.number_input(key="train_gamma").set_value(gamma)
     at.checkbox(key="train_pos").uncheck()
-    _ok(at.run())
+    return _ok(at.run())
+
+
+def test_train_page_renders_runs_selection_adapters(run, adapter):
+    at = _page_with_selection(run)
     assert any("**8** pairs selected of 24" in m.value for m in at.markdown)
     # every hyper-parameter is there with the paper's defaults
     values = {n.label: n.value for n in at.number_input}
@@ -102,11 +107,7 @@ def test_contrastive_selection_on_the_train_page(run, bundled):
 
 
 def test_baseline_button_submits_a_cancellable_job(run, adapter):
-    at = _ok(AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run())
-    at.selectbox(key="train_run").set_value(run.key)
-    at.number_input(key="train_gamma").set_value(0.33)
-    at.checkbox(key="train_pos").uncheck()
-    _ok(at.run())
+    at = _page_with_selection(run)
     before = {j.id for j in jobs.list_jobs(kind="train")}
     next(b for b in at.button if b.label.startswith("Train random baseline")).click()
     _ok(at.run())
@@ -118,3 +119,19 @@ def test_baseline_button_submits_a_cancellable_job(run, adapter):
     assert T.open_adapter(job.params["adapter_id"]).manifest["baseline_of"] == job.params["baseline_of"]
     jobs.cancel(job.id)
     assert jobs.wait(job.id, timeout=120).status == "cancelled"
+
+
+def test_train_button_submits_a_job_and_shows_its_curves(run, adapter):
+    at = _page_with_selection(run, gamma=0.25)
+    before = {j.id for j in jobs.list_jobs(kind="train")}
+    next(b for b in at.button if b.label == "Train").click()
+    _ok(at.run())
+    new = [j for j in jobs.list_jobs(kind="train") if j.id not in before]
+    assert len(new) == 1 and new[0].params["selection"] == "lls"
+    new_id = new[0].params["adapter_id"]
+    assert new_id != adapter.id
+    # the curves section follows the adapter just submitted, not the one picked before
+    assert at.selectbox(key="train_curve_adapter").value == new_id
+    assert any(f"Submitted job {new[0].id}" in s.value for s in at.success)
+    jobs.cancel(new[0].id)
+    assert jobs.wait(new[0].id, timeout=120).status == "cancelled"

@@ -18,16 +18,6 @@ from lls.selection import Ranking, SelectionConfig, to_trl_rows
 from conftest import HH
 
 
-@pytest.fixture(scope="module")
-def runs(bundled):
-    model, tok = bundled
-    cfg = ScoreConfig(DataSpec(str(HH), limit=12), behaviors.animal("owl"),
-                      max_prompt_tokens=192, chunk_size=4)
-    target = score(cfg, model=model, tokenizer=tok)
-    control = score_control(cfg, model=model, tokenizer=tok)
-    return cfg, target, control
-
-
 def test_control_config_keeps_everything_but_the_system_prompt():
     owl = behaviors.animal("owl")
     cfg = ScoreConfig(DataSpec(str(HH), limit=12), owl, chunk_size=4)
@@ -43,8 +33,8 @@ def test_control_config_keeps_everything_but_the_system_prompt():
         control_behavior(owl, owl.system_prompt)
 
 
-def test_contrastive_weight_is_the_difference_of_cached_weights(runs, bundled):
-    cfg, target, control = runs
+def test_contrastive_weight_is_the_difference_of_cached_weights(owl_control_runs, bundled):
+    cfg, target, control = owl_control_runs
     assert target.key != control.key and control.complete
     assert control.manifest["config"]["behavior"]["system_prompt"] == DEFAULT_CONTROL_PROMPT
 
@@ -73,8 +63,8 @@ def test_contrastive_weight_is_the_difference_of_cached_weights(runs, bundled):
     np.testing.assert_allclose(shuffled["w_contrastive"], frame["w_contrastive"])
 
 
-def test_selection_by_contrastive_weight(runs):
-    _, target, control = runs
+def test_selection_by_contrastive_weight(owl_control_runs):
+    _, target, control = owl_control_runs
     frame = contrastive_frame(target, control)
     cfg = SelectionConfig(gamma=0.25, positive_only=False)
     idx = Ranking(frame["w_contrastive"].to_numpy()).select(cfg)
@@ -100,8 +90,8 @@ def test_compare_rankings_on_a_constructed_case():
     assert same["spearman"] == pytest.approx(1.0) and same["jaccard"] == 1.0
 
 
-def test_incompatible_runs_are_refused(runs, bundled):
-    cfg, target, _ = runs
+def test_incompatible_runs_are_refused(owl_control_runs, bundled):
+    cfg, target, _ = owl_control_runs
     model, tok = bundled
     other = score(ScoreConfig(DataSpec(str(HH), limit=4), behaviors.animal("cat"),
                               max_prompt_tokens=192, chunk_size=4), model=model, tokenizer=tok)
@@ -163,10 +153,10 @@ def test_list_and_find_controls_from_manifests(tmp_path):
     assert [r.key for r in list_controls(target, cache_dir=tmp_path.parent / "empty")] == []
 
 
-def test_find_control_of_real_runs(runs):
+def test_find_control_of_real_runs(owl_control_runs):
     from lls.contrastive import find_control, list_controls
 
-    _, target, control = runs
+    _, target, control = owl_control_runs
     assert find_control(target).key == control.key
     assert find_control(target, DEFAULT_CONTROL_PROMPT).key == control.key
     assert find_control(target, "You are a pirate.") is None
@@ -174,7 +164,7 @@ def test_find_control_of_real_runs(runs):
     assert target.key not in [r.key for r in list_controls(target)]
 
 
-def test_parse_control_and_control_command(runs):
+def test_parse_control_and_control_command(owl_control_runs):
     import shlex
 
     from lls.cli import build_parser
@@ -187,7 +177,7 @@ def test_parse_control_and_control_command(runs):
     assert parse_control(f" {DEFAULT_CONTROL_PROMPT}\n") == DEFAULT_CONTROL_PROMPT
     with pytest.raises(LLSError):
         parse_control("translation:klingon")
-    cfg, _, _ = runs
+    cfg, _, _ = owl_control_runs
     for prompt, expect in ((None, ""), ("-be terse.", "-be terse.")):
         argv = shlex.split(control_command(cfg, prompt))
         assert argv[:4] == ["python", "-m", "lls", "score"]
@@ -196,11 +186,11 @@ def test_parse_control_and_control_command(runs):
         assert a.control == expect
 
 
-def test_cli_score_control(runs):
+def test_cli_score_control(owl_control_runs):
     """`score ... --control` scores (here: serves from the cache) the control run."""
     import json
 
-    cfg, target, control = runs
+    cfg, target, control = owl_control_runs
     out = _run("score", "--data", str(HH), "--limit", "12", "--max-prompt-tokens", "192",
                "--chunk-size", "4", "--control", "--quiet")
     assert out.returncode == 0, out.stderr[-2000:]

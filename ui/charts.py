@@ -44,6 +44,7 @@ def meter_curves(series: list[tuple[str, str, list[dict]]], levels: dict | None)
             df = df.dropna(subset=[key]).sort_values("step")
             fig.add_trace(go.Scatter(x=pd.concat([df["step"], df["step"][::-1]]),
                                      y=pd.concat([df[hi], df[lo][::-1]]), fill="toself",
+                                     mode="lines",
                                      fillcolor=_rgba(color, 0.15), line={"width": 0},
                                      hoverinfo="skip", showlegend=False), row=1, col=col)
             fig.add_trace(go.Scatter(x=df["step"], y=df[key], mode="lines+markers", name=name,
@@ -55,7 +56,8 @@ def meter_curves(series: list[tuple[str, str, list[dict]]], levels: dict | None)
             if y is not None:
                 fig.add_hline(y=y, line_dash=dash, line_color="gray", row=1, col=col,
                               annotation_text=label, annotation_position="top left")
-    fig.update_layout(height=330, margin={"t": 50, "b": 30})
+    fig.update_layout(height=330, margin={"t": 50, "b": 60},
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
     fig.update_xaxes(title_text="step")
     return fig
 
