@@ -282,3 +282,17 @@ def test_setup_finished_job_opens_its_run(run):
     assert at.session_state["run_key"] == run.key
     assert _metric(at, "scored pairs") == "16"  # now on the explorer, showing that run
     jobs.delete(job.id)
+
+
+def test_streamlit_config_binds_loopback_and_watches_no_files():
+    """What `streamlit run app.py` reads from .streamlit/config.toml: localhost only, and no
+    file watcher (with .venv under the project, its inotify storms took a core from jobs)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "streamlit", "config", "show"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    options = dict(line.split(" = ", 1) for line in out.splitlines()
+                   if " = " in line and not line.startswith("#"))
+    assert options["address"] == '"127.0.0.1"'
+    assert options["fileWatcherType"] == '"none"'
