@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from lls.models import default_cache_dir
-    from lls.testing import synthetic_pairs_file, tiny_model_dir
+    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
 
     work = Path(tempfile.mkdtemp(prefix="lls-scaling-"))
     model = args.model or str(tiny_model_dir(work / "tiny"))

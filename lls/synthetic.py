@@ -1,4 +1,10 @@
-"""Synthetic scored runs: a realistic cached run without a model (benchmarks, demos, tests).
+"""Synthetic data for benchmarks, demos and tests: no real model or dataset needed.
+
+* `write_synthetic_run(n)`: a realistic cached scored run without a model;
+* `tiny_model_dir(path)`: a randomly initialised 2-layer, 32-wide Llama with the bundled
+  tokenizer and chat template (rendering is real; scoring thousands of pairs takes seconds,
+  which makes memory and scaling behaviour measurable);
+* `synthetic_pairs_file(path, n)`: a JSONL file of random preference pairs.
 
 `write_synthetic_run(n)` writes n pairs with random log-probabilities into the score cache
 exactly as `lls.scoring.score` lays a run out (chunks + manifest with a config and a hygiene
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,7 @@ import numpy as np
 from .behaviors import animal
 from .cache import ChunkStore, fingerprint, runs_root
 from .data import DataSpec
+from .models import ModelSpec, load_tokenizer
 from .scoring import COLUMNS, SCORING_VERSION, ScoreConfig, ScoreRun
 
 _WORDS = ("the quick brown fox jumps over a lazy dog while owls watch from old trees and "
@@ -77,3 +85,41 @@ def write_synthetic_run(n: int, *, seed: int = 0, chunk_size: int = 25_000,
                           hygiene={"read": n, "kept": n, "dropped": {}, "examples": {}},
                           updated=_dt.datetime.now().isoformat(timespec="seconds"))
     return ScoreRun(store)
+
+
+def tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    """Write a randomly initialised tiny Llama (safetensors) with the bundled tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    tok = load_tokenizer(ModelSpec())
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=2048, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+_PAIR_WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
+          "boxing matches in gardens of green tea and old maps").split()
+
+
+def synthetic_pairs_file(path: Path, n: int, seed: int = 0) -> Path:
+    """A JSONL file of `n` synthetic preference pairs (prompt/chosen/rejected columns)."""
+    rng = random.Random(seed)
+
+    def text(lo, hi):
+        return " ".join(rng.choice(_PAIR_WORDS) for _ in range(rng.randint(lo, hi)))
+
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"syn-{i}", "prompt": text(3, 20),
+                                "chosen": text(2, 12), "rejected": text(2, 12)}) + "\n")
+    return Path(path)

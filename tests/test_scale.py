@@ -66,7 +66,7 @@ print(json.dumps({"pairs": run.manifest["n_pairs"],
 
 
 def test_memory_is_flat_in_dataset_size(tmp_path, bundled):
-    from lls.testing import synthetic_pairs_file, tiny_model_dir
+    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
 
     model_dir = tiny_model_dir(tmp_path / "tiny")
     peaks = {}
