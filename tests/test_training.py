@@ -96,7 +96,7 @@ def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
     assert first["readout"]["probe"]["n_questions"] == 3
     assert all(r["llr_ci_low"] <= r["llr"] <= r["llr_ci_high"] for r in readouts)
     assert m["metrics"]["final_meter"]["step"] == 3
-    assert T.open_adapter(trained.id[:12]).id == trained.id
+    assert T.open_adapter(trained.id[:18]).id == trained.id
     assert trained.id in [a.id for a in T.list_adapters()]
     # the same settings again are served from the cache
     t0 = time.time()
@@ -309,7 +309,7 @@ def test_cli_adapters_and_errors(trained, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     # eval and meter take an adapter id (or a unique prefix) where a directory is expected
-    assert T.adapter_dir(trained.id[:14]) == str(trained.final_path)
+    assert T.adapter_dir(trained.id[:18]) == str(trained.final_path)
     assert T.adapter_dir(str(trained.final_path)) == str(trained.final_path)
     assert main(["eval", "--adapter", "no-such-adapter", "--samples", "1"]) == 2
     assert "neither an adapter directory nor a trained adapter id" in capsys.readouterr().err
