@@ -107,8 +107,10 @@ def tiny_model_dir(path: Path, seed: int = 0) -> Path:
     return path
 
 
+# No animal words here (unlike _WORDS): scoring these pairs with the owl behavior must keep
+# every pair, so the contamination filter drops none.
 _PAIR_WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
-          "boxing matches in gardens of green tea and old maps").split()
+               "boxing matches in gardens of green tea and old maps").split()
 
 
 def synthetic_pairs_file(path: Path, n: int, seed: int = 0) -> Path:

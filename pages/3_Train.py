@@ -176,7 +176,6 @@ c1, c2 = st.columns(2)
 if c1.button("Train", type="primary", disabled=n_sel == 0):
     try:
         job = T.submit_training(cfg, run_key, exclusive=exclusive, num_processes=procs)
-        st.session_state["train_watch"] = job.params["adapter_id"]
         st.session_state["train_curve_adapter"] = job.params["adapter_id"]  # show its curves
         st.success(f"Submitted job {job.id}.")
     except LLSError as e:
@@ -185,7 +184,6 @@ if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
     try:
         job = T.submit_training(T.baseline_config(cfg), run_key, baseline_of=lls_id,
                                 exclusive=exclusive, num_processes=procs)
-        st.session_state["train_watch"] = lls_id
         if lls_id in {a.id for a in T.list_adapters()}:
             st.session_state["train_curve_adapter"] = lls_id  # its curves gain the baseline's
         st.success(f"Submitted baseline job {job.id} ({n_sel} random pairs).")
@@ -243,9 +241,7 @@ if not own:
     st.caption("No adapter yet.")
 else:
     ids = [a.id for a in own]
-    watch = st.session_state.get("train_watch")
-    pick = st.selectbox("Adapter", ids, index=ids.index(watch) if watch in ids else 0,
-                        key="train_curve_adapter")
+    pick = st.selectbox("Adapter", ids, key="train_curve_adapter")
 
     def _training(adapter_id: str) -> bool:
         base = T.baseline_of(adapter_id)
