@@ -82,9 +82,13 @@ def driver(tmp_path):
 
 
 def _wait(d, cond, timeout: float, what: str):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(d, timeout, poll_frequency=0.5).until(cond, message=f"waiting for {what}")
+    # A rerun can replace an element between finding it and reading it: look again.
+    return WebDriverWait(d, timeout, poll_frequency=0.5,
+                         ignored_exceptions=[StaleElementReferenceException]
+                         ).until(cond, message=f"waiting for {what}")
 
 
 def _input(d, label_start: str):
