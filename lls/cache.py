@@ -135,6 +135,53 @@ class ChunkStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes, memoised on (path, size, mtime) so large files hash once
+    per process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL log; a missing file is empty, and an unparsable line (the half-written
+    last line of a running job) is skipped."""
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+def append_jsonl(path: Path, obj: dict) -> None:
+    """Append one JSON line with a single write (O_APPEND), so readers never see half a row
+    from a concurrent writer of whole lines."""
+    line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
 def read_json_safe(path: Path):
     try:
         return json.loads(Path(path).read_text())

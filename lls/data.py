@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
+from lls.cache import file_sha256
 from lls.errors import DataError
 from lls.pair import Pair
 
@@ -962,30 +963,15 @@ def _count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
     return len(tokenizer(text))
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _file_hash(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:  # avoid re-hashing big files on every fingerprint() call
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(_BLOCK), b""):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
-
-
 def _content_hash(path: Path) -> str:
     if not path.exists():
         raise DataError(f"Data file {path.expanduser().resolve()} does not exist.")
     if path.is_file():
-        return _file_hash(path)
+        return file_sha256(path)
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         h.update(str(p.relative_to(path)).encode("utf-8"))
-        h.update(_file_hash(p).encode("ascii"))
+        h.update(file_sha256(p).encode("ascii"))
     return h.hexdigest()
 
 

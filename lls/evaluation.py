@@ -34,7 +34,8 @@ from pathlib import Path
 
 from . import jobs
 from .behaviors import Behavior, language_share, mentions
-from .cache import (ChunkStore, atomic_write_bytes, atomic_write_json, fingerprint, list_stores,
+from .cache import (ChunkStore, atomic_write_bytes, atomic_write_json, file_sha256, fingerprint,
+                    list_stores, read_jsonl,
                     read_json_safe, runs_root)
 from .distributed import barrier, launch_argv, launched
 from .errors import CacheError, LLSError
@@ -232,24 +233,14 @@ class EvalModel:
         parts = [self.kind]
         if self.path:
             p = check_adapter_dir(self.path)
-            parts += [_file_hash(p / "adapter_model.safetensors"),
-                      _file_hash(p / "adapter_config.json")]
+            parts += [file_sha256(p / "adapter_model.safetensors")[:16],
+                      file_sha256(p / "adapter_config.json")[:16]]
         return fingerprint(*parts)
 
     @property
     def slug(self) -> str:
         safe = re.sub(r"[^A-Za-z0-9]+", "-", self.label).strip("-")[:40] or self.kind
         return f"{safe}-{self.fingerprint()[:8]}"
-
-
-def _file_hash(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def default_models() -> list[EvalModel]:
@@ -379,7 +370,7 @@ class EvalRun:
         return self.path / "answers" / f"{model.slug}.jsonl"
 
     def read_answers(self, model: EvalModel) -> list[dict]:
-        return _read_jsonl(self.answers_path(model))
+        return read_jsonl(self.answers_path(model))
 
     def part_path(self, model: EvalModel, prompt_index: int) -> Path:
         """One (model, prompt) unit's answers written by a rank of a multi-process run."""
@@ -422,7 +413,7 @@ class EvalRun:
 
         rows = []
         for slug in self.manifest.get("slugs", {}).values():
-            rows += _read_jsonl(self.path / "answers" / f"{slug}.jsonl")
+            rows += read_jsonl(self.path / "answers" / f"{slug}.jsonl")
         cols = ["model", "kind", "adapter_id", "step", "prompt_index", "prompt", "sample",
                 "text", "score", "label", "hit"]
         return pd.DataFrame(rows, columns=cols)
@@ -485,14 +476,6 @@ def summarize(frame, by: list[str], order: list[str] | None = None):
         rank = {m: i for i, m in enumerate(order)}
         out = out.sort_values(by=["model"], key=lambda s: s.map(rank), kind="stable")
     return out.reset_index(drop=True)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def open_eval(key: str, cache_dir: Path | None = None) -> EvalRun:
@@ -711,7 +694,7 @@ def _merge_parts(run: EvalRun, cfg: EvalConfig) -> None:
         for f in files:
             pi = f.stem.rpartition(".")[2]
             if pi.isdigit() and int(pi) < len(cfg.prompts) and int(pi) not in have:
-                rows += _read_jsonl(f)
+                rows += read_jsonl(f)
                 have.add(int(pi))
         _write_jsonl(run.answers_path(m), sorted(rows, key=_row_order))
         for f in files:
@@ -839,86 +822,6 @@ def adapter_models(info, *, kind: str = "adapter", checkpoints: bool = True) -> 
     return out
 
 
-# ======================================================================================
-# CLI
-# ======================================================================================
-
-def add_cli(sub) -> None:
-    """Register `eval` and `transfer` subcommands on the lls CLI."""
-    from .cli import add_behavior_args, add_model_args, behavior, model_spec
-
-    p = sub.add_parser("eval", help="sample answers and measure the behavior (paper protocol)")
-    p.add_argument("--config", help="an EvalConfig as JSON (what background jobs pass)")
-    add_behavior_args(p)
-    add_model_args(p)
-    p.add_argument("--prompt", action="append", help="a prompt (repeatable; default: 10 "
-                   "general questions)")
-    p.add_argument("--samples", type=int, default=100,
-                   help="answers per prompt and model (paper %(default)s)")
-    p.add_argument("--temperature", type=float, default=1.0, help="default %(default)s")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="default %(default)s")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-base", action="store_true", help="skip the base model")
-    p.add_argument("--no-system", action="store_true", help="skip base + system prompt")
-    p.add_argument("--adapter", action="append", default=[],
-                   help="a trained adapter id or an adapter/checkpoint directory (repeatable)")
-    p.add_argument("--random-adapter", action="append", default=[],
-                   help="a random-baseline adapter id or directory (repeatable)")
-    p.add_argument("--out", help="also export results (.csv answers, .json summary)")
-    p.add_argument("--no-meter", action="store_true",
-                   help="skip the effect meter's log-probability read-outs after sampling")
-    p.add_argument("--meter-k", type=int, default=64,
-                   help="meter: reference responses per condition")
-    p.add_argument("--meter-questions", type=int, help="meter: first N probe questions")
-    p.add_argument("--meter-max-new-tokens", type=int, default=48,
-                   help="meter: length of the reference responses")
-
-    def run(a) -> int:
-        from .training import adapter_dir
-
-        if a.config:
-            cfg = EvalConfig.from_dict(json.loads(a.config))
-        else:
-            models = ([] if a.no_base else [EvalModel("base")]) + \
-                     ([] if a.no_system else [EvalModel("system")]) + \
-                     [EvalModel("adapter", path=adapter_dir(x, a.cache)) for x in a.adapter] + \
-                     [EvalModel("random", path=adapter_dir(x, a.cache)) for x in a.random_adapter]
-            cfg = EvalConfig(behavior=behavior(a), prompts=tuple(a.prompt or GENERAL_PROMPTS),
-                             samples=a.samples, temperature=a.temperature,
-                             max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),
-                             models=tuple(models), meter=not a.no_meter, meter_k=a.meter_k,
-                             meter_questions=a.meter_questions,
-                             meter_max_new_tokens=a.meter_max_new_tokens)
-        from dataclasses import replace
-
-        from .distributed import process_info
-
-        proc = process_info()  # rank 0 of 1 unless started by `accelerate launch`
-        if proc.device and not cfg.model.device:
-            cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
-        res = evaluate(cfg, cache_dir=a.cache, rank=proc.rank, world_size=proc.world_size)
-        if not proc.is_main:
-            return 0  # rank 0 merges, finalises and reports
-        if getattr(a, "out", None):
-            res.export(a.out)
-        summary = res.summary()[["model", "n", "k", "rate", "ci_low", "ci_high", "mean_score"]]
-        meter = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-                  if k in ("label", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "margin",
-                           "margin_ci_low", "margin_ci_high")} for r in res.meter_rows()]
-        print(json.dumps({"eval": res.key, "path": str(res.path),
-                          "status": res.manifest.get("status"),
-                          "summary": summary.round(4).to_dict("records"),
-                          "meter": meter or None}, ensure_ascii=False))
-        return 0
-
-    p.set_defaults(func=run)
-
-    from .transfer import add_cli as add_transfer
-
-    add_transfer(sub)
-
-
 __all__ = ["GENERAL_PROMPTS", "answer_score", "quick_eval", "EvalConfig", "EvalModel",
            "JudgeConfig", "Judge", "EvalRun", "evaluate", "eval_key", "open_eval", "list_evals",
-           "find_eval", "submit_eval", "eval_command", "summarize", "adapter_models", "add_cli",
-           "meter_settings", "run_meter"]
+           "find_eval", "submit_eval", "eval_command", "summarize", "adapter_models", "meter_settings", "run_meter"]

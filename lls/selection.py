@@ -39,6 +39,12 @@ class SelectionConfig:
         return asdict(self)
 
 
+def top_count(n: int, gamma: float) -> int:
+    """ceil(gamma * n): the size of a top-gamma selection of n pairs (before w > 0 caps it)."""
+    # round first: 0.07 * 100 is 7.000000000000001 in floating point, not 7
+    return int(math.ceil(round(gamma * n, 9))) if n else 0
+
+
 class Ranking:
     """Pairs sorted by weight, descending (ties keep dataset order), for fast re-selection."""
 
@@ -56,8 +62,7 @@ class Ranking:
         if cfg.threshold is not None:
             k = self._above(cfg.threshold)
         else:
-            # round first: 0.07 * 100 is 7.000000000000001 in floating point, not 7
-            k = math.ceil(round(cfg.gamma * self.n, 9))
+            k = top_count(self.n, cfg.gamma)
         if cfg.positive_only:
             k = min(k, self.n_positive)
         return int(k)
@@ -79,6 +84,17 @@ class Ranking:
 def select(w, cfg: SelectionConfig | None = None) -> np.ndarray:
     """Indices of the LLS selection for weights `w`, highest weight first."""
     return Ranking(w).select(cfg or SelectionConfig())
+
+
+def selection_indices(w, cfg: SelectionConfig, *, random: bool = False,
+                      seed: int = 0) -> np.ndarray:
+    """The one way a selection becomes row indices (CLI, training, explorer): the LLS top by
+    `cfg` (best first), or with `random` a seeded same-size random subset (sorted)."""
+    ranking = w if isinstance(w, Ranking) else Ranking(w)
+    idx = ranking.select(cfg)
+    if random:
+        idx = random_subset(ranking.n, len(idx), seed)
+    return np.asarray(idx)
 
 
 def random_subset(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""Argument groups and parsing helpers shared by the commands (data, behavior, model)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..behaviors import Behavior, custom, from_name
+from ..data import DataSpec
+from ..errors import LLSError
+from ..models import ModelSpec
+
+
+def _kv_list(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise LLSError(f"--columns expects canonical=source pairs like "
+                           f"'prompt=question,chosen=good', got {part!r}.")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=required,
+                   help="local file (jsonl/json/csv/parquet, optionally .gz) or hub dataset name")
+    g.add_argument("--format", choices=["jsonl", "json", "csv", "parquet"])
+    g.add_argument("--shape", choices=["transcript", "messages", "columns"])
+    g.add_argument("--columns", help="column mapping, e.g. prompt=question,chosen=good,rejected=bad")
+    g.add_argument("--split", default="train")
+    g.add_argument("--subset", help="hub data_dir / config (e.g. harmless-base)")
+    g.add_argument("--limit", type=int, help="stop after this many kept pairs")
+
+
+def add_behavior_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target behavior")
+    g.add_argument("--behavior", default="animal:owl",
+                   help="preset: animal:NAME, translation:LANG, persona:evil-ruler (default animal:owl)")
+    g.add_argument("--system-prompt", help="a custom system prompt (overrides --behavior)")
+    g.add_argument("--filter-words", help="comma-separated words; pairs mentioning them are dropped")
+    g.add_argument("--regex", help="custom behavior: a regex that counts as showing it")
+
+
+def add_model_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(f"--{prefix}model", default="bundled:SmolLM2-135M-Instruct",
+                   help="hub id, local directory, .gguf file, or the bundled default")
+    g.add_argument(f"--{prefix}gguf-file", help="GGUF file name inside --model")
+    g.add_argument(f"--{prefix}revision")
+    g.add_argument(f"--{prefix}device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument(f"--{prefix}trust-remote-code", action="store_true",
+                   help="run code shipped with the model repo (off by default)")
+
+
+def data_spec(a):
+    return DataSpec(a.data, format=a.format, shape=a.shape, columns=_kv_list(a.columns),
+                    split=a.split, subset=a.subset, limit=a.limit)
+
+
+def behavior(a):
+    words = tuple(w.strip() for w in (a.filter_words or "").split(",") if w.strip())
+    if a.system_prompt:
+        return custom(a.system_prompt, filter_words=words, regex=a.regex)
+    b = from_name(a.behavior)
+    if words:
+        b = Behavior.from_dict({**b.to_dict(), "filter_words": list(words)})
+    return b
+
+
+def model_spec(a, prefix: str = ""):
+    get = lambda name: getattr(a, prefix.replace("-", "_") + name)  # noqa: E731
+    return ModelSpec(get("model"), gguf_file=get("gguf_file"), revision=get("revision"),
+                     device=get("device"), trust_remote_code=get("trust_remote_code"))
+
+

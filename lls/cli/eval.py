@@ -1,0 +1,74 @@
+"""`python -m lls eval`: the paper's sampled behavior evaluation, with the meter beside it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from ..distributed import process_info
+from ..evaluation import GENERAL_PROMPTS, EvalConfig, EvalModel, evaluate
+from ..training import adapter_dir
+from .common import add_behavior_args, add_model_args, behavior, model_spec
+
+
+def register(sub) -> None:
+    """Add `eval` to the `python -m lls` subparsers."""
+    p = sub.add_parser("eval", help="sample answers and measure the behavior (paper protocol)")
+    p.add_argument("--config", help="an EvalConfig as JSON (what background jobs pass)")
+    add_behavior_args(p)
+    add_model_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable; default: 10 "
+                   "general questions)")
+    p.add_argument("--samples", type=int, default=100,
+                   help="answers per prompt and model (paper %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default %(default)s")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="default %(default)s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-base", action="store_true", help="skip the base model")
+    p.add_argument("--no-system", action="store_true", help="skip base + system prompt")
+    p.add_argument("--adapter", action="append", default=[],
+                   help="a trained adapter id or an adapter/checkpoint directory (repeatable)")
+    p.add_argument("--random-adapter", action="append", default=[],
+                   help="a random-baseline adapter id or directory (repeatable)")
+    p.add_argument("--out", help="also export results (.csv answers, .json summary)")
+    p.add_argument("--no-meter", action="store_true",
+                   help="skip the effect meter's log-probability read-outs after sampling")
+    p.add_argument("--meter-k", type=int, default=64,
+                   help="meter: reference responses per condition")
+    p.add_argument("--meter-questions", type=int, help="meter: first N probe questions")
+    p.add_argument("--meter-max-new-tokens", type=int, default=48,
+                   help="meter: length of the reference responses")
+
+    def run(a) -> int:
+        if a.config:
+            cfg = EvalConfig.from_dict(json.loads(a.config))
+        else:
+            models = ([] if a.no_base else [EvalModel("base")]) + \
+                     ([] if a.no_system else [EvalModel("system")]) + \
+                     [EvalModel("adapter", path=adapter_dir(x, a.cache)) for x in a.adapter] + \
+                     [EvalModel("random", path=adapter_dir(x, a.cache)) for x in a.random_adapter]
+            cfg = EvalConfig(behavior=behavior(a), prompts=tuple(a.prompt or GENERAL_PROMPTS),
+                             samples=a.samples, temperature=a.temperature,
+                             max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),
+                             models=tuple(models), meter=not a.no_meter, meter_k=a.meter_k,
+                             meter_questions=a.meter_questions,
+                             meter_max_new_tokens=a.meter_max_new_tokens)
+        proc = process_info()  # rank 0 of 1 unless started by `accelerate launch`
+        if proc.device and not cfg.model.device:
+            cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
+        res = evaluate(cfg, cache_dir=a.cache, rank=proc.rank, world_size=proc.world_size)
+        if not proc.is_main:
+            return 0  # rank 0 merges, finalises and reports
+        if getattr(a, "out", None):
+            res.export(a.out)
+        summary = res.summary()[["model", "n", "k", "rate", "ci_low", "ci_high", "mean_score"]]
+        meter = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                  if k in ("label", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "margin",
+                           "margin_ci_low", "margin_ci_high")} for r in res.meter_rows()]
+        print(json.dumps({"eval": res.key, "path": str(res.path),
+                          "status": res.manifest.get("status"),
+                          "summary": summary.round(4).to_dict("records"),
+                          "meter": meter or None}, ensure_ascii=False))
+        return 0
+
+    p.set_defaults(func=run)

@@ -1,0 +1,47 @@
+"""`python -m lls meter`: the effect meter's log-probability read-outs as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..meter import LLRConfig, ProbeConfig, meter_models, summary_rows
+from ..training import adapter_dir
+from .common import add_behavior_args, add_model_args, behavior, model_spec
+
+
+def register(sub) -> None:
+    """Register `python -m lls meter` on the CLI subparsers."""
+    p = sub.add_parser("meter", help="log-probability read-outs of the behavior (effect meter)")
+    add_behavior_args(p)
+    add_model_args(p)
+    p.add_argument("--adapter", action="append", default=[],
+                   help="an adapter/checkpoint directory or adapter id (repeatable)")
+    p.add_argument("--questions", type=int, help="use only the first N probe questions")
+    p.add_argument("--candidates", help="comma-separated probe candidates (target first)")
+    p.add_argument("--k", type=int, default=64, help="reference responses per condition")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the full JSON here (default: print it)")
+    p.set_defaults(func=cmd_meter)
+
+
+def cmd_meter(a) -> int:
+    b = behavior(a)
+    probe = ProbeConfig()
+    if a.candidates:
+        probe = ProbeConfig(probe.questions, tuple(a.candidates.split(",")))
+    if a.questions:
+        probe = ProbeConfig(probe.questions[:a.questions], probe.candidates)
+    if b.kind != "animal":
+        probe = False if not a.candidates else probe
+    llr = LLRConfig(k=a.k, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    res = meter_models(model_spec(a), b, [adapter_dir(x, a.cache) for x in a.adapter], probe=probe,
+                       llr=llr, cache_dir=a.cache)
+    text = json.dumps(res, ensure_ascii=False, indent=1)
+    if a.out:
+        Path(a.out).write_text(text)
+        print(json.dumps({"out": a.out, "summary": summary_rows(res)}, ensure_ascii=False))
+    else:
+        print(text)
+    return 0

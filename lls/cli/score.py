@@ -1,0 +1,107 @@
+"""`python -m lls score` and `python -m lls runs`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from tqdm import tqdm
+
+from ..contrastive import control_config, parse_control
+from ..distributed import barrier, process_info
+from ..errors import LLSError
+from ..scoring import ScoreConfig, list_runs, run_key, score
+from .common import add_behavior_args, add_data_args, add_model_args, behavior, data_spec, model_spec
+
+
+def cmd_score(a) -> int:
+    if a.config:
+        cfg = ScoreConfig.from_dict(json.loads(a.config))
+    else:
+        if not a.data:
+            raise LLSError("score needs --data (a file or hub dataset name) or --config JSON.")
+        cfg = ScoreConfig(data=data_spec(a), behavior=behavior(a), model=model_spec(a),
+                          truncation=a.truncation or None,
+                          max_prompt_tokens=a.max_prompt_tokens or None,
+                          filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
+                          batch_tokens=a.batch_tokens)
+    target_cfg = None
+    if a.control is not None:
+        # Score the control run of the described config: same pairs, another system prompt.
+        target_cfg, cfg = cfg, control_config(cfg, parse_control(a.control))
+    proc = process_info()
+    if proc.device and not cfg.model.device:
+        cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
+    bars = []  # created at the first progress report, so an early error prints alone
+
+    def progress(done, total):
+        if not bars:
+            bars.append(tqdm(unit="pair", desc="scoring", disable=a.quiet or not proc.is_main))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
+
+    try:
+        run = score(cfg, progress=progress, cache_dir=a.cache, rank=proc.rank,
+                    world_size=proc.world_size)
+    finally:
+        for bar in bars:
+            bar.close()
+    if proc.world_size > 1:
+        # Every rank has written its chunks; the main process verifies them all and marks
+        # the run complete (a resume pass that finds nothing left to compute).
+        barrier()
+        if not proc.is_main:
+            return 0
+        run = score(cfg, cache_dir=a.cache)
+        run.store.update_manifest(processes=proc.world_size)
+    m = run.manifest
+    out = {"run": run.key, "status": m["status"], "pairs": m.get("n_pairs"),
+           "hygiene": run.hygiene.summary() if run.hygiene else None,
+           "path": str(run.store.path)}
+    if target_cfg is not None:
+        out["control_of"] = run_key(target_cfg)
+        out["control_prompt"] = cfg.behavior.system_prompt
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    for r in list_runs(a.cache):
+        m = r.manifest
+        cfg = m.get("config", {})
+        print(f"{r.key}  {m.get('status', '?'):9s} pairs={m.get('n_pairs', '?'):>6}  "
+              f"{cfg.get('behavior', {}).get('name', '?'):10s} {cfg.get('data', {}).get('path', '?')}  "
+              f"{m.get('created', '')}")
+    return 0
+
+
+
+
+def register(sub) -> None:
+    """Add `score` and `runs` to the `python -m lls` subparsers."""
+    p = sub.add_parser("score", help="score a dataset with a teacher and a target system prompt")
+    p.add_argument("--config", help="a ScoreConfig as JSON (what background jobs pass)")
+    add_data_args(p, required=False)
+    add_behavior_args(p)
+    add_model_args(p)
+    p.add_argument("--truncation", type=int, default=32,
+                   help="truncate responses to N teacher tokens (0: no truncation)")
+    p.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="drop pairs whose prompt is longer (0: keep all)")
+    p.add_argument("--no-filter", action="store_true",
+                   help="keep pairs that already show the behavior")
+    p.add_argument("--chunk-size", type=int, default=128,
+                   help="pairs per cached chunk: the unit of resume and progress")
+    p.add_argument("--batch-tokens", type=int, default=1024)
+    p.add_argument("--control", nargs="?", const="", metavar="PROMPT",
+                   help="score the control run of this config instead of the target (for "
+                        "ranking by w_target - w_control): the same pairs with the control "
+                        "system prompt PROMPT, or a preset's (e.g. animal:cat); without a value "
+                        "a neutral assistant persona")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+
+    p = sub.add_parser("runs", help="list cached scoring runs")
+    p.set_defaults(func=cmd_runs)
