@@ -9,6 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lls import contrastive, jobs, scoring
+from lls.adapters import list_adapters, open_adapter, random_twin_of
 from lls import training as T
 from lls.distributed import device_count
 from lls.errors import LLSError
@@ -184,7 +185,7 @@ if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
     try:
         job = T.submit_training(T.baseline_config(cfg), run_key, baseline_of=lls_id,
                                 exclusive=exclusive, num_processes=procs)
-        if lls_id in {a.id for a in T.list_adapters()}:
+        if lls_id in {a.id for a in list_adapters()}:
             st.session_state["train_curve_adapter"] = lls_id  # its curves gain the baseline's
         st.success(f"Submitted baseline job {job.id} ({n_sel} random pairs).")
     except LLSError as e:
@@ -235,7 +236,7 @@ jobs_panel()
 
 # ============================================================== curves
 st.header("4 · Curves and effect trajectory")
-adapters = T.list_adapters()
+adapters = list_adapters()
 own = [a for a in adapters if not a.manifest.get("baseline_of")]
 if not own:
     st.caption("No adapter yet.")
@@ -244,14 +245,14 @@ else:
     pick = st.selectbox("Adapter", ids, key="train_curve_adapter")
 
     def _training(adapter_id: str) -> bool:
-        base = T.baseline_of(adapter_id)
-        return any(a is not None and a.status in T.ACTIVE
-                   for a in (T.open_adapter(adapter_id), base))
+        base = random_twin_of(adapter_id)
+        return any(a is not None and a.status in jobs.ACTIVE
+                   for a in (open_adapter(adapter_id), base))
 
     @st.fragment(run_every=10 if _training(pick) else None)
     def curves(adapter_id: str):
-        info = T.open_adapter(adapter_id)
-        base = T.baseline_of(adapter_id)
+        info = open_adapter(adapter_id)
+        base = random_twin_of(adapter_id)
         rows = info.metrics()
         st.caption(f"{info.status} · {len(rows)} steps logged"
                    + (f" · random baseline `{base.id}` ({base.status})" if base else ""))

@@ -12,7 +12,7 @@ from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slo
 from lls.errors import LLSError
 from lls.generation import adapter_label
 from lls.models import BUNDLED, ModelSpec
-from lls.training import list_adapters
+from lls.adapters import list_adapters
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
 st.title("Side-by-side chat")

@@ -19,7 +19,7 @@ from lls.evaluation import (DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, GENERA
                             submit_eval)
 from lls.meter import PROBE_QUESTIONS
 from lls.models import BUNDLED, ModelSpec
-from lls.training import list_adapters
+from lls.adapters import list_adapters
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
 st.title("Behavior evaluation")

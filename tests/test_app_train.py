@@ -54,6 +54,7 @@ def _page_with_selection(run, gamma: float = 0.33) -> AppTest:
     return _ok(at.run())
 
 
+@pytest.mark.slow
 def test_train_page_renders_runs_selection_adapters(run, adapter):
     at = _page_with_selection(run)
     assert any("**8** pairs selected of 24" in m.value for m in at.markdown)
@@ -77,6 +78,7 @@ def test_train_page_renders_runs_selection_adapters(run, adapter):
     assert row["step"] == 3 and row["llr"] == last["llr"] and row["gap_closed"] == last["gap_closed"]
 
 
+@pytest.mark.slow
 def test_contrastive_selection_on_the_train_page(run, bundled):
     import numpy as np
 
@@ -106,6 +108,7 @@ def test_contrastive_selection_on_the_train_page(run, bundled):
     assert adapter_caption() != plain_id  # the recipe now records the control run
 
 
+@pytest.mark.slow
 def test_baseline_button_submits_a_cancellable_job(run, adapter):
     at = _page_with_selection(run)
     before = {j.id for j in jobs.list_jobs(kind="train")}
@@ -121,6 +124,7 @@ def test_baseline_button_submits_a_cancellable_job(run, adapter):
     assert jobs.wait(job.id, timeout=120).status == "cancelled"
 
 
+@pytest.mark.slow
 def test_train_button_submits_a_job_and_shows_its_curves(run, adapter):
     at = _page_with_selection(run, gamma=0.25)
     before = {j.id for j in jobs.list_jobs(kind="train")}

@@ -206,8 +206,8 @@ def test_key_changes_with_settings_and_adapters(tiny_cfg, adapters):
 
 
 def test_adapter_models_from_training_contract(adapters):
-    pytest.importorskip("lls.training")
-    from lls.training import open_adapter
+    pytest.importorskip("lls.adapters")
+    from lls.adapters import open_adapter
 
     ms = adapter_models(open_adapter("test-lls"))
     assert [(m.step, m.kind) for m in ms] == [(10, "adapter"), (None, "adapter")]

@@ -18,6 +18,8 @@ from conftest import HH
 
 from lls import jobs
 from lls import training as T
+from lls.adapters import adapter_dir, list_adapters, open_adapter, random_twin_of
+from lls.dpo import build_rows, completion_only_lm_head
 
 
 def small_config(**kw) -> T.TrainConfig:
@@ -65,6 +67,30 @@ def test_config_roundtrip_and_defaults():
         T.TrainConfig(batch_size=0)
 
 
+def test_estimate_steps_follows_batch_epochs_and_max_steps():
+    cfg = T.TrainConfig(batch_size=4, grad_accum=2)
+    assert T.estimate_steps(0, cfg) == 0
+    assert T.estimate_steps(17, cfg) == 3  # ceil(17 / 8)
+    assert T.estimate_steps(17, T.TrainConfig(batch_size=4, grad_accum=2, epochs=2.5)) == 8
+    assert T.estimate_steps(17, T.TrainConfig(batch_size=4, grad_accum=2, max_steps=2)) == 2
+
+
+def test_random_twin_is_found_by_the_baseline_of_field(tmp_path):
+    from lls.cache import atomic_write_json
+
+    def make(adapter_id, created, baseline_of=None):
+        atomic_write_json(tmp_path / "adapters" / adapter_id / "manifest.json",
+                          {"id": adapter_id, "created": created, "baseline_of": baseline_of})
+
+    make("run-lls-1", "2026-01-01T00:00:00")
+    make("run-random-old", "2026-01-02T00:00:00", baseline_of="run-lls-1")
+    make("run-random-new", "2026-01-03T00:00:00", baseline_of="run-lls-1")
+    assert random_twin_of("run-lls-1", tmp_path).id == "run-random-new"  # the newest
+    assert random_twin_of("run-random-new", tmp_path) is None
+    assert [a.id for a in list_adapters(tmp_path)][0] == "run-random-new"
+
+
+@pytest.mark.slow
 def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
     m = trained.manifest
     assert m["status"] == "done" and m["score_run"] == hh_run.key
@@ -96,14 +122,15 @@ def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
     assert first["readout"]["probe"]["n_questions"] == 3
     assert all(r["llr_ci_low"] <= r["llr"] <= r["llr_ci_high"] for r in readouts)
     assert m["metrics"]["final_meter"]["step"] == 3
-    assert T.open_adapter(trained.id[:18]).id == trained.id
-    assert trained.id in [a.id for a in T.list_adapters()]
+    assert open_adapter(trained.id[:18]).id == trained.id
+    assert trained.id in [a.id for a in list_adapters()]
     # the same settings again are served from the cache
     t0 = time.time()
     assert T.train(small_config(), hh_run.key).id == trained.id
     assert time.time() - t0 < 30
 
 
+@pytest.mark.slow
 def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     import torch
     from peft import PeftModel
@@ -129,6 +156,7 @@ def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     assert (after - before).abs().max().item() > 1e-4
 
 
+@pytest.mark.slow
 def test_reused_reference_logps_equal_trl_own(hh_run):
     """lc/lr from scoring are exactly what TRL's own reference pass computes."""
     import numpy as np
@@ -140,7 +168,7 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
 
     cfg = small_config()
     frame = hh_run.frame()
-    rows = T.build_rows(frame, cfg, with_ref=False)[:6]
+    rows = build_rows(frame, cfg, with_ref=False)[:6]
     model, tok = load_model(for_training=True)
     args = DPOConfig(output_dir=os.environ["LLS_CACHE"] + "/ref-check", bf16=False,
                      use_cpu=True, gradient_checkpointing=False, report_to="none",
@@ -158,6 +186,7 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
     assert [len(x) for x in ds["chosen_ids"]] == [int(by_id.loc[i, "n_c"]) for i in ds["pair_id"]]
 
 
+@pytest.mark.slow
 def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cache):
     """Projecting only labelled positions on CPU changes the work, not the numbers."""
     import torch
@@ -183,7 +212,7 @@ def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cach
     model.model.layers[-1].mlp.down_proj.weight.requires_grad_(True)
     full, full_grad = run()
     assert not trl_utils._use_triton(torch.device("cpu"))
-    with T.completion_only_lm_head():
+    with completion_only_lm_head():
         assert trl_utils._use_triton(torch.device("cpu"))
         compact, compact_grad = run()
     assert not trl_utils._use_triton(torch.device("cpu"))  # restored
@@ -194,6 +223,7 @@ def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cach
     torch.testing.assert_close(compact_grad, full_grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_random_baseline_same_size_and_reuse_falls_back_when_truncated(hh_run):
     from lls.scoring import open_run
 
@@ -220,11 +250,12 @@ def _wait(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_checkpoint(hh_run):
     cfg = small_config(max_steps=4, checkpoint_every=1, eval_at_checkpoints=False)
     job = T.submit_training(cfg, hh_run.key)
     adapter_id = job.params["adapter_id"]
-    info = T.open_adapter(adapter_id)
+    info = open_adapter(adapter_id)
     assert info.manifest["status"] in ("queued", "running")
     ckpt1 = info.path / "trainer" / "checkpoint-1" / "lls_complete"
     _wait(lambda: ckpt1.exists() or not jobs.get(job.id).is_active, 240, "a first checkpoint")
@@ -232,8 +263,8 @@ def test_resume_after_kill_continues_from_checkpoint(hh_run):
     os.killpg(jobs.get(job.id).pid, signal.SIGKILL)
     _wait(lambda: not jobs.get(job.id).is_active, 30, "the killed job to be noticed")
     assert jobs.get(job.id).status == "failed"
-    assert T.open_adapter(adapter_id).status == "failed"
-    assert T.open_adapter(adapter_id).final_path is None
+    assert open_adapter(adapter_id).status == "failed"
+    assert open_adapter(adapter_id).final_path is None
     job2 = T.submit_training(cfg, hh_run.key)
     assert job2.id != job.id and job2.params["adapter_id"] == adapter_id
     final = jobs.wait(job2.id, timeout=300)
@@ -248,6 +279,7 @@ def test_resume_after_kill_continues_from_checkpoint(hh_run):
     assert "resuming" in jobs.read_log(job2.id)
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_process(hh_run):
     cfg = small_config(max_steps=50, checkpoint_every=25, eval_at_checkpoints=False, batch_size=2,
                        selection=T.SelectionSpec(gamma=0.25, positive_only=False), seed=7)
@@ -261,24 +293,75 @@ def test_cancel_stops_the_process(hh_run):
     # The runner records "cancelled" and then exits; give it a moment, then nothing of the
     # job's process group (runner, trainer, any worker it spawned) may be left running.
     _wait(lambda: jobs._group_members(final.pid) == [], 15, "the job's processes to exit")
-    info = T.open_adapter(job.params["adapter_id"])
+    info = open_adapter(job.params["adapter_id"])
     assert info.manifest["status"] == "cancelled"
     assert info.final_path is None
 
 
 def test_cli_flags_reach_the_config():
     from lls.cli import build_parser
+    from lls.cli.train import config_from_args
 
     a = build_parser().parse_args(["train", "--run", "abc", "--gamma", "0.1", "--control-run",
                                    "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1"])
-    cfg = T.config_from_args(a)
+    cfg = config_from_args(a)
     assert cfg.selection.control_run == "ctl123" and cfg.selection.gamma == 0.1
     assert cfg.meter_at_checkpoints is False and cfg.meter_k == 16 and cfg.beta == 0.1
     a = build_parser().parse_args(["train", "--run", "abc"])
-    cfg = T.config_from_args(a)
+    cfg = config_from_args(a)
     assert cfg.meter_at_checkpoints and cfg.selection.control_run is None
+    # the historical spellings keep their meaning
+    cfg = config_from_args(build_parser().parse_args(
+        ["train", "--run", "abc", "--random", "--seed", "5", "--all-weights", "--lr", "0.001",
+         "--eval-samples", "0", "--no-ref-reuse", "--no-precompute",
+         "--target-modules", "q_proj, v_proj", "--student", "some/model"]))
+    assert cfg.selection.kind == "random" and cfg.selection.seed == cfg.seed == 5
+    assert cfg.selection.positive_only is False and cfg.learning_rate == 0.001
+    assert cfg.eval_at_checkpoints is False and cfg.eval_samples == 0
+    assert cfg.reuse_ref_logps is False and cfg.precompute_ref_log_probs is False
+    assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.student.name == "some/model"
 
 
+def test_cli_flags_are_generated_from_the_config():
+    """Every TrainConfig / SelectionSpec field has a flag, its default is the dataclass's,
+    and a non-default value on the command line reaches that field."""
+    from dataclasses import fields
+
+    from lls.cli import build_parser
+    from lls.cli.train import config_from_args
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    by_dest = {a.dest: a for a in train_parser._actions}
+    a = parser.parse_args(["train", "--run", "abc"])
+    assert config_from_args(a) == T.TrainConfig()
+    paths = [f.name for f in fields(T.TrainConfig) if f.name != "selection"] + \
+        ["selection." + f.name for f in fields(T.SelectionSpec)]
+    assert sorted(a.config_dests) == sorted(paths)
+
+    def get(cfg, path):
+        obj = cfg
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    default = T.TrainConfig()
+    for path in paths:
+        action = by_dest[a.config_dests[path]]
+        flag = action.option_strings[0]
+        if action.nargs == 0:  # a switch: flips or sets the field
+            argv = [flag]
+        elif action.choices:
+            argv = [flag, next(c for c in action.choices if c != get(default, path))]
+        elif action.type in (int, float):
+            argv = [flag, "3"]
+        else:
+            argv = [flag, "q_proj" if path == "target_modules" else "some-value"]
+        cfg = config_from_args(parser.parse_args(["train", "--run", "abc", *argv]))
+        assert get(cfg, path) != get(default, path), (path, argv)
+
+
+@pytest.mark.slow
 def test_contrastive_selection_ranks_by_the_difference(hh_run, bundled):
     """selection_frame with a control run: w = w_target - w_control, the top pairs follow it."""
     import numpy as np
@@ -300,6 +383,7 @@ def test_contrastive_selection_ranks_by_the_difference(hh_run, bundled):
         T.adapter_id_for(small_config(selection=T.SelectionSpec(gamma=0.25)), hh_run.key)
 
 
+@pytest.mark.slow
 def test_cli_adapters_and_errors(trained, capsys):
     from lls.cli import main
 
@@ -309,12 +393,13 @@ def test_cli_adapters_and_errors(trained, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     # eval and meter take an adapter id (or a unique prefix) where a directory is expected
-    assert T.adapter_dir(trained.id[:18]) == str(trained.final_path)
-    assert T.adapter_dir(str(trained.final_path)) == str(trained.final_path)
+    assert adapter_dir(trained.id[:18]) == str(trained.final_path)
+    assert adapter_dir(str(trained.final_path)) == str(trained.final_path)
     assert main(["eval", "--adapter", "no-such-adapter", "--samples", "1"]) == 2
     assert "neither an adapter directory nor a trained adapter id" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_data_parallel_training_under_accelerate(hh_run):
     """`accelerate launch --multi_gpu --num_processes 2 -m lls train` (CPU processes here):
     the 8 pairs are split over two processes (4 optimizer steps at batch 1, not 8), and only
@@ -331,7 +416,7 @@ def test_data_parallel_training_under_accelerate(hh_run):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    info = T.open_adapter(T.adapter_id_for(cfg, hh_run.key))
+    info = open_adapter(T.adapter_id_for(cfg, hh_run.key))
     m = info.manifest
     assert m["status"] == "done" and m["processes"] == 2 and m["selection"]["n_pairs"] == 8
     assert m["metrics"]["steps"] == 4

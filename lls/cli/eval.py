@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from ..distributed import process_info
 from ..evaluation import GENERAL_PROMPTS, EvalConfig, EvalModel, evaluate
-from ..training import adapter_dir
+from ..adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..meter import LLRConfig, ProbeConfig, meter_models, summary_rows
-from ..training import adapter_dir
+from ..adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 
 
