@@ -73,3 +73,46 @@ def meter_table(series: list[tuple[str, list[dict]]]) -> pd.DataFrame:
             last = rows[-1]
             out.append({"model": name, **{c: last.get(c) for c in cols}})
     return pd.DataFrame(out)
+
+
+TRAIN_PANELS = (("loss", "DPO loss"), ("rewards/margins", "Reward margin"),
+                ("rewards/accuracies", "Reward accuracy"))
+
+
+def training_curves(series: list[tuple[str, str, list[dict]]]) -> go.Figure | None:
+    """DPO loss, reward margin and reward accuracy per logged step, one line per series
+    (name, colour, metrics.jsonl rows); None when nothing is logged yet."""
+    fig = make_subplots(rows=1, cols=len(TRAIN_PANELS), subplot_titles=[t for _, t in TRAIN_PANELS])
+    for name, color, rows in series:
+        df = pd.DataFrame(rows)
+        if df.empty:
+            continue
+        for col, (key, _) in enumerate(TRAIN_PANELS, 1):
+            if key in df:
+                fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=name, line={"color": color},
+                                         showlegend=col == 1), row=1, col=col)
+    if not fig.data:
+        return None
+    fig.update_layout(height=300, margin={"t": 40, "b": 60},
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def eval_trajectory(series: list[tuple[str, str, list[dict]]]) -> go.Figure | None:
+    """Sampled behavior rate per checkpoint with its 95% CI, one line per series (name,
+    colour, evals.jsonl rows); None before the first checkpoint eval."""
+    fig = go.Figure()
+    for name, color, rows in series:
+        ev = pd.DataFrame(rows)
+        if ev.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=ev["step"], y=ev["rate"], mode="lines+markers", name=name, line={"color": color},
+            error_y={"type": "data", "symmetric": False, "array": ev["ci_high"] - ev["rate"],
+                     "arrayminus": ev["rate"] - ev["ci_low"]}))
+    if not fig.data:
+        return None
+    fig.update_layout(height=300, margin={"t": 40, "b": 30}, yaxis_title="behavior rate",
+                      xaxis_title="step", title="Sampled effect per checkpoint (95% CI)")
+    return fig
