@@ -12,7 +12,7 @@ import sys
 
 from ..errors import LLSError
 from . import eval as eval_cmd
-from . import meter, score, select, train, transfer
+from . import meter, score, select, study, train, transfer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LLS Studio: Logit-Linear Selection of preference data (score, select, export, train)."))
     ap.add_argument("--cache", help="cache directory (default ./cache or $LLS_CACHE)")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (score, select, train, eval_cmd, transfer, meter):
+    for module in (score, select, train, eval_cmd, transfer, meter, study):
         module.register(sub)
     return ap
 

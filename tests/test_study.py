@@ -1,0 +1,196 @@
+"""Studies (lls.study, lls.effects): a small grid on a tiny random model, run for real.
+
+Every cell trains an LLS adapter and its same-size random twin with TRL in child processes,
+reads the effect meter at each checkpoint and samples one-word answers, so the module takes a
+couple of minutes; it is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lls import effects
+from lls import study as S
+
+pytestmark = pytest.mark.slow
+
+RECIPE = {"batch_size": 2, "max_length": 64, "meter_k": 2, "meter_questions": 3,
+          "eval_at_checkpoints": False}
+SAMPLED = {"questions": 2, "samples": 2, "max_new_tokens": 3, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, session_cache):
+    """A finished owl scoring run of 24 synthetic pairs by a tiny random Llama."""
+    from lls.behaviors import animal
+    from lls.data import DataSpec
+    from lls.models import ModelSpec
+    from lls.scoring import ScoreConfig, score
+    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
+
+    d = tmp_path_factory.mktemp("tiny")
+    # in the session cache, not a temp dir: the cached run records the model's path
+    model = tiny_model_dir(session_cache / "tiny-model")
+    data = synthetic_pairs_file(d / "pairs.jsonl", 24)
+    cfg = ScoreConfig(DataSpec(str(data)), animal("owl"), model=ModelSpec(str(model)),
+                      truncation=8, chunk_size=8)
+    return score(cfg)
+
+
+def _config(run, name, **grid):
+    return S.StudyConfig(name=name, run=run.key, grid=grid, recipe=RECIPE, sampled=SAMPLED)
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+def test_wilson_share_on_a_constructed_case():
+    r = effects.share_row(3, 10)
+    assert (r["k"], r["n"], r["share"]) == (3, 10, 0.3)
+    # Wilson 95% for 3/10: [0.1078, 0.6032] (textbook value)
+    assert r["ci_low"] == pytest.approx(0.1078, abs=1e-4)
+    assert r["ci_high"] == pytest.approx(0.6032, abs=1e-4)
+    zero = effects.share_row(0, 256)
+    assert zero["ci_low"] == 0.0 and zero["ci_high"] == pytest.approx(0.01476, abs=1e-4)
+
+
+def test_collapse_flags_one_dominant_answer_not_a_spread():
+    base = {"cat": 0.4, "dog": 0.3, "owl": 0.1, "other": 0.2}
+    collapsed = effects.collapse({"lion": 0.95, "cat": 0.05}, base)
+    assert collapsed["collapsed"] and collapsed["top"] == "lion"
+    assert collapsed["entropy"] < 0.5 * collapsed["base_entropy"]
+    spread = effects.collapse({"cat": 0.35, "owl": 0.3, "dog": 0.2, "other": 0.15}, base)
+    assert not spread["collapsed"]
+    assert effects.entropy([0.5, 0.5]) == pytest.approx(math.log(2))
+
+
+def test_classify_names_the_first_candidate():
+    assert effects.classify("Owls!") == "owl"
+    assert effects.classify("A dog, or maybe a cat") == "dog"
+    assert effects.classify("Penguin") == "other"
+
+
+def test_cells_order_paper_first_and_ids_are_settings():
+    cfg = S.StudyConfig.__new__(S.StudyConfig)  # no run needed for the grid logic
+    object.__setattr__(cfg, "name", "x")
+    cfg = S.StudyConfig(name="x", run="r", grid={"gamma": [0.2, 0.05], "epochs": [3, 1]})
+    cells = S.cells(cfg)
+    assert len(cells) == 4
+    assert cells[0].s["gamma"] == 0.05 and cells[0].s["epochs"] == 1.0  # the paper recipe
+    assert cells[-1].distance() == 2
+    # epochs share a training group under the constant schedule, not under a decaying one
+    assert cells[0].group(cfg) == [c for c in cells if c.s["gamma"] == 0.05][1].group(cfg)
+    lin = S.StudyConfig(name="x", run="r", grid={"epochs": [1, 3]}, lr_scheduler="linear")
+    a, b = S.cells(lin)
+    assert a.group(lin) != b.group(lin)
+    with pytest.raises(S.StudyError, match="Unknown grid axis"):
+        S.StudyConfig(name="x", run="r", grid={"gama": [0.1]})
+    with pytest.raises(S.StudyError, match="control run"):
+        S.StudyConfig(name="x", run="r", grid={"ranking": ["contrastive"]})
+
+
+def test_checkpoint_interval_lands_on_every_epoch_end():
+    assert S._checkpoint_every(14, [1, 3, 5]) == 7
+    assert S._checkpoint_every(3, [1, 2]) == 3
+    every = S._checkpoint_every(12, [0.5, 1])
+    assert 6 % every == 0 and 12 // every >= 2
+
+
+# ----------------------------------------------------------------------------- real runs
+
+def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, tmp_path):
+    name = "tiny-grid"
+    S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1, 2]))
+    cmd = [sys.executable, "-m", "lls", "study", "run", name]
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    study = S.open_study(name)
+    lls_id, _ = S.adapter_ids(study, study.cells()[0])
+    deadline = time.time() + 300
+    from lls.training import open_adapter
+    while time.time() < deadline:  # kill the worker once the first adapter has trained
+        try:
+            if open_adapter(lls_id).manifest.get("status") == "done":
+                break
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        if proc.poll() is not None:
+            pytest.fail("the study worker exited early:\n" + (tmp_path / "worker.log").read_text())
+        time.sleep(0.5)
+    else:
+        pytest.fail("the first adapter did not finish in 300 s")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_created = open_adapter(lls_id).manifest["created"]
+
+    S.run_study(name)  # resumes: the finished adapter is reused, the rest trains
+    study = S.open_study(name)
+    rows = S.table(study)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert open_adapter(lls_id).manifest["created"] == first_created
+    # both epoch cells read one training run: epoch 1 at half its steps
+    r1, r2 = (study.result(c) for c in study.cells())
+    assert r1["adapters"] == r2["adapters"] and r1["step"] * 2 == r2["step"]
+
+    # paired differences equal the per-adapter read-outs at the same step
+    for row in r2["curve"]:
+        assert row["margin"]["diff"] == pytest.approx(row["lls_margin"] - row["random_margin"])
+        if row.get("lls_gap_closed") is not None and "gap_closed" in row:
+            assert row["gap_closed"]["diff"] == pytest.approx(
+                row["lls_gap_closed"] - row["random_gap_closed"], abs=1e-9)
+    samp = r2["sampled"]["final"]
+    assert samp["lls"]["n"] == SAMPLED["questions"] * SAMPLED["samples"]
+    assert "collapse" in samp["lls"] and r2["sampled_levels"]["system"]["n"] == 4
+
+    mtimes = {c.id(study.config): study.result_path(c).stat().st_mtime for c in study.cells()}
+    S.create_study(_config(tiny_run, name, gamma=[0.5]))  # extend the grid
+    study = S.open_study(name)
+    assert len(study.cells()) == 4
+    S.run_study(name)
+    for c in S.open_study(name).cells():
+        cid = c.id(study.config)
+        if cid in mtimes:
+            assert study.result_path(c).stat().st_mtime == mtimes[cid]  # reused, not redone
+        assert study.result(c) is not None
+    best = S.best_cell(study)
+    assert best is not None and best["n_compared"] >= 4 and "Best of" in best["caveat"]
+    settings = S.confirm_best(name)
+    assert settings["seed"] == 1 and S.open_study(name).cells()[0].s == {
+        **settings, "threshold": None}
+
+
+def test_submitit_local_executor_runs_a_cell(tiny_run, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    name = "tiny-submitit"
+    S.create_study(_config(tiny_run, name, gamma=[0.25], seed=[3]))
+    ex = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
+    ex.update_parameters(timeout_min=20)
+    jobs_ = S.submit_cells(name, ex)
+    assert len(jobs_) == 1
+    res = jobs_[0].result()
+    assert res[0]["settings"]["seed"] == 3
+    study = S.open_study(name)
+    assert study.result(study.cells()[0])["cell"] == res[0]["cell"]
+
+
+def test_cli_study_create_status_and_errors(tiny_run, capsys):
+    from lls.cli import main
+
+    assert main(["study", "create", "cli-grid", "--run", tiny_run.key[:10], "--gamma",
+                 "0.25,0.5", "--recipe", json.dumps(RECIPE)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cells"] == 2
+    assert main(["study", "status", "cli-grid"]) == 0
+    assert "queued" in capsys.readouterr().out
+    assert main(["study", "create", "bad name!", "--run", tiny_run.key]) == 2
+    assert "Study name" in capsys.readouterr().err
+    assert main(["study", "status", "nope"]) == 2
+    assert "No study named 'nope'" in capsys.readouterr().err
