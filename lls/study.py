@@ -36,8 +36,9 @@ from .behaviors import Behavior
 from .cache import atomic_write_json, fingerprint, read_json_safe, runs_root
 from .errors import LLSError
 from .scoring import open_run
-from .training import (SelectionSpec, TrainConfig, adapter_id_for, baseline_config,
-                       open_adapter, selection_count, selection_frame, train_command)
+from .adapters import open_adapter
+from .train_config import (SelectionSpec, TrainConfig, baseline_config, selection_count)
+from .training import adapter_id_for, selection_frame, train_command
 
 STUDY_VERSION = "1"
 AXES = ("gamma", "threshold", "ranking", "epochs", "learning_rate", "beta", "lora_r", "seed")

@@ -115,7 +115,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     study = S.open_study(name)
     lls_id, _ = S.adapter_ids(study, study.cells()[0])
     deadline = time.time() + 300
-    from lls.training import open_adapter
+    from lls.adapters import open_adapter
     while time.time() < deadline:  # kill the worker once the first adapter has trained
         try:
             if open_adapter(lls_id).manifest.get("status") == "done":
