@@ -212,10 +212,10 @@ def iter_pairs(spec: DataSpec, *, exclude: Callable[[Pair], bool] | None = None,
         if reason is None and max_prompt_tokens is not None:
             if count_prompt_tokens(tokenizer, pair.prompt) > max_prompt_tokens:
                 reason = "prompt_too_long"
-        if reason is None and check is not None:
-            reason = check(pair)
         if reason is None and exclude is not None and exclude(pair):
             reason = "filtered"
+        if reason is None and check is not None:
+            reason = check(pair)  # last: it may be the costly one (rendering)
         if reason is not None:
             report.drop(reason, c.pair_id)
             continue
