@@ -31,9 +31,9 @@ ADVICE = {
     "identical": "chosen and rejected are the same text: check that they are mapped to two "
                  "different responses (command line: --columns; Setup page: 'Map your columns')",
     "prompt_too_long": "raise the prompt limit (command line: --max-prompt-tokens, 0 keeps "
-                       "all; Setup page: 'Max prompt tokens')",
+                       "all; Setup page: 'Drop prompts longer than')",
     "too_long": "prompt plus response exceed the model's context window: lower the truncation "
-                "(command line: --truncation; Setup page: 'Truncation') or use a model with a "
+                "(command line: --truncation; Setup page: 'Truncate responses to N teacher tokens') or use a model with a "
                 "longer context",
     "filtered": "these pairs already show the behavior: loosen the filter words (command "
                 "line: --filter-words or --no-filter; Setup page: the filter words box)",

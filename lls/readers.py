@@ -145,11 +145,11 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
         where = f"line {lineno}"
         if err is None:
             try:
-                record = json.loads(text)
+                record = json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 # json's messages may end in "at" ("Unterminated string starting at"): no "at at".
-                msg = e.msg[:-3] if e.msg.endswith(" at") else e.msg
-                err = f"is not valid JSON ({msg}, column {e.colno}): {text.strip()[:80]!r}"
+                col = f"column {e.colno}" if e.msg.endswith(" at") else f"at column {e.colno}"
+                err = f"is not valid JSON ({e.msg} {col}): {text.strip()[:80]!r}"
             else:
                 if not isinstance(record, dict):
                     err = (f"is a JSON {type(record).__name__}, expected an object with keys like "
