@@ -20,6 +20,8 @@ from . import jobs
 from .behaviors import Behavior
 from .cache import ChunkStore, fingerprint, list_stores, runs_root
 from .data import DataSpec, HygieneReport, count_raw_rows, iter_pairs
+from .hygiene import context_limit, rendered_length
+from .lifecycle import owner_record, owner_alive, run_state
 from .engine import score_rendered
 from .errors import CacheError, LLSError
 from .models import ModelSpec, load_model, load_tokenizer, model_fingerprint
@@ -204,9 +206,26 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
         "key": key, "kind": "scores", "version": SCORING_VERSION, "config": cfg.to_dict(),
         "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data.fingerprint(),
         "template_hash": _template_hash(tok), "status": "running", "updated": now,
+        "owner": owner_record(), "error": None,
     })
     manifest.setdefault("created", now)
     store.write_manifest(manifest)
+    try:
+        return _score_chunks(cfg, store, tok, progress, rank, world_size, model)
+    except BaseException as e:
+        # Never leave a dead run "running": record how it ended, in one line.
+        if store.manifest().get("status") == "running":
+            interrupted = isinstance(e, KeyboardInterrupt)
+            line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            store.update_manifest(status="interrupted" if interrupted else "failed",
+                                  error="interrupted (Ctrl-C)" if interrupted else line,
+                                  updated=_now())
+        raise
+
+
+def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
+                  world_size: int, model) -> ScoreRun:
+    """The body of `score` once the manifest says "running"."""
 
     total = count_raw_rows(cfg.data)
     if cfg.data.limit is not None:
@@ -215,20 +234,34 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
         progress(0, total)  # start the clock before the model loads and the first chunk
     report = HygieneReport()
     exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
+    rendered_of: dict[int, object] = {}  # pairs rendered by the context check, by id(pair)
+    limit = _context_limit(tok, model)
+
+    def fits(pair: Pair) -> str | None:
+        # Pairs longer than the model's context window are dropped, never passed to it.
+        if limit is None:
+            return None
+        r = render_pair(tok, pair, cfg.behavior.system_prompt, cfg.truncation)
+        if rendered_length(r) > limit:
+            return "too_long"
+        rendered_of[id(pair)] = r
+        return None
+
     stream = iter_pairs(cfg.data, exclude=exclude, max_prompt_tokens=cfg.max_prompt_tokens,
-                        tokenizer=tok, report=report)
+                        tokenizer=tok, report=report, check=fits)
     done, n_chunks, cancelled = 0, 0, False
     for k, chunk in enumerate(_chunks(stream, cfg.chunk_size)):
         n_chunks = k + 1
         index0 = k * cfg.chunk_size
+        pre = [rendered_of.pop(id(p), None) for p in chunk]
         if k % world_size == rank and not store.chunk_ok(k):
             if jobs.cancel_requested():
                 cancelled = True
                 break
             if model is None:
                 model, _ = load_model(cfg.model)
-            rendered = [render_pair(tok, p, cfg.behavior.system_prompt, cfg.truncation)
-                        for p in chunk]
+            rendered = [r or render_pair(tok, p, cfg.behavior.system_prompt, cfg.truncation)
+                        for p, r in zip(chunk, pre)]
             scores = score_rendered(model, rendered, batch_tokens=cfg.batch_tokens,
                                     pad_id=tok.pad_token_id or 0)
             store.write_chunk(k, _chunk_table(index0, chunk, rendered, scores))
@@ -241,18 +274,56 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
             progress(done, est)
         jobs.report_progress(done, est, unit="pairs", message=f"chunk {k + 1}")
     if cancelled:
-        store.update_manifest(status="cancelled", updated=_now())
+        store.update_manifest(status="cancelled", error="cancelled", updated=_now())
         raise LLSError(f"Scoring cancelled after {done} pairs; finished chunks are kept in "
                        f"{store.path} and the same command resumes.")
     if report.kept == 0:
-        store.update_manifest(status="failed", hygiene=report.to_dict(), updated=_now())
-        raise LLSError(f"No pairs left to score in {cfg.data.path}: {report.summary()}.")
+        msg = (f"No pairs left to score in {cfg.data.path}: {report.summary()}. What to do: "
+               f"{report.advice()}.")
+        store.update_manifest(status="failed", hygiene=report.to_dict(), error=msg,
+                              updated=_now())
+        raise LLSError(msg)
     missing = [k for k in range(n_chunks) if not store.chunk_ok(k)]
     status = "complete" if not missing else "partial"
     store.update_manifest(status=status, n_pairs=report.kept, n_chunks=n_chunks,
                           hygiene=report.to_dict(), missing_chunks=missing, updated=_now())
     jobs.report_progress(done, done, unit="pairs", message=status, force=True)
     return ScoreRun(store)
+
+
+def _context_limit(tok, model) -> int | None:
+    """The teacher's context window: tokenizer and config limits, whichever are known."""
+    config = getattr(model, "config", None)
+    if config is None and getattr(tok, "name_or_path", None):
+        try:
+            from transformers import AutoConfig
+            config = AutoConfig.from_pretrained(tok.name_or_path)
+        except Exception:  # noqa: BLE001 - no local config (e.g. offline hub id): tokenizer only
+            config = None
+    return context_limit(tok, config)
+
+
+def run_status(run: ScoreRun) -> dict:
+    """A run's state for tables: key, state (running / complete / partial / failed /
+    interrupted / cancelled), the error line, pairs, behavior, data, created."""
+    m = run.manifest
+    state, error = run_state(m)
+    cfg = m.get("config", {})
+    return {"key": run.key, "state": state, "error": error, "pairs": m.get("n_pairs"),
+            "behavior": cfg.get("behavior", {}).get("name"),
+            "data": cfg.get("data", {}).get("path"), "created": m.get("created", "")}
+
+
+def delete_run(key: str, cache_dir: Path | None = None) -> str:
+    """Delete a cached scoring run by key (or unique prefix); returns the full key.
+    Refuses a run whose owner process is still alive."""
+    run = open_run(key, cache_dir)
+    m = run.manifest
+    if m.get("status") == "running" and owner_alive(m.get("owner")):
+        raise LLSError(f"Run {run.key} is still being scored by process "
+                       f"{m['owner'].get('pid')}: stop that job first, then delete the run.")
+    run.store.delete()
+    return run.key
 
 
 def score_command(cfg: ScoreConfig, cache_dir: Path | None = None,

@@ -50,3 +50,48 @@ def test_score_select_export(small_run, tmp_path):
     assert len(rows) == sel["selected"] and rows[0]["w"] >= rows[-1]["w"]
     out = _run("runs")
     assert small_run.key in out.stdout
+
+
+def _one_line_error(out):
+    """Exit 2, and stderr is exactly one `error:` line: no traceback, no progress bar."""
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    return lines[0]
+
+
+def test_score_bad_line_stops_before_the_model_with_its_position(tmp_path):
+    lines = [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) for i in range(30)]
+    lines[17] = '{"prompt": "q", "chosen": "cut'
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    # A model that does not exist: the data error must come first, before any model work.
+    err = _one_line_error(_run("score", "--data", str(path), "--model", str(tmp_path / "nomodel")))
+    assert "line 18 is not valid JSON" in err and "--skip-malformed" in err
+    assert "skip_malformed=True" not in err
+
+
+def test_score_truncated_gzip_fails_with_and_without_limit(tmp_path):
+    import gzip
+
+    data = gzip.compress("".join(json.dumps({"prompt": f"q{i}", "chosen": "a",
+                                             "rejected": "b"}) + "\n"
+                                 for i in range(3000)).encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    for extra in ([], ["--limit", "20"]):
+        err = _one_line_error(_run("score", "--data", str(path), "--model",
+                                   str(tmp_path / "nomodel"), *extra))
+        assert "ends early after line" in err and "--skip-malformed" in err
+
+
+def test_score_pairwise_mapping_never_scores_json_text(tmp_path):
+    # Ties only: nothing usable, and the error says why (the tie count), before the model.
+    row = {"prompt": json.dumps(["q"]), "response_a": json.dumps(["a"]),
+           "response_b": json.dumps(["b"]), "winner_model_a": 0, "winner_model_b": 0,
+           "winner_tie": 1}
+    path = tmp_path / "ties.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    err = _one_line_error(_run("score", "--data", str(path), "--columns",
+                               "prompt=prompt,chosen=response_a,rejected=response_b"))
+    assert "tie 1" in err and "No usable pairs" in err

@@ -12,6 +12,7 @@ from lls import behaviors
 from lls.cache import ChunkStore
 from lls.data import DataSpec
 from lls.errors import CacheError, LLSError
+from lls.lifecycle import run_state
 from lls.scoring import ScoreConfig, open_run, score, score_command, score_one
 
 from conftest import HH, ROOT
@@ -93,6 +94,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path, small_run):
     proc.wait()
     store = ChunkStore(run_dir)
     assert store.manifest()["status"] == "running"  # died mid-run
+    assert run_state(store.manifest())[0] == "interrupted"  # its owner is dead
     done = [k for k in range(4) if store.chunk_ok(k)]
     assert 0 in done and len(done) < 4
     stamps = {k: store.chunk_path(k).stat().st_mtime_ns for k in done}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..behaviors import Behavior, custom, from_name
-from ..data import DataSpec
+from ..data import SHAPES, DataSpec
 from ..errors import LLSError
 from ..models import ModelSpec
 
@@ -28,11 +28,15 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--data", required=required,
                    help="local file (jsonl/json/csv/parquet, optionally .gz) or hub dataset name")
     g.add_argument("--format", choices=["jsonl", "json", "csv", "parquet"])
-    g.add_argument("--shape", choices=["transcript", "messages", "columns"])
-    g.add_argument("--columns", help="column mapping, e.g. prompt=question,chosen=good,rejected=bad")
+    g.add_argument("--shape", choices=list(SHAPES))
+    g.add_argument("--columns", help="column mapping, e.g. prompt=question,chosen=good,rejected=bad "
+                                     "or (a comparison export) response_a=..,response_b=..,winner=..")
     g.add_argument("--split", default="train")
     g.add_argument("--subset", help="hub data_dir / config (e.g. harmless-base)")
     g.add_argument("--limit", type=int, help="stop after this many kept pairs")
+    g.add_argument("--skip-malformed", action="store_true",
+                   help="count and skip broken rows (bad JSON, bad UTF-8, missing fields, a "
+                        "truncated .gz tail) instead of stopping; the hygiene report counts them")
 
 
 def add_behavior_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +61,8 @@ def add_model_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def data_spec(a):
     return DataSpec(a.data, format=a.format, shape=a.shape, columns=_kv_list(a.columns),
-                    split=a.split, subset=a.subset, limit=a.limit)
+                    split=a.split, subset=a.subset, limit=a.limit,
+                    skip_malformed=getattr(a, "skip_malformed", False))
 
 
 def behavior(a):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 from tqdm import tqdm
@@ -10,7 +11,8 @@ from tqdm import tqdm
 from ..contrastive import control_config, parse_control
 from ..distributed import barrier, process_info
 from ..errors import LLSError
-from ..scoring import ScoreConfig, list_runs, run_key, score
+from ..scoring import ScoreConfig, delete_run, list_runs, run_key, run_status, score
+from ..validate import validate_source
 from .common import add_behavior_args, add_data_args, add_model_args, behavior, data_spec, model_spec
 
 
@@ -25,6 +27,13 @@ def cmd_score(a) -> int:
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
                           batch_tokens=a.batch_tokens)
+    # The whole source is checked before any model loads (even with --limit): a broken row
+    # or a truncated stream stops here with its positions, not after minutes of scoring.
+    check = validate_source(cfg.data)
+    check.raise_if_bad()
+    if not a.quiet:
+        for line in check.warnings:
+            print(f"warning: {line}", file=sys.stderr)
     target_cfg = None
     if a.control is not None:
         # Score the control run of the described config: same pairs, another system prompt.
@@ -32,9 +41,11 @@ def cmd_score(a) -> int:
     proc = process_info()
     if proc.device and not cfg.model.device:
         cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
-    bars = []  # created at the first progress report, so an early error prints alone
+    bars = []  # created once the first chunk is done, so an early error prints alone
 
     def progress(done, total):
+        if not bars and done == 0:
+            return
         if not bars:
             bars.append(tqdm(unit="pair", desc="scoring", disable=a.quiet or not proc.is_main))
         bars[0].total = total
@@ -67,14 +78,21 @@ def cmd_score(a) -> int:
 
 
 def cmd_runs(a) -> int:
+    if a.delete:
+        key = delete_run(a.delete, a.cache)
+        print(f"deleted {key}")
+        return 0
     for r in list_runs(a.cache):
-        m = r.manifest
-        cfg = m.get("config", {})
-        print(f"{r.key}  {m.get('status', '?'):9s} pairs={m.get('n_pairs', '?'):>6}  "
-              f"{cfg.get('behavior', {}).get('name', '?'):10s} {cfg.get('data', {}).get('path', '?')}  "
-              f"{m.get('created', '')}")
+        s = run_status(r)
+        pairs = "?" if s["pairs"] is None else s["pairs"]
+        print(f"{s['key']}  {s['state']:11s} pairs={pairs:>6}  {s['behavior'] or '?':10s} "
+              f"{s['data'] or '?'}  {s['created']}")
+        if s["error"] and s["state"] != "complete":
+            print(f"    error: {s['error']}")
+            if s["state"] in ("failed", "interrupted", "cancelled"):
+                print("    resume: run the same score command again; delete: python -m lls "
+                      f"runs --delete {s['key'][:8]}")
     return 0
-
 
 
 
@@ -103,5 +121,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_score)
 
 
-    p = sub.add_parser("runs", help="list cached scoring runs")
+    p = sub.add_parser("runs", help="list cached scoring runs (state and error), or delete one")
+    p.add_argument("--delete", metavar="KEY", help="delete the run with this key (or prefix)")
     p.set_defaults(func=cmd_runs)

@@ -1,0 +1,143 @@
+"""Hygiene: what reading a source kept and dropped, why, and what to do about it.
+
+Rows that are unusable for LLS (empty, identical responses, ties, too long for the model, ...)
+are counted in a `HygieneReport` instead of crashing a run. This module also measures prompt
+and pair lengths in tokens, for the prompt-length and context-window limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Display order of the drop reasons.
+HYGIENE_REASONS = ("malformed", "truncated", "tie", "both_bad", "different_prompts", "empty",
+                   "identical", "prompt_too_long", "too_long", "filtered")
+_EXAMPLES_PER_REASON = 5
+
+# What to do about each drop reason; interface-neutral (the CLI flag and the Setup control).
+ADVICE = {
+    "malformed": "fix or remove the broken rows (their positions are listed), or skip them "
+                 "(command line: --skip-malformed; Setup page: 'Skip malformed rows')",
+    "truncated": "the compressed file ends early: re-download or re-compress it "
+                 "(gzip -t checks a file)",
+    "tie": "ties say neither response is better, so they cannot be a preference pair: "
+           "nothing to fix",
+    "both_bad": "'both bad' comparisons have no preferred response: nothing to fix",
+    "different_prompts": "chosen and rejected continue different conversations: check that "
+                         "both columns come from the same comparison",
+    "empty": "a prompt or a response is empty: check that the columns are mapped to the right "
+             "fields (command line: --columns; Setup page: 'Map your columns')",
+    "identical": "chosen and rejected are the same text: check that they are mapped to two "
+                 "different responses (command line: --columns; Setup page: 'Map your columns')",
+    "prompt_too_long": "raise the prompt limit (command line: --max-prompt-tokens, 0 keeps "
+                       "all; Setup page: 'Drop prompts longer than')",
+    "too_long": "prompt plus response exceed the model's context window: lower the truncation "
+                "(command line: --truncation; Setup page: 'Truncate responses to N teacher tokens') or use a model with a "
+                "longer context",
+    "filtered": "these pairs already show the behavior: loosen the filter words (command "
+                "line: --filter-words or --no-filter; Setup page: the filter words box)",
+}
+
+
+def plural(n: int, word: str) -> str:
+    """"1 row", "2 rows"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass
+class HygieneReport:
+    """What reading a source kept and dropped, and why. Complete once the iterator ends.
+
+    `warnings` holds loud one-line notes (e.g. a truncated stream that was skipped on request).
+    """
+
+    read: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str, pair_id: str) -> None:
+        """Count one dropped row under `reason`, keeping the first few ids as examples."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        ids = self.examples.setdefault(reason, [])
+        if len(ids) < _EXAMPLES_PER_REASON:
+            ids.append(pair_id)
+
+    def summary(self) -> str:
+        """One line, e.g. "read 2312, kept 2303; dropped: different_prompts 5, empty 4"."""
+        line = f"read {self.read}, kept {self.kept}"
+        if self.dropped:
+            parts = [f"{r} {n}" for r, n in sorted(self.dropped.items(), key=_reason_order)]
+            line += "; dropped: " + ", ".join(parts)
+        return line
+
+    def advice(self) -> str:
+        """What to do, for the drop reasons present, largest count first."""
+        reasons = sorted(self.dropped, key=lambda r: (-self.dropped[r], _reason_order((r, 0))))
+        return "; ".join(f"{r}: {ADVICE[r]}" for r in reasons if r in ADVICE)
+
+    def to_dict(self) -> dict:
+        d = {"read": self.read, "kept": self.kept, "dropped": dict(self.dropped),
+             "examples": {k: list(v) for k, v in self.examples.items()}}
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HygieneReport":
+        return cls(read=d["read"], kept=d["kept"], dropped=dict(d.get("dropped", {})),
+                   examples={k: list(v) for k, v in d.get("examples", {}).items()},
+                   warnings=list(d.get("warnings", [])))
+
+
+def _reason_order(item: tuple[str, int]) -> tuple[int, str]:
+    reason = item[0]
+    rank = HYGIENE_REASONS.index(reason) if reason in HYGIENE_REASONS else len(HYGIENE_REASONS)
+    return rank, reason
+
+
+def count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    """Prompt length in tokens.
+
+    With a chat template, the templated prompt (with the generation prompt) is counted,
+    which is what the model will see; otherwise the message contents joined by newlines.
+    `tokenizer` may also be a plain callable text -> token sequence.
+    """
+    if getattr(tokenizer, "chat_template", None) and hasattr(tokenizer, "apply_chat_template"):
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = "\n".join(m["content"] for m in messages)
+    if hasattr(tokenizer, "encode"):
+        try:
+            return len(tokenizer.encode(text, add_special_tokens=False))
+        except TypeError:
+            return len(tokenizer.encode(text))
+    return len(tokenizer(text))
+
+
+# Tokenizers without a known limit report a huge sentinel (int(1e30)): not a real limit.
+_NO_LIMIT = 10**9
+
+
+def context_limit(tokenizer: Any = None, config: Any = None) -> int | None:
+    """The model's context window in tokens: the smaller of the tokenizer's
+    `model_max_length` and the config's `max_position_embeddings` that are known, else None."""
+    limits = []
+    n = getattr(tokenizer, "model_max_length", None)
+    if isinstance(n, int) and 0 < n < _NO_LIMIT:
+        limits.append(n)
+    n = getattr(config, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        limits.append(n)
+    return min(limits) if limits else None
+
+
+def rendered_length(rendered: Any) -> int:
+    """The longest position a rendered pair reaches: prompt (with the system prompt) plus the
+    longer response (the engine runs each response from the prompt's last position)."""
+    return max(len(rendered.prompt_sys) + max(len(rendered.chosen_sys), len(rendered.rejected_sys)),
+               len(rendered.prompt_base) + max(len(rendered.chosen_base),
+                                               len(rendered.rejected_base)))
