@@ -165,6 +165,15 @@ class EvalRun:
         return summarize(self.answers(), by=["model", "prompt_index", "prompt"],
                          order=self._order())
 
+    def describe(self) -> str:
+        """One line: key, behavior, models, prompts x samples, status, creation time."""
+        m = self.manifest
+        cfg = m.get("config") or {}
+        b = cfg.get("behavior") or {}
+        return (f"{self.key[:10]} · {b.get('kind', '?')}:{b.get('name', '?')} · "
+                f"{len(cfg.get('models') or [])} models · {len(cfg.get('prompts') or [])}×"
+                f"{cfg.get('samples', '?')} · {m.get('status', '?')} · {m.get('created', '')}")
+
     def _order(self) -> list[str]:
         return [d.get("label") for d in self.manifest.get("config", {}).get("models", [])]
 
@@ -554,6 +563,15 @@ def submit_eval(cfg: EvalConfig, cache_dir: Path | None = None, title: str = "",
                                * len(cfg.models), "processes": num_processes})
 
 
+def start_eval(cfg: EvalConfig, cache_dir: Path | None = None, num_processes: int = 1):
+    """The cached EvalRun when `cfg` is already evaluated (nothing to run), else the started
+    background job (`submit_eval`)."""
+    found = find_eval(cfg, cache_dir)
+    if found is not None and found.is_current(cfg):
+        return found
+    return submit_eval(cfg, cache_dir, num_processes=num_processes)
+
+
 def adapter_models(info, *, kind: str | None = None,
                    checkpoints: bool = True) -> list[EvalModel]:
     """EvalModels for a trained adapter (lls.training AdapterInfo): its checkpoints + final.
@@ -583,5 +601,6 @@ def cluster_command(cfg: EvalConfig) -> str:
 
 
 __all__ = ["answer_score", "quick_eval", "EvalConfig", "EvalModel", "EvalRun", "evaluate",
-           "eval_key", "open_eval", "list_evals", "find_eval", "submit_eval", "eval_command",
+           "eval_key", "open_eval", "list_evals", "find_eval", "submit_eval", "start_eval",
+           "eval_command",
            "cluster_command", "summarize", "adapter_models", "meter_settings", "run_meter"]
