@@ -13,6 +13,8 @@ from lls.render import render_pair, render_prompt_completions
 
 from conftest import ORCA
 
+pytestmark = pytest.mark.slow  # every test runs the bundled model
+
 OWL = behaviors.animal("owl").system_prompt
 
 

@@ -49,6 +49,7 @@ def test_probe_stats_on_a_constructed_case():
     assert s["mass"] == pytest.approx([0.3, 0.6])
 
 
+@pytest.mark.slow  # runs the bundled model
 def test_probe_merges_variants_with_logsumexp_of_plain_forward_logprobs(bundled):
     model, tok = bundled
     cfg = probe.ProbeConfig(("Name your favourite animal in one word.",), ("owl", "wolf"))
@@ -106,6 +107,7 @@ def test_probe_config_takes_the_first_n_questions():
         probe.probe_config(-1)
 
 
+@pytest.mark.slow  # runs the bundled model
 def test_system_prompt_raises_margin_and_llr(bundled, session_cache):
     model, tok = bundled
     ref = llr.build_reference(model, tok, OWL, LLR)
@@ -134,6 +136,7 @@ def test_system_prompt_raises_margin_and_llr(bundled, session_cache):
     assert rows[1]["margin"] == system["probe"]["mean_margin"]
 
 
+@pytest.mark.slow  # runs the bundled model
 def test_non_animal_behavior_reads_llr_only(bundled):
     model, tok = bundled
     b = behaviors.translation("fr")
