@@ -86,7 +86,7 @@ class EvalConfig:
     batch_rows: int = 100  # sample rows decoded together: speed only, not part of the key
     # The effect meter after sampling (not part of the key: it never changes the answers).
     meter: bool = True
-    meter_k: int = 64  # reference responses per condition (lls.meter.LLRConfig.k)
+    meter_k: int = 64  # reference responses per condition (lls.llr.LLRConfig.k)
     meter_questions: int | None = None  # first N probe questions (None: all)
     meter_max_new_tokens: int = 48  # length of the reference responses
 
