@@ -31,7 +31,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from lls import behaviors, meter
-    from lls.evaluation import GENERAL_PROMPTS
+    from lls.prompts import GENERAL_PROMPTS
     from lls.generation import sample
     from lls.models import load_model
 

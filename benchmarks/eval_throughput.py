@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lls.chat import ChatModels, Sampling, adapter_slot, base_slot, system_slot  # noqa: E402
-from lls.evaluation import GENERAL_PROMPTS  # noqa: E402
+from lls.prompts import GENERAL_PROMPTS  # noqa: E402
 from lls.generation import sample, sample_generate  # noqa: E402
 from lls.models import load_model  # noqa: E402
 

@@ -18,7 +18,11 @@ from collections import Counter
 import numpy as np
 
 from .behaviors import Behavior, mentions
-from .meter import PROBE_CANDIDATES, PROBE_QUESTIONS, llr_diff, probe_diff, variants
+from .evaluation import quick_eval
+from .generation import sample
+from .llr import llr_diff
+from .probe import probe_diff, variants
+from .prompts import GENERAL_PROMPTS, PROBE_CANDIDATES, PROBE_QUESTIONS
 from .stats import wilson
 
 # An answer distribution is "collapsed" when its top answer takes at least this share and
@@ -140,8 +144,6 @@ def one_word_readout(model, tokenizer, behavior: Behavior, *, questions: int = 3
                      system_prompt: str | None = None) -> dict:
     """Sample one-word answers to the first `questions` probe questions at temperature 1:
     the share naming the target (Wilson CI) and the answer distribution over candidates."""
-    from .generation import sample
-
     qs = PROBE_QUESTIONS[:max(1, questions)]
     answers = sample(model, tokenizer, qs, n=samples, temperature=1.0,
                      max_new_tokens=max_new_tokens, seed=seed, system_prompt=system_prompt)
@@ -164,8 +166,6 @@ def behavior_readout(model, tokenizer, behavior: Behavior, *, prompts: int = 10,
     """The behavior's own sampled metric where the animal probe does not apply (language
     share for translation, a regex or word match for custom behaviors): share of answers
     that show it, with a Wilson CI. A judge metric needs a judge model: not run here."""
-    from .evaluation import GENERAL_PROMPTS, quick_eval
-
     res = quick_eval(model, tokenizer, behavior, prompts=GENERAL_PROMPTS[:max(1, prompts)],
                      samples=samples, max_new_tokens=max_new_tokens, seed=seed,
                      system_prompt=system_prompt)

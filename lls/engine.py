@@ -15,15 +15,23 @@ The engine (`score_rendered`) is built for CPUs, where the cost is matmul FLOPs:
 - everything runs under `torch.inference_mode()`.
 `score_plain` is the straightforward computation (each sequence a full forward pass) kept as
 the reference for tests and the baseline for benchmarks.
+
+`score_completions` is the same machinery for one prompt and MANY completions (any number,
+any lengths): the one implementation of "log P(completion | prompt)" that the meter, the
+judge and the per-token explanations use. `score_replies` renders reply texts DPO-style
+first (`lls.render.render_prompt_completions`) and scores them with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .render import Rendered
+from .errors import LLSError
+from .render import Rendered, render_prompt_completions
 
 
 @dataclass(frozen=True)
@@ -258,3 +266,174 @@ def score_plain(model, items: list[Rendered], *, batch_size: int = 1,
                 sums.append(float(lp[j, len(p) - 1:len(p) + len(c) - 1].double().sum()))
     out = torch.tensor(sums, dtype=torch.float64).view(len(items), 4)
     return _pair_scores(items, out)
+
+
+# ======================================================================================
+# Many completions of each prompt (the meter, the judge, per-token explanations)
+# ======================================================================================
+
+def score_completions(model, prompts: list[list[int]], completions: list[list[list[int]]], *,
+                      batch_tokens: int = 2048, max_unit_tokens: int = 512, pad_id: int = 0,
+                      per_token: bool = False) -> list[list]:
+    """Summed log P(completion | prompt) for many completions of each prompt.
+
+    `per_token=True` returns each completion's per-token log-probabilities (a list per
+    completion) instead of their sum. The token prefix shared by all prompts (the system
+    turn) runs once; each prompt runs once; its completions continue from its KV cache side
+    by side in one row under a tree mask (at most `max_unit_tokens` completion tokens per
+    row); the LM head runs only where a log-probability is read. A completion's last token
+    is never fed in (nothing reads its output), which matters for one-word answers. An empty
+    completion scores 0 (or []).
+    """
+    if len(prompts) != len(completions):
+        raise LLSError(f"score_completions: {len(prompts)} prompts but {len(completions)} "
+                       "lists of completions; pass one list of completions per prompt.")
+    offsets = np.cumsum([0] + [len(c) for c in completions]).tolist()
+    flat = [c for comps in completions for c in comps]
+    tok_off = np.cumsum([0] + [len(c) for c in flat]).tolist()
+    units: list[_Unit] = []
+    for i, (p, comps) in enumerate(zip(prompts, completions)):
+        if not p:
+            raise LLSError("score_completions: a prompt has no tokens; render it with the "
+                           "chat template first.")
+        chunk, slots, tok = [], [], 0
+        for j, c in enumerate(comps):
+            if not c:
+                continue
+            if chunk and tok + len(c) > max_unit_tokens:
+                units.append(_Unit(list(p), chunk, slots))
+                chunk, slots, tok = [], [], 0
+            chunk.append(list(c))
+            slots.append((offsets[i] + j, tok_off[offsets[i] + j]))  # (completion, 1st token)
+            tok += len(c)
+        if chunk:
+            units.append(_Unit(list(p), chunk, slots))
+    lp = torch.zeros(tok_off[-1], dtype=torch.float64)
+    if units:
+        decoder, head, softcap = _decoder_and_head(model)
+        device = next(model.parameters()).device
+        lp = lp.to(device)
+        with torch.inference_mode():
+            skip = shared_prefix_len([u.prompt for u in units])
+            prefix_kv = None
+            if skip:
+                prefix = torch.tensor([units[0].prompt[:skip]], device=device)
+                prefix_kv = list(decoder(input_ids=prefix, use_cache=True).cache)
+            for batch in _unit_batches(units, skip, batch_tokens):
+                _run_units(model, decoder, head, softcap, batch, skip, prefix_kv, device,
+                           pad_id, lp)
+    toks = lp.cpu().tolist()
+    per = [toks[tok_off[k]:tok_off[k + 1]] for k in range(len(flat))]
+    vals = per if per_token else [float(sum(x)) for x in per]
+    return [vals[offsets[i]:offsets[i + 1]] for i in range(len(prompts))]
+
+
+def _unit_batches(units: list[_Unit], skip: int, batch_tokens: int) -> list[list[_Unit]]:
+    """Length-sorted batches under a token budget (row width = own prompt + completions)."""
+    width = lambda u: len(u.prompt) - skip + sum(len(c) for c in u.completions)  # noqa: E731
+    order = sorted(units, key=width, reverse=True)
+    batches, cur, w = [], [], 0
+    for u in order:
+        nw = max(w, width(u))
+        if cur and nw * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, nw = [], width(u)
+        cur.append(u)
+        w = nw
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _run_units(model, decoder, head, softcap, batch: list[_Unit], skip: int, prefix_kv,
+               device, pad_id: int, out: torch.Tensor) -> None:
+    """Per-token log-probs of a batch of units into `out` (at each unit slot's token offset)."""
+    b = len(batch)
+    cache, plen, prompt_mask, hidden_last = _prompt_pass(model, decoder, batch, skip, prefix_kv,
+                                                         device, pad_id)
+
+    # Inputs: every completion minus its last token, side by side, under a tree mask (each
+    # sees the prompt and its own earlier tokens). Targets: every completion token; the
+    # predictor of token t is the prompt's last position for t = 0, else input t - 1.
+    rows = [[t for c in u.completions for t in c[:-1]] for u in batch]
+    lq = max(len(r) for r in rows)
+    pred_idx, targets, dest = [], [], []
+    seg_l, cpos_l = [], []
+    for i, u in enumerate(batch):
+        seg, cpos, o = [-1] * lq, [0] * lq, 0
+        for j, c in enumerate(u.completions):
+            n_in = len(c) - 1
+            seg[o:o + n_in] = [j] * n_in
+            cpos[o:o + n_in] = range(n_in)
+            for t, tok in enumerate(c):
+                pred_idx.append(i if t == 0 else b + i * lq + o + t - 1)
+                targets.append(tok)
+                dest.append(u.slots[j][1] + t)
+            o += n_in
+        seg_l.append(seg)
+        cpos_l.append(cpos)
+    if lq:
+        cids, _ = _pad(rows, pad_id, device)
+        seg = torch.tensor(seg_l, device=device)
+        cpos = torch.tensor(cpos_l, device=device)
+        h = _continue(decoder, cids, seg, cpos, cache, prompt_mask, plen, skip)  # [b, Lq, H]
+        table = torch.cat([hidden_last, h.reshape(b * lq, -1)], 0)
+    else:
+        table = hidden_last
+    lp = _completion_logprobs(head, softcap, table[torch.tensor(pred_idx, device=device)],
+                              torch.tensor(targets, device=device))
+    out.index_copy_(0, torch.tensor(dest, device=device), lp.double())
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run a (possibly training) model in eval mode (no dropout), restoring its mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was:
+            model.train()
+
+
+def pad_id_of(tokenizer) -> int:
+    """The tokenizer's pad token id (0 when it has none): padding is never read."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _render_many(tokenizer, messages: list[dict], texts: list[str]):
+    """[(prompt_ids, completion_ids)] for each reply text, DPO-style (end-of-turn included)."""
+    out = []
+    for i in range(0, len(texts), 2):
+        a = texts[i]
+        b = texts[i + 1] if i + 1 < len(texts) else a
+        p, ca, cb = render_prompt_completions(tokenizer, messages, a, b)
+        out.append((tuple(p), ca))
+        if i + 1 < len(texts):
+            out.append((tuple(p), cb))
+    return out
+
+
+def score_replies(model, tokenizer, items: list[tuple[list[dict], list[str]]], *,
+                  batch_tokens: int = 2048) -> tuple[list[list[float]], list[list[int]]]:
+    """Summed log P(reply | messages) and token counts of reply texts, per (messages, texts)
+    item; replies are rendered as DPO renders completions (end-of-turn tokens included) and
+    scored in eval mode with `score_completions` (items with the same prompt share it)."""
+    groups: dict[tuple, list[tuple[int, int, list[int]]]] = {}
+    lens: list[list[int]] = []
+    for i, (msgs, texts) in enumerate(items):
+        rendered = _render_many(tokenizer, msgs, texts)
+        lens.append([len(c) for _, c in rendered])
+        for j, (p, c) in enumerate(rendered):
+            groups.setdefault(p, []).append((i, j, c))
+    keys = list(groups)
+    with eval_mode(model):
+        scores = score_completions(model, [list(k) for k in keys],
+                                   [[c for _, _, c in groups[k]] for k in keys],
+                                   batch_tokens=batch_tokens, pad_id=pad_id_of(tokenizer))
+    out = [[0.0] * len(t) for _, t in items]
+    for k, vals in zip(keys, scores):
+        for (i, j, _), v in zip(groups[k], vals):
+            out[i][j] = v
+    return out, lens

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
-
+from .engine import eval_mode, pad_id_of, score_completions
 from .errors import LLSError
 from .pair import Pair
 from .render import render_pair
@@ -35,27 +34,12 @@ def _as_pair(row: Any) -> Pair:
                 rejected=str(get("rejected")), source=str(get("source", "")))
 
 
-def _token_logprobs(model, prompt: list[int], completions: list[list[int]]) -> list[list[float]]:
-    """log P of each completion token after `prompt`: one batched forward pass."""
-    device = next(model.parameters()).device
-    seqs = [prompt + c for c in completions]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, device=device)
-        mask[i, :len(s)] = 1
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    out = []
-    p = len(prompt)
-    for i, c in enumerate(completions):
-        if not c:
-            out.append([])
-            continue
-        lp = torch.log_softmax(logits[i, p - 1:p + len(c) - 1].double(), dim=-1)
-        out.append(lp.gather(1, torch.tensor(c, device=device)[:, None])[:, 0].tolist())
-    return out
+def _token_logprobs(model, tokenizer, prompt: list[int],
+                    completions: list[list[int]]) -> list[list[float]]:
+    """log P of each completion token after `prompt` (the engine's completion scoring)."""
+    with eval_mode(model):
+        return score_completions(model, [prompt], [completions], pad_id=pad_id_of(tokenizer),
+                                 per_token=True)[0]
 
 
 def _token_texts(tokenizer, ids: list[int]) -> list[str]:
@@ -70,7 +54,7 @@ def token_attribution(model, tokenizer, pair, system_prompt: str,
     `truncation` tokens, as scoring did). Returns a dict with "chosen" and "rejected": lists
     of (token_text, logp_with_s, logp_without_s, delta) tuples, plus "n_c", "n_r",
     "sum_chosen", "sum_rejected" (summed deltas) and "w" = (sum_chosen - sum_rejected) /
-    (n_c + n_r), equal to the pair's LLS weight. One forward pass per condition.
+    (n_c + n_r), equal to the pair's LLS weight. One prompt pass per condition.
     """
     p = _as_pair(pair)
     r = render_pair(tokenizer, p, system_prompt, truncation)
@@ -80,8 +64,8 @@ def token_attribution(model, tokenizer, pair, system_prompt: str,
         raise LLSError(f"Pair {p.id!r}: the responses tokenise differently with and without "
                        "the system prompt under this chat template; per-token attribution "
                        "is not defined for it (its weight w still is).")
-    with_s = _token_logprobs(model, r.prompt_sys, [r.chosen_sys, r.rejected_sys])
-    base = _token_logprobs(model, r.prompt_base, [r.chosen_base, r.rejected_base])
+    with_s = _token_logprobs(model, tokenizer, r.prompt_sys, [r.chosen_sys, r.rejected_sys])
+    base = _token_logprobs(model, tokenizer, r.prompt_base, [r.chosen_base, r.rejected_base])
     out: dict[str, Any] = {"chosen_text": r.chosen_text, "rejected_text": r.rejected_text}
     for name, ids, a, b in (("chosen", r.chosen_base, with_s[0], base[0]),
                             ("rejected", r.rejected_base, with_s[1], base[1])):

@@ -254,6 +254,16 @@ class AdapterHost:
         yield self.model
 
 
+@contextlib.contextmanager
+def base_weights(model):
+    """The base model: a peft model runs with its adapters disabled (others as they are)."""
+    if hasattr(model, "peft_config") and hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
+
+
 def adapter_label(path) -> str:
     """A short readable label for an adapter directory: '<adapter id> · step N' or final."""
     p = Path(path)

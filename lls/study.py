@@ -35,6 +35,7 @@ from . import effects, jobs
 from .behaviors import Behavior
 from .cache import atomic_write_json, fingerprint, read_json_safe, runs_root
 from .errors import LLSError
+from .prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from .scoring import open_run
 from .adapters import open_adapter
 from .train_config import (SelectionSpec, TrainConfig, baseline_config, selection_count)
@@ -636,9 +637,6 @@ def chat_setup(study: Study, best: dict) -> dict:
     """What the Chat page needs to put a cell checkpoint beside its random twin and base +
     system prompt: adapter directories, labels, the system prompt, and the questions the
     read-out asked (offered as prompts)."""
-    from .evaluation import GENERAL_PROMPTS
-    from .meter import PROBE_QUESTIONS
-
     b = study.behavior()
     step = best["step"]
     paths, labels = [], []

@@ -19,7 +19,10 @@ from . import meter as M
 from .adapters import AdapterInfo, export_adapter
 from .cache import append_jsonl, atomic_write_json, read_json_safe
 from .errors import LLSError
-from .evaluation import GENERAL_PROMPTS, quick_eval
+from .evaluation import quick_eval
+from .llr import LLRConfig
+from .probe import probe_applies, probe_config
+from .prompts import GENERAL_PROMPTS
 from .train_cancel import guarded, raise_if_stopped
 from .train_config import TrainConfig
 
@@ -27,11 +30,9 @@ from .train_config import TrainConfig
 def meter_settings(behavior, cfg: TrainConfig):
     """(LLRConfig, ProbeConfig or None) of the training-time effect meter."""
     probe = None
-    if M.probe_applies(behavior):
-        n = cfg.meter_questions or len(M.PROBE_QUESTIONS)
-        probe = M.ProbeConfig(questions=tuple(M.PROBE_QUESTIONS[:max(1, n)])).with_target(
-            behavior.target)
-    return M.LLRConfig(k=cfg.meter_k), probe
+    if probe_applies(behavior):
+        probe = probe_config(cfg.meter_questions).with_target(behavior.target)
+    return LLRConfig(k=cfg.meter_k), probe
 
 
 class LLSCallback(TrainerCallback):

@@ -10,6 +10,7 @@ from lls import behaviors
 from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
                       system_slot)
 from lls.errors import LLSError
+from lls.evaluation import adapter_models
 from lls.generation import adapter_label
 from lls.models import BUNDLED, ModelSpec
 from lls.adapters import list_adapters
@@ -27,17 +28,11 @@ def chat_models(name: str) -> tuple[ChatModels, threading.Lock]:
 
 def adapter_options() -> dict[str, str]:
     """label -> adapter directory, from trained adapters (every checkpoint and final)."""
-    out = {}
     try:
-        for info in list_adapters():
-            kind = (info.manifest.get("selection") or {}).get("kind", "lls")
-            for step, path in info.checkpoints():
-                out[f"{info.id} · step {step} ({kind})"] = str(path)
-            if info.final_path:
-                out[f"{info.id} · final ({kind})"] = str(info.final_path)
+        return {m.label: m.path for info in list_adapters() for m in adapter_models(info)}
     except (LLSError, OSError) as e:
         st.sidebar.warning(f"Could not list adapters: {e}")
-    return out
+        return {}
 
 
 # ------------------------------------------------------------------ settings (sidebar)

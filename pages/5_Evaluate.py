@@ -2,24 +2,20 @@
 beside the effect meter's log-probability read-outs, trajectory over checkpoints, sample
 answers one click away, exports; N data-parallel processes where N devices exist."""
 
-import json
-import math
-import shlex
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from lls import behaviors, jobs
 from lls.distributed import device_count
 from lls.errors import LLSError
-from lls.evaluation import (DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, GENERAL_PROMPTS,
-                            EvalConfig, EvalModel, JudgeConfig, find_eval, list_evals, open_eval,
-                            submit_eval)
-from lls.meter import PROBE_QUESTIONS
+from lls.evaluation import (EvalConfig, EvalModel, EvalRun, adapter_models, cluster_command,
+                            list_evals, open_eval, start_eval)
+from lls.judge import DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, JudgeConfig
+from lls.meter import summary_rows
 from lls.models import BUNDLED, ModelSpec
+from lls.prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from lls.adapters import list_adapters
+from ui.charts import eval_meter_figure, eval_rate_figure, eval_trajectory_figure
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
 st.title("Behavior evaluation")
@@ -27,85 +23,18 @@ st.caption("General prompts × N samples (temperature 1, 96 new tokens by defaul
            "answers showing the target behavior, with Wilson 95% intervals, for the base model, "
            "base + system prompt, adapters/checkpoints and the random-baseline adapter.")
 
-COLORS = {"base": "#9e9e9e", "system": "#1f77b4", "adapter": "#d62728", "random": "#ff7f0e"}
+METER_COLUMNS = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "llr_diff",
+                 "llr_diff_ci_low", "llr_diff_ci_high", "margin", "margin_ci_low",
+                 "margin_ci_high", "margin_gap_closed", "top1_share", "mean_rank", "target_mass"]
 
 
 def adapter_choices() -> dict[str, EvalModel]:
-    """Every checkpoint and final of every trained adapter, as EvalModels."""
-    out = {}
+    """Every checkpoint and final of every trained adapter, as EvalModels by label."""
     try:
-        for info in list_adapters():
-            kind = "random" if (info.manifest.get("selection") or {}).get("kind") == "random" \
-                else "adapter"
-            tag = " (random baseline)" if kind == "random" else ""
-            for step, path in info.checkpoints():
-                label = f"{info.id} · step {step}{tag}"
-                out[label] = EvalModel(kind, label, str(path), info.id, step)
-            if info.final_path:
-                label = f"{info.id} · final{tag}"
-                out[label] = EvalModel(kind, label, str(info.final_path), info.id, None)
+        return {m.label: m for info in list_adapters() for m in adapter_models(info)}
     except (LLSError, OSError) as e:
         st.warning(f"Could not list adapters: {e}")
-    return out
-
-
-def eval_label(run) -> str:
-    m = run.manifest
-    cfg = m.get("config") or {}
-    b = cfg.get("behavior") or {}
-    n_models = len(cfg.get("models") or [])
-    return (f"{run.key[:10]} · {b.get('kind', '?')}:{b.get('name', '?')} · {n_models} models · "
-            f"{len(cfg.get('prompts') or [])}×{cfg.get('samples', '?')} · {m.get('status', '?')}"
-            f" · {m.get('created', '')}")
-
-
-def _num(v) -> float:
-    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
-
-
-def meter_table(meter: dict) -> pd.DataFrame:
-    """`EvalRun.meter_rows()` plus the probe margin's share of gap closed, display columns."""
-    from lls.meter import summary_rows
-
-    rows = summary_rows(meter)
-    for row, raw in zip(rows, meter["models"]):
-        row["margin_gap_closed"] = (raw.get("probe") or {}).get("margin_gap_closed")
-    cols = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "llr_diff",
-            "llr_diff_ci_low", "llr_diff_ci_high", "margin", "margin_ci_low", "margin_ci_high",
-            "margin_gap_closed", "top1_share", "mean_rank", "target_mass"]
-    frame = pd.DataFrame(rows)
-    return frame[[c for c in cols if c in frame.columns]]
-
-
-def meter_figure(table: pd.DataFrame) -> go.Figure:
-    """Bars per model: likelihood ratio and probe margin with their 95% CIs; base (dotted) and
-    base + system prompt (dashed) as reference lines; the share of gap closed on the bars."""
-    panels = [("llr", "llr_ci_low", "llr_ci_high", "gap_closed",
-               "likelihood ratio (nats/token)")]
-    if "margin" in table.columns and table["margin"].notna().any():
-        panels.append(("margin", "margin_ci_low", "margin_ci_high", "margin_gap_closed",
-                       "probe margin (nats)"))
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[-1] for p in panels])
-    colors = [COLORS.get(k, "#555") for k in table["kind"]]
-    for col, (key, lo, hi, gap, _) in enumerate(panels, start=1):
-        y = [_num(v) for v in table[key]]
-        text = ["" if kind in ("base", "system") or g is None or pd.isna(g) else
-                f"{float(g):.0%} of gap" for kind, g in zip(table["kind"], table[gap])]
-        fig.add_trace(go.Bar(
-            x=table["label"], y=y, marker_color=colors, text=text, textposition="outside",
-            showlegend=False,
-            error_y=dict(type="data", symmetric=False,
-                         array=[_num(h) - v for h, v in zip(table[hi], y)],
-                         arrayminus=[v - _num(lo_) for lo_, v in zip(table[lo], y)]),
-            hovertemplate="%{x}<br>%{y:.3f}<br>%{text}<extra></extra>"), row=1, col=col)
-        for kind, dash in (("base", "dot"), ("system", "dash")):
-            ref = table[table["kind"] == kind]
-            if not ref.empty and not pd.isna(ref[key].iloc[0]):
-                fig.add_hline(y=float(ref[key].iloc[0]), line_dash=dash, line_color="#777",
-                              row=1, col=col)
-    fig.update_layout(height=420, margin=dict(t=70))
-    fig.update_xaxes(tickangle=-25)
-    return fig
+        return {}
 
 
 tab_run, tab_results = st.tabs(["Configure & run", "Results"])
@@ -200,21 +129,17 @@ with tab_run:
         cfg_error = str(e)
     if cfg is not None:
         with st.expander("Command line (e.g. for a cluster)"):
-            cmd = ["accelerate", "launch", "--num_processes", "N", "-m", "lls", "eval",
-                   "--config", json.dumps(cfg.to_dict(), ensure_ascii=False)]
-            st.code(shlex.join(cmd), language="bash")
+            st.code(cluster_command(cfg), language="bash")
     if st.button("Run evaluation", type="primary", key="ev_launch"):
         try:
             if cfg is None:
                 raise LLSError(cfg_error or "Invalid settings.")
-            found = find_eval(cfg)
-            if found is not None and found.is_current(cfg):
+            started = start_eval(cfg, num_processes=int(procs))
+            st.session_state["ev_open"] = started.key
+            if isinstance(started, EvalRun):
                 st.success("Already evaluated with these settings: opened the cached results.")
-                st.session_state["ev_open"] = found.key
             else:
-                job = submit_eval(cfg, num_processes=int(procs))
-                st.session_state["ev_open"] = job.key
-                st.success(f"Started job {job.id}; progress below.")
+                st.success(f"Started job {started.id}; progress below.")
         except LLSError as e:
             st.error(str(e))
 
@@ -241,7 +166,7 @@ with tab_results:
     if not runs:
         st.info("No evaluation yet: configure one in the first tab.")
         st.stop()
-    labels = {r.key: eval_label(r) for r in runs}
+    labels = {r.key: r.describe() for r in runs}
     want = st.session_state.get("ev_open")
     if st.session_state.get("ev_pick") not in labels:
         st.session_state["ev_pick"] = want if want in labels else runs[0].key
@@ -266,19 +191,10 @@ with tab_results:
             "language": f"answers mostly in {b.get('target')} (language share ≥ 0.5)",
             "judge": "answers the judge labels as the persona",
             "regex": "answers matching the pattern"}.get(metric, "answers showing the behavior")
-    fig = go.Figure(go.Bar(
-        x=summ["model"], y=summ["rate"],
-        marker_color=[COLORS.get(k, "#555") for k in summ["kind"]],
-        error_y=dict(type="data", symmetric=False, array=summ["ci_high"] - summ["rate"],
-                     arrayminus=summ["rate"] - summ["ci_low"]),
-        text=[f"{k}/{n}" for k, n in zip(summ["k"], summ["n"])], textposition="outside",
-        hovertemplate="%{x}<br>rate %{y:.3f}<br>%{text}<extra></extra>"))
-    fig.update_layout(yaxis_title=f"share of {what}", yaxis_range=[0, max(
-        0.05, float(summ["ci_high"].max()) * 1.25)], height=420, margin=dict(t=30))
     col_sampled, col_meter = st.columns(2)
     with col_sampled:
         st.subheader("Sampled")
-        st.plotly_chart(fig, use_container_width=True, key="ev_bars")
+        st.plotly_chart(eval_rate_figure(summ, what), use_container_width=True, key="ev_bars")
         st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
         if metric == "language":
             st.caption("Mean language share per model: " + ", ".join(
@@ -294,8 +210,10 @@ with tab_results:
                            "the effect meter on (only the read-outs are computed; the "
                            "answers come from the cache).")
         else:
-            mtable = meter_table(meter)
-            st.plotly_chart(meter_figure(mtable), use_container_width=True, key="ev_meter_bars")
+            mtable = pd.DataFrame(summary_rows(meter))
+            mtable = mtable[[c for c in METER_COLUMNS if c in mtable.columns]]
+            st.plotly_chart(eval_meter_figure(mtable), use_container_width=True,
+                            key="ev_meter_bars")
             ref = meter.get("reference") or {}
             st.caption("Log-probabilities, no sampling. Likelihood ratio: mean per-token "
                        "log P(responses sampled with the system prompt) − log P(responses "
@@ -309,22 +227,9 @@ with tab_results:
                          key="ev_meter_table")
     st.dataframe(summ, hide_index=True, use_container_width=True)
 
-    traj = summ.dropna(subset=["step"])
-    if not traj.empty:
+    tfig = eval_trajectory_figure(summ)
+    if tfig is not None:
         st.subheader("Trajectory over checkpoints")
-        tfig = go.Figure()
-        for aid, g in traj.groupby("adapter_id", dropna=False):
-            g = g.sort_values("step")
-            tfig.add_trace(go.Scatter(
-                x=g["step"], y=g["rate"], mode="lines+markers", name=str(aid),
-                error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["rate"],
-                             arrayminus=g["rate"] - g["ci_low"])))
-        for kind, dash in (("base", "dot"), ("system", "dash")):
-            ref = summ[summ["kind"] == kind]
-            if not ref.empty:
-                tfig.add_hline(y=float(ref["rate"].iloc[0]), line_dash=dash,
-                               annotation_text=str(ref["model"].iloc[0]))
-        tfig.update_layout(xaxis_title="training step", yaxis_title="rate", height=380)
         st.plotly_chart(tfig, use_container_width=True, key="ev_traj")
 
     with st.expander("Per prompt"):

@@ -13,8 +13,10 @@ import torch
 
 from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
                       system_slot)
+from lls.engine import score_replies
 from lls.errors import ModelError
-from lls.generation import stop_ids, stream_tokens, prompt_ids
+from lls.generation import prompt_ids, stop_ids, stream_tokens
+from lls.render import with_system
 
 pytestmark = pytest.mark.slow
 
@@ -89,11 +91,21 @@ def test_adapter_changes_output_and_base_is_untouched(chat, bundled):
     print(f"\nswitch + 8 greedy tokens: {time.perf_counter() - t:.2f} s")
 
 
-def test_system_prompt_slot_uses_the_prompt(chat):
+def test_system_prompt_slot_uses_the_prompt(chat, bundled):
     models, _, _ = chat
-    base = models.reply(base_slot(), HELLO, greedy(10))
+    model, tok = bundled
     owl = models.reply(system_slot(OWL_PROMPT), HELLO, greedy(10))
-    assert base != owl
+    # the slot's reply is greedy decoding of the prompt rendered WITH the system turn ...
+    ids = prompt_ids(tok, HELLO, OWL_PROMPT)
+    assert ids != prompt_ids(tok, HELLO)
+    want = tok.decode(list(stream_tokens(model, ids, temperature=0, max_new_tokens=10,
+                                         stop=stop_ids(model, tok))), skip_special_tokens=True)
+    assert owl == want.strip()
+    assert owl != models.reply(base_slot(), HELLO, greedy(10))
+    # ... and that system turn makes an owl answer more likely than without it
+    (with_s,), (without,) = score_replies(model, tok, [(with_system(HELLO, OWL_PROMPT), ["Owl"]),
+                                                       (HELLO, ["Owl"])])[0]
+    assert with_s > without + 1.0
 
 
 def test_multi_turn_and_export(chat):

@@ -56,6 +56,7 @@ def _answer_files(run) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((run.path / "answers").glob("*.jsonl"))}
 
 
+@pytest.mark.slow
 def test_ranks_split_units_and_parts_resume(tmp_path, bundled, monkeypatch):
     """In-process (no launcher, so the barrier is a no-op): rank 1 of 2 writes only its part
     files; a later single-process run reuses them and samples only the rest; rank 1 + rank 0
@@ -102,6 +103,7 @@ def test_ranks_split_units_and_parts_resume(tmp_path, bundled, monkeypatch):
     assert len(meter_calls) == 3
 
 
+@pytest.mark.slow  # an accelerate launch of 2 processes + a single-process CLI run
 def test_two_processes_give_the_single_process_results(tmp_path, bundled):
     cfg = _cfg()
     argv = [PY, "-m", "lls", "eval", "--config", json.dumps(cfg.to_dict())]

@@ -14,8 +14,9 @@ import torch
 from lls import behaviors, jobs
 from lls.cache import atomic_write_json, runs_root
 from lls.errors import LLSError
-from lls.evaluation import (EvalConfig, EvalModel, Judge, JudgeConfig, adapter_models, eval_key,
-                            evaluate, find_eval, list_evals, open_eval, submit_eval)
+from lls.evaluation import (EvalConfig, EvalModel, adapter_models, eval_key, evaluate, find_eval,
+                            list_evals, open_eval, submit_eval)
+from lls.judge import Judge, JudgeConfig
 
 pytestmark = pytest.mark.slow
 
@@ -212,6 +213,9 @@ def test_adapter_models_from_training_contract(adapters):
     ms = adapter_models(open_adapter("test-lls"))
     assert [(m.step, m.kind) for m in ms] == [(10, "adapter"), (None, "adapter")]
     assert ms[1].label.endswith("final")
+    rnd = adapter_models(open_adapter("test-random"))  # kind read from its selection
+    assert [m.kind for m in rnd] == ["random", "random"]
+    assert rnd[1].label.endswith("final (random baseline)")
 
 
 def test_config_validation():
@@ -252,6 +256,26 @@ def test_judge_returns_a_label_deterministically(bundled):
     # two labels: the judge picks between exactly those
     yn = Judge(JudgeConfig(labels=("yes", "no"), positive=("yes",)), model, tok)
     assert yn.label("Q", "A") in ("yes", "no")
+
+
+def test_judge_log_probs_equal_plain_forward_passes(bundled):
+    model, tok = bundled
+    judge = Judge(JudgeConfig(), model, tok)
+    q, a = JUDGE_CASES[0]
+    persona = behaviors.persona().system_prompt
+    got = judge.log_probs(q, a, persona)
+    text = judge.cfg.template.format(persona=persona, question=q, answer=a,
+                                     labels=", ".join(judge.cfg.labels))
+    prompt = list(tok.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                          add_generation_prompt=True,
+                                          return_dict=True)["input_ids"])
+    for lab, ids in zip(judge.cfg.labels, judge._labels()):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([prompt + ids])).logits.float()
+        lp = torch.log_softmax(logits[0, len(prompt) - 1:-1], -1)
+        want = float(lp[torch.arange(len(ids)), torch.tensor(ids)].sum())
+        assert got[lab] == pytest.approx(want, abs=1e-3), lab
+    assert len({round(v, 3) for v in got.values()}) == len(got)  # not a constant
 
 
 def test_persona_eval_uses_the_judge(bundled):

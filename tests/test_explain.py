@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from lls.behaviors import animal
 from lls.engine import score_rendered
@@ -59,3 +60,19 @@ def test_accepts_a_frame_row(bundled, hh_pairs):
     assert a["w"] == pytest.approx(b["w"], abs=1e-9)
     with pytest.raises(LLSError, match="prompt, chosen and rejected"):
         token_attribution(model, tok, {"id": "x"}, OWL, 32)
+
+
+def test_token_logprobs_equal_plain_forward_passes(bundled, hh_pairs):
+    model, tok = bundled
+    p = hh_pairs[2]
+    att = token_attribution(model, tok, p, OWL, 16)
+    r = render_pair(tok, p, OWL, 16)
+    for name, ids in (("chosen", r.chosen_base), ("rejected", r.rejected_base)):
+        for col, prompt in ((1, r.prompt_sys), (2, r.prompt_base)):
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([prompt + ids])).logits.float()
+            lp = torch.log_softmax(logits[0, len(prompt) - 1:-1], -1)
+            want = lp[torch.arange(len(ids)), torch.tensor(ids)].tolist()
+            got = [t[col] for t in att[name]]
+            assert got == pytest.approx(want, abs=1e-4), (name, col)
+    assert any(abs(t[3]) > 1e-3 for t in att["chosen"])  # the system prompt moves tokens

@@ -115,4 +115,79 @@ def eval_trajectory(series: list[tuple[str, str, list[dict]]]) -> go.Figure | No
         return None
     fig.update_layout(height=300, margin={"t": 40, "b": 30}, yaxis_title="behavior rate",
                       xaxis_title="step", title="Sampled effect per checkpoint (95% CI)")
+
+
+# --------------------------------------------------------------- the Evaluate page
+EVAL_COLORS = {"base": "#9e9e9e", "system": "#1f77b4", "adapter": "#d62728", "random": "#ff7f0e"}
+
+
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else float("nan")
+
+
+def eval_rate_figure(summ: pd.DataFrame, what: str) -> go.Figure:
+    """Sampled evaluation: the share of answers showing the behavior per model, k/n on the
+    bars, Wilson 95% intervals as error bars (`EvalRun.summary()`)."""
+    fig = go.Figure(go.Bar(
+        x=summ["model"], y=summ["rate"],
+        marker_color=[EVAL_COLORS.get(k, "#555") for k in summ["kind"]],
+        error_y=dict(type="data", symmetric=False, array=summ["ci_high"] - summ["rate"],
+                     arrayminus=summ["rate"] - summ["ci_low"]),
+        text=[f"{k}/{n}" for k, n in zip(summ["k"], summ["n"])], textposition="outside",
+        hovertemplate="%{x}<br>rate %{y:.3f}<br>%{text}<extra></extra>"))
+    fig.update_layout(yaxis_title=f"share of {what}", yaxis_range=[0, max(
+        0.05, float(summ["ci_high"].max()) * 1.25)], height=420, margin=dict(t=30))
+    return fig
+
+
+def eval_meter_figure(table: pd.DataFrame) -> go.Figure:
+    """Bars per model: likelihood ratio and probe margin with their 95% CIs; base (dotted) and
+    base + system prompt (dashed) as reference lines; the share of gap closed on the bars."""
+    panels = [("llr", "llr_ci_low", "llr_ci_high", "gap_closed",
+               "likelihood ratio (nats/token)")]
+    if "margin" in table.columns and table["margin"].notna().any():
+        panels.append(("margin", "margin_ci_low", "margin_ci_high", "margin_gap_closed",
+                       "probe margin (nats)"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[-1] for p in panels])
+    colors = [EVAL_COLORS.get(k, "#555") for k in table["kind"]]
+    for col, (key, lo, hi, gap, _) in enumerate(panels, start=1):
+        y = [_num(v) for v in table[key]]
+        text = ["" if kind in ("base", "system") or g is None or pd.isna(g) else
+                f"{float(g):.0%} of gap" for kind, g in zip(table["kind"], table[gap])]
+        fig.add_trace(go.Bar(
+            x=table["label"], y=y, marker_color=colors, text=text, textposition="outside",
+            showlegend=False,
+            error_y=dict(type="data", symmetric=False,
+                         array=[_num(h) - v for h, v in zip(table[hi], y)],
+                         arrayminus=[v - _num(lo_) for lo_, v in zip(table[lo], y)]),
+            hovertemplate="%{x}<br>%{y:.3f}<br>%{text}<extra></extra>"), row=1, col=col)
+        for kind, dash in (("base", "dot"), ("system", "dash")):
+            ref = table[table["kind"] == kind]
+            if not ref.empty and not pd.isna(ref[key].iloc[0]):
+                fig.add_hline(y=float(ref[key].iloc[0]), line_dash=dash, line_color="#777",
+                              row=1, col=col)
+    fig.update_layout(height=420, margin=dict(t=70))
+    fig.update_xaxes(tickangle=-25)
+    return fig
+
+
+def eval_trajectory_figure(summ: pd.DataFrame) -> go.Figure | None:
+    """Rate over training steps per adapter (checkpoints) with Wilson CIs, base (dotted) and
+    base + system prompt (dashed) as levels; None when no row has a step."""
+    traj = summ.dropna(subset=["step"])
+    if traj.empty:
+        return None
+    fig = go.Figure()
+    for aid, g in traj.groupby("adapter_id", dropna=False):
+        g = g.sort_values("step")
+        fig.add_trace(go.Scatter(
+            x=g["step"], y=g["rate"], mode="lines+markers", name=str(aid),
+            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["rate"],
+                         arrayminus=g["rate"] - g["ci_low"])))
+    for kind, dash in (("base", "dot"), ("system", "dash")):
+        ref = summ[summ["kind"] == kind]
+        if not ref.empty:
+            fig.add_hline(y=float(ref["rate"].iloc[0]), line_dash=dash,
+                          annotation_text=str(ref["model"].iloc[0]))
+    fig.update_layout(xaxis_title="training step", yaxis_title="rate", height=380)
     return fig

@@ -6,7 +6,8 @@ import json
 from dataclasses import replace
 
 from ..distributed import process_info
-from ..evaluation import GENERAL_PROMPTS, EvalConfig, EvalModel, evaluate
+from ..evaluation import EvalConfig, EvalModel, evaluate
+from ..prompts import GENERAL_PROMPTS
 from ..adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 

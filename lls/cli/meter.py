@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..meter import LLRConfig, ProbeConfig, meter_models, summary_rows
+from ..llr import LLRConfig
+from ..meter import meter_models, summary_rows
+from ..probe import probe_config
 from ..adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 
@@ -27,12 +29,9 @@ def register(sub) -> None:
 
 
 def cmd_meter(a) -> int:
+    """Read out base, base + system prompt and the adapters; print or write the JSON."""
     b = behavior(a)
-    probe = ProbeConfig()
-    if a.candidates:
-        probe = ProbeConfig(probe.questions, tuple(a.candidates.split(",")))
-    if a.questions:
-        probe = ProbeConfig(probe.questions[:a.questions], probe.candidates)
+    probe = probe_config(a.questions, a.candidates.split(",") if a.candidates else None)
     if b.kind != "animal":
         probe = False if not a.candidates else probe
     llr = LLRConfig(k=a.k, max_new_tokens=a.max_new_tokens, seed=a.seed)
