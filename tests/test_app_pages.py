@@ -212,7 +212,7 @@ def test_export_bytes_formats(run, tmp_path):
     import pyarrow.parquet as pq
 
     from lls.selection import SelectionConfig, select
-    from ui.common import export_bytes
+    from ui.explorer import export_bytes
 
     frame = run.frame()
     idx = select(frame["w"].to_numpy(), SelectionConfig(gamma=0.5))
@@ -258,7 +258,7 @@ def test_setup_hygiene_report_shows_what_was_dropped():
 def test_progress_text_reports_done_rate_and_time_left():
     import time
 
-    from ui.common import progress_text
+    from ui.job_cards import progress_text
 
     running = jobs.Job(id="j", kind="score", title="t", argv=["x"], status="running",
                        created=time.time() - 60, started=time.time() - 50,
