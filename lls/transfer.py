@@ -9,7 +9,6 @@ before any training, that the teacher's selection is unlikely to move this stude
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np

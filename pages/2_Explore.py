@@ -181,7 +181,7 @@ def contrastive_view(sel: SelectionConfig) -> None:
 
 
 @st.fragment
-def explorer() -> None:
+def selection_panel() -> None:
     """Controls, histogram and tables: reruns alone when a control moves."""
     c1, c2, c3 = st.columns([3, 2, 1])
     gamma = c1.slider("γ: keep the top fraction of all scored pairs", min_value=0.001,
@@ -234,4 +234,5 @@ def explorer() -> None:
     st.plotly_chart(charts.subsets_histogram(r.w, subsets), key="compare_hist")
     st.bar_chart(explorer.subset_lengths(data, subsets), stack=False, height=220)
 
-explorer()
+
+selection_panel()
