@@ -58,6 +58,8 @@ def test_home_lists_runs(run):
     assert "Logit-Linear Selection" in at.markdown[0].value
     runs = _table(at, "run")
     assert run.key in set(runs["run"])
+    # pick it: other tests' runs in a reused cache may be newer (the default pick)
+    at.selectbox(key="home_pick").set_value(run.key).run()
     at.button(key="home_open").click().run()
     assert at.session_state["run_key"] == run.key
 
