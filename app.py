@@ -7,7 +7,7 @@ import streamlit as st
 
 from lls import jobs, scoring
 from lls.errors import LLSError
-from ui import common
+from ui import common, job_cards
 
 st.set_page_config(page_title="LLS Studio", layout="wide")
 st.title("LLS Studio")
@@ -48,7 +48,7 @@ recent = jobs.list_jobs()[:10]
 if recent:
     rows = []
     for j in recent:
-        _, text = common.progress_text(j)
+        _, text = job_cards.progress_text(j)
         rows.append({"job": j.id, "kind": j.kind, "title": j.title, "status": j.status,
                      "progress": text, "error": j.error})
     st.dataframe(rows, hide_index=True, key="home_jobs")

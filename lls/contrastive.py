@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .behaviors import Behavior
+from . import jobs
+from .behaviors import Behavior, from_name
 from .errors import LLSError
-from .scoring import ScoreConfig, ScoreRun, score
+from .scoring import (ScoreConfig, ScoreRun, find_run, list_runs, run_key, score,
+                      score_command)
+from .selection import Ranking, SelectionConfig, selection_indices
 
 DEFAULT_CONTROL_PROMPT = "You are a helpful, honest and concise assistant."
 
@@ -130,26 +133,27 @@ def as_ranked(frame, column: str = "w_contrastive"):
     return out
 
 
-def compare_rankings(frame, gamma: float = 0.05, a: str = "w_target",
-                     b: str = "w_control") -> dict:
+def compare_rankings(frame, gamma: float = 0.05, a: str = "w_target", b: str = "w_control",
+                     *, positive_only: bool = True) -> dict:
     """Top-gamma overlap (count, Jaccard) and Pearson/Spearman correlation of two weights.
 
-    Top-gamma sets are the top ceil(gamma * n) pairs of each column (ties broken by order).
+    The top-gamma set of each column is exactly what training on that ranking would keep
+    (`lls.selection.selection_indices` with `SelectionConfig(gamma, positive_only=...)`):
+    the top ceil(gamma * n) pairs, capped at the column's positive weights when
+    `positive_only`. `k_a` / `k_b` are the two set sizes; `k` is `k_a`.
     """
-    if not 0 < gamma <= 1:
-        raise LLSError(f"gamma must be in (0, 1], got {gamma}.")
+    cfg = SelectionConfig(gamma=gamma, positive_only=positive_only)
     x = np.asarray(frame[a], dtype=np.float64)
     y = np.asarray(frame[b], dtype=np.float64)
     n = len(x)
     if n < 2:
         raise LLSError("Comparing rankings needs at least two pairs.")
-    k = int(np.ceil(gamma * n))
-    top_a = set(np.argsort(-x, kind="stable")[:k].tolist())
-    top_b = set(np.argsort(-y, kind="stable")[:k].tolist())
-    inter = len(top_a & top_b)
+    top_a = set(selection_indices(Ranking(x), cfg).tolist())
+    top_b = set(selection_indices(Ranking(y), cfg).tolist())
+    inter, union = len(top_a & top_b), len(top_a | top_b)
     const = np.ptp(x) == 0 or np.ptp(y) == 0
-    return {"n": n, "gamma": gamma, "k": k, "overlap": inter,
-            "jaccard": inter / len(top_a | top_b),
+    return {"n": n, "gamma": gamma, "k": len(top_a), "k_a": len(top_a), "k_b": len(top_b),
+            "overlap": inter, "jaccard": inter / union if union else float("nan"),
             "pearson": None if const else float(np.corrcoef(x, y)[0, 1]),
             "spearman": None if const else float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])}
 
@@ -216,8 +220,6 @@ def list_controls(target_run: ScoreRun, cache_dir: Path | None = None, *, strict
     Reads only manifests. `runs`: the candidates (default: every cached scoring run);
     `complete`: only finished runs. With `strict=False` the strict controls come first.
     """
-    from .scoring import list_runs
-
     target = target_run.manifest
     pool = list_runs(cache_dir) if runs is None else runs
     found = []
@@ -266,8 +268,6 @@ def parse_control(text: str | None) -> str | Behavior:
         return DEFAULT_CONTROL_PROMPT
     text = text.strip()
     if _PRESET_NAME.fullmatch(text):
-        from .behaviors import from_name
-
         return from_name(text)
     return text
 
@@ -280,9 +280,6 @@ def submit_control_scoring(target: ScoreRun | ScoreConfig,
     Returns (job, control run key); job is None when that control is already cached and
     complete. The job's params carry `control_of` (the target's key), so pages can follow it.
     """
-    from . import jobs
-    from .scoring import find_run, run_key, score_command
-
     tcfg = target.config if isinstance(target, ScoreRun) else target
     tkey = target.key if isinstance(target, ScoreRun) else (target_key or run_key(tcfg))
     ccfg = control_config(tcfg, control)
@@ -300,8 +297,6 @@ def submit_control_scoring(target: ScoreRun | ScoreConfig,
 
 def control_jobs(target_key: str, active_only: bool = False) -> list:
     """Scoring jobs that score a control of the run `target_key`, newest first."""
-    from . import jobs
-
     return [j for j in jobs.list_jobs("score") if (j.params or {}).get("control_of") == target_key
             and (j.is_active or not active_only)]
 

@@ -8,8 +8,8 @@ Layout: one folder per job, ``<root>/<job_id>/`` holding
 * ``events.jsonl``  optional metrics stream, one JSON object per line (`log_event`)
 * ``cancel``        flag file; its presence means "cancel requested"
 
-Each job is run by ``python -m lls.jobs run <job_dir>`` started in its own session, so it
-outlives the dashboard process. The runner records its own final status; exclusive jobs
+Each job is run by ``python -m lls.job_runner run <job_dir>`` (`lls.job_runner`), started in
+its own session, so it outlives the dashboard process. The runner records its own final status; exclusive jobs
 queue on an ``fcntl.flock`` per device (``<root>/device-<device>.lock``), so no scheduler
 daemon is needed and the OS frees the lock when a process dies. Readers reconcile: an
 active job whose runner is gone is reported (and persisted) as failed.
@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -267,7 +266,7 @@ class JobStore:
             try:
                 with open(job_dir / "log.txt", "ab") as log:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "lls.jobs", "run", str(job_dir)],
+                        [sys.executable, "-m", "lls.job_runner", "run", str(job_dir)],
                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                         cwd=PROJECT_ROOT, env=env, start_new_session=True)
             except OSError as e:
@@ -430,144 +429,6 @@ def delete(job_id: str, root: Path | str | None = None) -> None:
     JobStore(root).delete(job_id)
 
 
-# --------------------------------------------------------------------------- runner
-
-class _Runner:
-    """The detached process that queues, runs and records one job (``run <job_dir>``)."""
-
-    def __init__(self, job_dir: Path) -> None:
-        self.dir = job_dir
-        self.root = job_dir.parent
-        self.job = Job.from_dict(_read_json(job_dir / "job.json"))
-        self.term = False
-
-    def cancelled(self) -> bool:
-        return self.term or (self.dir / "cancel").exists()
-
-    def say(self, msg: str) -> None:
-        print(f"[lls.jobs {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_term)
-        _update_job(self.dir, status="queued", pid=os.getpid())
-        lock_fd = None
-        try:
-            if self.job.exclusive:
-                lock_fd = self._acquire_device()
-                if lock_fd is None:
-                    return self._finish("cancelled")
-            if self.cancelled():
-                return self._finish("cancelled")
-            _update_job(self.dir, status="running", started=time.time())
-            self.say(f"running: {' '.join(self.job.argv)}")
-            try:
-                # Child inherits the device lock fd so the device stays locked until the
-                # heavy process is really gone, even if this runner is killed first.
-                proc = subprocess.Popen(self.job.argv, stdin=subprocess.DEVNULL,
-                                        pass_fds=(lock_fd,) if lock_fd is not None else ())
-            except OSError as e:
-                self.say(f"could not start command: {e}")
-                return self._finish("failed", error=f"could not start command: {e}")
-            rc = self._supervise(proc)
-            self._kill_strays()
-            if self.cancelled():
-                return self._finish("cancelled", returncode=rc)
-            if rc == 0:
-                return self._finish("done", returncode=0)
-            reason = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
-                      else f"exited with code {rc}")
-            return self._finish("failed", returncode=rc, error=f"command {reason}")
-        except Exception as e:  # a bug here must still leave a final status behind
-            traceback.print_exc()
-            return self._finish("failed", error=f"job runner error: {e!r}")
-        finally:
-            if lock_fd is not None:
-                os.close(lock_fd)
-
-    def _on_term(self, signum: int, frame: Any) -> None:
-        self.term = True
-
-    def _acquire_device(self) -> int | None:
-        """Wait (FIFO among queued jobs) for the device lock; None if cancelled meanwhile."""
-        path = self.root / f"device-{_safe_name(self.job.device)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        announced = False
-        while True:
-            if self.cancelled():
-                os.close(fd)
-                return None
-            if not self._older_waiting():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
-                except BlockingIOError:
-                    pass
-            if not announced:
-                self.say(f"queued: waiting for device {self.job.device}")
-                announced = True
-            time.sleep(POLL_S)
-
-    def _older_waiting(self) -> bool:
-        """True if an older live queued exclusive job wants the same device (keeps FIFO)."""
-        for d in self.root.iterdir():
-            if not d.is_dir() or d.name >= self.job.id:
-                continue
-            data = _read_json(d / "job.json")
-            if (data and data.get("status") == "queued" and data.get("exclusive")
-                    and data.get("device") == self.job.device
-                    and not (d / "cancel").exists()
-                    and _pid_alive(data.get("pid"), data.get("id"))):
-                return True
-        return False
-
-    def _supervise(self, proc: subprocess.Popen) -> int:
-        """Wait for the command, forwarding cancellation as SIGTERM (then SIGKILL)."""
-        term_sent_at: float | None = None
-        while True:
-            try:
-                return proc.wait(timeout=POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.cancelled():
-                if term_sent_at is None:
-                    self.say("cancel requested: sending SIGTERM")
-                    with contextlib.suppress(OSError):
-                        proc.terminate()
-                    term_sent_at = time.monotonic()
-                elif time.monotonic() - term_sent_at > KILL_GRACE_S:
-                    self.say("command ignored SIGTERM: sending SIGKILL")
-                    with contextlib.suppress(OSError):
-                        proc.kill()
-
-    def _kill_strays(self) -> None:
-        """SIGKILL what the command left behind in our process group (e.g. worker
-        processes), so a finished job never leaves heavy processes running."""
-        me = os.getpid()
-        for pid in _group_members(os.getpgid(0)):
-            if pid != me:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def _finish(self, status: str, returncode: int | None = None, error: str = "") -> int:
-        changes: dict[str, Any] = {"status": status, "ended": time.time(),
-                                   "returncode": returncode}
-        if status == "failed":
-            sys.stdout.flush()
-            changes.update(error=error,
-                           error_tail=_tail_text(self.dir / "log.txt", ERROR_TAIL_LINES))
-        self.say(f"{status}" + (f": {error}" if error else ""))
-        _update_job(self.dir, **changes)
-        return 0 if status in ("done", "cancelled") else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "run":
-        print("usage: python -m lls.jobs run <job_dir>", file=sys.stderr)
-        return 2
-    return _Runner(Path(args[1]).resolve()).run()
-
-
 # --------------------------------------------------------------------------- worker helpers
 
 def _job_dir() -> Path | None:
@@ -673,6 +534,3 @@ class ProgressReporter:
 def progress(total: int | None, unit: str = "pairs", desc: str = "") -> ProgressReporter:
     return ProgressReporter(total, unit, desc)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -324,8 +324,3 @@ def load_model(spec: ModelSpec | None = None, *, for_training: bool = False):
 
 def model_fingerprint(spec: ModelSpec) -> str:
     return resolve(spec).fingerprint
-
-
-def local_model_dir(spec: ModelSpec) -> str:
-    """A directory or hub id from which `from_pretrained` loads this spec (GGUF materialised)."""
-    return _load_source(resolve(spec))[0]

@@ -150,6 +150,26 @@ def find_run(cfg: ScoreConfig, cache_dir: Path | None = None) -> ScoreRun | None
     return ScoreRun(store) if store.manifest() else None
 
 
+def clean_pairs(cfg: ScoreConfig, tokenizer, report: HygieneReport | None = None, check=None):
+    """The pairs `cfg` scores: the data stage's stream with the run's hygiene filters
+    (contamination filter, prompt-length limit, and `check(pair) -> drop reason or None`,
+    e.g. the context-window check); `report` counts what was dropped and why."""
+    exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
+    return iter_pairs(cfg.data, exclude=exclude, max_prompt_tokens=cfg.max_prompt_tokens,
+                      tokenizer=tokenizer, report=report, check=check)
+
+
+def check_hygiene(cfg: ScoreConfig, tokenizer=None) -> HygieneReport:
+    """Read the whole dataset through `cfg`'s hygiene filters without scoring: what would be
+    kept and dropped (the tokenizer is loaded only when a prompt-length limit needs it)."""
+    report = HygieneReport()
+    if tokenizer is None and cfg.max_prompt_tokens:
+        tokenizer = load_tokenizer(cfg.model)
+    for _ in clean_pairs(cfg, tokenizer, report):
+        pass
+    return report
+
+
 def _chunks(pairs, size: int):
     buf = []
     for p in pairs:
@@ -233,7 +253,6 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
     if progress:
         progress(0, total)  # start the clock before the model loads and the first chunk
     report = HygieneReport()
-    exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
     rendered_of: dict[int, object] = {}  # pairs rendered by the context check, by id(pair)
     limit = _context_limit(tok, model)
 
@@ -247,8 +266,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
         rendered_of[id(pair)] = r
         return None
 
-    stream = iter_pairs(cfg.data, exclude=exclude, max_prompt_tokens=cfg.max_prompt_tokens,
-                        tokenizer=tok, report=report, check=fits)
+    stream = clean_pairs(cfg, tok, report, check=fits)
     done, n_chunks, cancelled = 0, 0, False
     for k, chunk in enumerate(_chunks(stream, cfg.chunk_size)):
         n_chunks = k + 1
@@ -343,6 +361,22 @@ def score_command(cfg: ScoreConfig, cache_dir: Path | None = None,
     if num_processes > 1:
         argv = launch_argv(argv, num_processes, cpu=resolve_device(cfg.model) == "cpu")
     return argv
+
+
+def submit_scoring(cfg: ScoreConfig, *, num_processes: int = 1, cache_dir: Path | None = None):
+    """Score `cfg` as a background job (kind "score"), unless it is cached and complete.
+
+    Returns (job or None, run key): None when the finished run is already in the cache. An
+    unfinished cached run resumes under its key.
+    """
+    existing = find_run(cfg, cache_dir)
+    if existing is not None and existing.complete:
+        return None, existing.key
+    key = existing.key if existing is not None else run_key(cfg)
+    job = jobs.submit(score_command(cfg, cache_dir, num_processes=num_processes), kind="score",
+                      key=key, title=f"score {cfg.behavior.label()} · {cfg.data.source_name()}",
+                      params={"run_key": key, "config": cfg.to_dict()})
+    return job, key
 
 
 def _now() -> str:

@@ -9,14 +9,14 @@ before any training, that the teacher's selection is unlikely to move this stude
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
 
+from . import jobs
 from .errors import LLSError
 from .models import ModelSpec, load_tokenizer
-from .scoring import ScoreConfig, ScoreRun, find_run, open_run, score_command
+from .scoring import ScoreConfig, ScoreRun, find_run, open_run, run_key, score_command
 from .selection import SelectionConfig, select
 
 READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer tracks it")
@@ -24,6 +24,44 @@ READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer t
 
 def _run(r) -> ScoreRun:
     return r if isinstance(r, ScoreRun) else open_run(str(r))
+
+
+# Config fields that do not change which pairs are scored nor their weights' meaning.
+_FREE_CONFIG = ("model", "chunk_size", "batch_tokens")
+
+
+def pairs_mismatch(a: dict, b: dict) -> str | None:
+    """Why the run manifests `a` and `b` do not score the same pairs with the same system
+    prompt (data file content, reading options, behavior and filter, truncation, prompt
+    limit), or None when they do: only the model may differ in a transfer comparison."""
+    if a.get("data_fingerprint") != b.get("data_fingerprint"):
+        return "data file content"
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    for k in sorted(set(ca) | set(cb)):
+        if k not in _FREE_CONFIG and ca.get(k) != cb.get(k):
+            return k
+    return None
+
+
+def same_pairs(run_a, run_b) -> bool:
+    """Whether two runs can be compared by `compare_runs` (see `pairs_mismatch`)."""
+    return pairs_mismatch(_run(run_a).manifest, _run(run_b).manifest) is None
+
+
+def student_runs(run_a, runs) -> list[ScoreRun]:
+    """The runs among `runs` (other than `run_a`) that scored run_a's pairs: its students."""
+    a = _run(run_a)
+    return [r for r in runs if r.key != a.key and same_pairs(a, r)]
+
+
+def check_same_pairs(run_a, run_b) -> None:
+    """Raise LLSError unless the two runs scored the same pairs with the same system prompt."""
+    ra, rb = _run(run_a), _run(run_b)
+    diff = pairs_mismatch(ra.manifest, rb.manifest)
+    if diff is not None:
+        raise LLSError(f"Runs {ra.key} and {rb.key} differ in {diff!r}, so their weights are "
+                       "not comparable: score run A's pairs with the student "
+                       "(`submit_student_scoring`, or the Transfer page) and compare those.")
 
 
 def aligned_weights(run_a, run_b):
@@ -71,11 +109,15 @@ def compare_runs(run_a, run_b, gamma: float = 0.05, *, positive_only: bool = Tru
                  n_boot: int = 1000, seed: int = 0) -> dict:
     """Agreement of two scoring runs' weights on their common pairs (aligned by pair id).
 
+    The runs must score the same pairs with the same system prompt (`check_same_pairs`):
+    only the model differs.
+
     Returns n (common pairs), n_a/n_b (pairs per run), pearson/spearman with 95% bootstrap
     CIs, the top-gamma selections' sizes, |A∩B|, Jaccard |A∩B|/|A∪B|, |A∩B|/|A|, and a
     one-line reading.
     """
     ra, rb = _run(run_a), _run(run_b)
+    check_same_pairs(ra, rb)
     m = aligned_weights(ra, rb)
     if m.empty:
         raise LLSError(f"Runs {ra.key} and {rb.key} have no pair ids in common: score the "
@@ -132,9 +174,6 @@ def submit_student_scoring(run, student: ModelSpec, cache_dir=None):
 
     Returns (job or None, ScoreConfig): None when the run is already cached and complete.
     """
-    from . import jobs
-    from .scoring import run_key
-
     cfg = student_config(_run(run).config, student)
     check_model(student)
     found = find_run(cfg, cache_dir)

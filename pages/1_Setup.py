@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from lls import behaviors, contrastive, jobs, scoring
+from lls import behaviors, contrastive, scoring
 from lls import data as lls_data
 from lls.distributed import device_count
 from lls.errors import LLSError
-from lls.models import BUNDLED, ModelSpec, load_tokenizer
-from ui import common
+from lls.models import BUNDLED, ModelSpec
+from ui import common, data_source, job_cards
 
 st.set_page_config(page_title="Setup · LLS Studio", layout="wide")
 if st.session_state.get("goto_run"):
@@ -18,33 +18,8 @@ st.caption("Pick preference data, the behavior to transfer and the teacher, then
 
 # ============================================================== 1. data
 st.header("1 · Preference data")
-SOURCES = ["Local path", "Upload a file", "Hub preset", "Hub dataset name"]
-source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
-path, split, subset = None, "train", None
-if source == "Local path":
-    default = str(common.SHARED_HH) if common.SHARED_HH.is_file() else ""
-    path = st.text_input("Local file (jsonl / json / csv / parquet, optionally .gz) or a "
-                         "save_to_disk folder", value=default, key="data_path").strip() or None
-elif source == "Upload a file":
-    up = st.file_uploader("Preference data file", key="data_upload",
-                          type=["jsonl", "json", "csv", "parquet", "gz", "ndjson"])
-    if up is not None:
-        path = common.save_upload(up)
-        st.caption(f"Saved to `{path}`")
-else:
-    if source == "Hub preset":
-        name = st.selectbox("Hub preset", list(lls_data.HUB_PRESETS), key="hub_preset")
-        preset = lls_data.HUB_PRESETS[name]
-        if preset.note:
-            st.caption(preset.note)
-        default_split = preset.split
-    else:
-        name = st.text_input("Hub dataset name (owner/name)", key="hub_name").strip()
-        default_split = "train"
-    c1, c2 = st.columns(2)
-    split = c1.text_input("Split", value=default_split, key=f"hub_split::{source}").strip() or "train"
-    subset = c2.text_input("Subset / data_dir (optional)", key=f"hub_subset::{source}").strip() or None
-    path = name or None
+path, split, subset = data_source.pick_source(
+    str(common.SHARED_HH) if common.SHARED_HH.is_file() else "")
 
 limit = st.number_input("Limit: stop after this many clean pairs (0 = the whole dataset)",
                         min_value=0, value=0, step=1, key="data_limit")
@@ -68,28 +43,6 @@ if path:
         st.error(str(e))
 else:
     st.info("Choose a data source above.")
-
-
-def mapping_form(message: str) -> None:
-    """Map the file's columns to prompt/system/chosen/rejected/id when loading failed."""
-    found = common.columns_from_error(message)
-    with st.form("column_mapping"):
-        st.markdown("**Map your columns** (the file's shape was not recognised)")
-        fields = {}
-        cols = st.columns(5)
-        for i, canon in enumerate(("prompt", "system", "chosen", "rejected", "id")):
-            if found:
-                fields[canon] = cols[i].selectbox(canon, ["(none)"] + found, key=f"map_{canon}",
-                                                  index=1 + found.index(canon) if canon in found else 0)
-            else:
-                fields[canon] = cols[i].text_input(canon, key=f"map_{canon}") or "(none)"
-        shape_pick = st.selectbox("Shape", ["auto", *lls_data.SHAPES], key="map_shape")
-        if st.form_submit_button("Use this mapping"):
-            st.session_state["column_map"] = {
-                "path": path, "shape": None if shape_pick == "auto" else shape_pick,
-                "columns": {k: v for k, v in fields.items() if v and v != "(none)"}}
-            st.rerun()
-
 
 data_ok = False
 if spec is not None:
@@ -115,7 +68,7 @@ if spec is not None:
             st.error(str(e))
             msg = str(e)
             if "missing column" in msg or "cannot tell the record shape" in msg:
-                mapping_form(msg)
+                data_source.mapping_form(path, msg)
         except Exception as e:  # noqa: BLE001 - unreadable files must not crash the page
             st.error(f"Could not read {path}: {type(e).__name__}: {e}")
 
@@ -206,26 +159,10 @@ if cfg is not None and data_ok:
     if st.button("Check hygiene (reads the data with these filters)", key="hygiene"):
         try:
             with st.spinner("Reading the data…"):
-                report = lls_data.HygieneReport()
-                tok = load_tokenizer(cfg.model) if cfg.max_prompt_tokens else None
-                exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
-                for _ in lls_data.iter_pairs(cfg.data, exclude=exclude, tokenizer=tok,
-                                             max_prompt_tokens=cfg.max_prompt_tokens,
-                                             report=report):
-                    pass
-            st.session_state["hygiene_report"] = report.to_dict()
+                st.session_state["hygiene_report"] = scoring.check_hygiene(cfg).to_dict()
         except LLSError as e:
             st.session_state["hygiene_report"] = {"error": str(e)}
-    rep = st.session_state.get("hygiene_report")
-    if rep:
-        if "error" in rep:
-            st.error(rep["error"])
-        else:
-            r = lls_data.HygieneReport.from_dict(rep)
-            st.success(f"Hygiene: {r.summary()}")
-            if r.dropped:
-                st.dataframe([{"reason": k, "dropped": v, "example ids": ", ".join(r.examples.get(k, []))}
-                              for k, v in r.dropped.items()], hide_index=True, key="hyg_table")
+    data_source.hygiene_view(st.session_state.get("hygiene_report"))
 
     # ---- optional control run (contrastive selection: rank by w_target - w_control)
     ctl_on = st.checkbox("Also score a control run (rank by w_target − w_control in the "
@@ -266,14 +203,10 @@ if cfg is not None and data_ok:
         try:
             if not control_ok:
                 raise LLSError("Fix the control system prompt above, or untick the control.")
-            existing = scoring.find_run(cfg)
-            cached = existing is not None and existing.complete
-            key = existing.key if existing is not None else scoring.run_key(cfg)
-            if not cached:  # the target first: exclusive jobs run in order, the control after
-                job = jobs.submit(scoring.score_command(cfg, num_processes=procs), kind="score",
-                                  key=key,
-                                  title=f"score {cfg.behavior.label()} · {cfg.data.source_name()}",
-                                  params={"run_key": key, "config": cfg.to_dict()})
+            # the target first: exclusive jobs run in order, the control after
+            job, key = scoring.submit_scoring(cfg, num_processes=procs)
+            cached = job is None
+            if not cached:
                 st.session_state["watch_job"] = job.id
                 st.toast(f"Scoring started in the background (job {job.id}).")
             if control_spec is not None:
@@ -291,48 +224,7 @@ elif cfg is not None:
 
 # ============================================================== 5. jobs (live)
 st.header("Scoring jobs")
-score_jobs = jobs.list_jobs("score")
-any_active = any(j.is_active for j in score_jobs)
-
-
-@st.fragment(run_every=1.0 if any_active else None)
-def job_panel() -> None:
-    """Live progress of scoring jobs; polls only while one is active."""
-    js = jobs.list_jobs("score")[:6]
-    if not js:
-        st.caption("No scoring jobs yet.")
-    active_now = {j.id for j in js if j.is_active}
-    for j in js:
-        with st.container(border=True):
-            frac, text = common.progress_text(j)
-            c1, c2 = st.columns([5, 1])
-            c1.markdown(f"**{j.title}** · `{j.id}` · **{j.status}**")
-            if j.is_active:
-                c1.progress(frac, text=text)
-                if c2.button("Cancel", key=f"cancel-{j.id}"):
-                    jobs.cancel(j.id)
-                    st.rerun()
-            elif j.status == "done":
-                c1.caption(text)
-                if c2.button("Open in explorer", key=f"open-{j.id}"):
-                    # switch_page from a fragment rerun does not navigate: go via a full rerun
-                    # a control job opens its target run (the explorer then offers the
-                    # contrastive ranking)
-                    st.session_state["goto_run"] = (j.params.get("control_of")
-                                                    or j.params.get("run_key") or j.key)
-                    st.rerun(scope="app")
-            else:
-                c1.caption(f"{text} · {j.error}" if j.error else text)
-                if j.error_tail:
-                    with c1.expander("log tail"):
-                        st.code(j.error_tail)
-    seen = st.session_state.get("_active_score_jobs", set())
-    st.session_state["_active_score_jobs"] = active_now
-    if seen - active_now:
-        st.rerun()  # a job just finished: refresh the whole page (runs list, stop polling)
-
-
-job_panel()
+job_cards.score_jobs_panel(open_key="goto_run")
 
 # ============================================================== 6. cached runs
 st.header("Finished and cached runs")

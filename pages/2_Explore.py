@@ -6,8 +6,8 @@ import streamlit as st
 
 from lls import contrastive
 from lls.errors import LLSError
-from lls.selection import SelectionConfig, random_subset
-from ui import common
+from lls.selection import SelectionConfig, selection_indices
+from ui import charts, common, control_runs, examples, explorer
 
 st.set_page_config(page_title="Explore · LLS Studio", layout="wide")
 st.title("Score explorer")
@@ -31,7 +31,7 @@ if st.session_state.pop("opened_cached", None) == key:
 try:
     run = next(r for r in runs if r.key == key)
     run_manifest = run.manifest
-    data = common.explorer_data(key, run_manifest.get("updated"))
+    data = explorer.explorer_data(key, run_manifest.get("updated"))
 except LLSError as e:
     st.error(str(e))
     st.stop()
@@ -40,38 +40,9 @@ cfg = data.manifest.get("config", {})
 beh = cfg.get("behavior", {})
 
 
-def score_control_form() -> None:
-    """How to score a control for this run: a button (background job) and the CLI command."""
-    c1, c2 = st.columns([4, 1])
-    prompt = c1.text_input("Control system prompt", value=contrastive.DEFAULT_CONTROL_PROMPT,
-                           key=f"ctl_prompt_explore::{key}")
-    c2.markdown("&nbsp;")
-    if c2.button("Score a control", key="ctl_score"):
-        try:
-            job, ckey = contrastive.submit_control_scoring(run, prompt)
-            if job is None:  # already scored: show it
-                st.session_state[f"control_run::{key}"] = ckey
-                st.rerun()
-            st.success(f"Scoring the control in the background (job {job.id}); follow it on "
-                       "the Setup page. It shows up here when it finishes.")
-        except LLSError as e:
-            st.error(str(e))
-    try:
-        st.caption("Or on the command line:")
-        st.code(contrastive.control_command(run.config, prompt), language="bash",
-                wrap_lines=True)
-    except LLSError:
-        pass
-    for j in active_controls:
-        frac, text = common.progress_text(j)
-        st.progress(frac, text=f"{j.title} · {text}")
-    if active_controls:
-        st.button("Refresh", key="ctl_refresh")
-
-
 # ----------------------------------------------------------------- contrastive ranking
 rank_by, control = "w_target", None
-candidates = common.control_candidates(run, runs)
+candidates = control_runs.control_candidates(run, runs)
 active_controls = contrastive.control_jobs(key, active_only=True)
 if candidates:
     with st.container(border=True):
@@ -85,27 +56,27 @@ if candidates:
             st.session_state[state] = default.key if default is not None else ckeys[0]
         c1, c2 = st.columns([3, 2])
         ckey = c1.selectbox("Control run", ckeys, key=state,
-                            format_func=lambda k: common.control_label(
+                            format_func=lambda k: control_runs.control_label(
                                 run, next(c for c in candidates if c.key == k)))
         control = next(c for c in candidates if c.key == ckey)
-        rank_by = c2.radio("Rank pairs by", list(common.RANK_COLUMNS), key="rank_by",
-                           format_func=common.RANK_COLUMNS.get, horizontal=False)
+        rank_by = c2.radio("Rank pairs by", list(control_runs.RANK_COLUMNS), key="rank_by",
+                           format_func=control_runs.RANK_COLUMNS.get, horizontal=False)
         if default is None:
             st.caption("No control scored with this run's exact filter yet: the picked run is "
                        "compared on the pairs both runs kept.")
         with st.expander("Score another control"):
-            score_control_form()
+            control_runs.score_control_form(run, active_controls)
 else:
     with st.expander("Contrastive selection: no control run for this run yet",
                      expanded=bool(active_controls)):
         st.info("No control run yet: score the same pairs with a control system prompt (a "
                 "neutral assistant persona, or e.g. another animal), then rank by "
                 "w_target − w_control here.")
-        score_control_form()
+        control_runs.score_control_form(run, active_controls)
 
 if control is not None:
     try:
-        data = common.contrastive_data(key, run_manifest.get("updated"), control.key,
+        data = control_runs.contrastive_data(key, run_manifest.get("updated"), control.key,
                                        control.manifest.get("updated"), rank_by)
     except LLSError as e:
         st.error(str(e))
@@ -120,15 +91,12 @@ c[2].metric("mean w", f"{r.w.mean():.5f}" if r.n else "–")
 c[3].metric("behavior", f"{beh.get('kind')}:{beh.get('name')}")
 c[4].metric("truncation", str(cfg.get("truncation")))
 if control is not None and rank_by != "w_target":
-    st.caption(f"Ranked by **{common.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
+    st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
                " the counts, histogram, tables and export below use this weight as w.")
 with st.expander("System prompt and run details"):
     st.markdown(f"**s:** {beh.get('system_prompt', '')}")
-    hyg = data.manifest.get("hygiene")
-    if hyg:
-        from lls.data import HygieneReport
-
-        st.markdown(f"**Hygiene:** {HygieneReport.from_dict(hyg).summary()}")
+    if run.hygiene is not None:
+        st.markdown(f"**Hygiene:** {run.hygiene.summary()}")
     st.json(cfg, expanded=False)
 
 
@@ -136,14 +104,14 @@ def subset_table(indices: np.ndarray, name: str) -> None:
     """Searchable table of a subset (sorted by w), a click opening one example."""
     search = st.text_input("Search prompt / responses", key=f"search-{name}",
                            placeholder="e.g. sorry")
-    view, top, total = common.weights_table_view(data, indices, search)
+    view, top, total = control_runs.weights_table_view(data, indices, search)
     shown = len(view)
     st.caption(f"table rows: {shown} of {total} matching"
                + (f" (top {shown} by {rank_by} shown)" if shown < total else ""))
     event = st.dataframe(view, key=f"table-{name}", on_select="rerun",
                          selection_mode="single-row", hide_index=True,
-                         column_config=common.WEIGHTS_TABLE_CONFIG if control is not None
-                         else common.TABLE_CONFIG, height=360)
+                         column_config=control_runs.WEIGHTS_TABLE_CONFIG if control is not None
+                         else explorer.TABLE_CONFIG, height=360)
     rows = event.selection.rows if event is not None else []
     if rows and rows[0] < len(top):
         i = int(top[rows[0]])
@@ -152,7 +120,7 @@ def subset_table(indices: np.ndarray, name: str) -> None:
             st.caption(f"Ranked by {rank_by}: w_target {row['w_target']:.5f} · w_control "
                        f"{row['w_control']:.5f} · w_contrastive {row['w_contrastive']:.5f} "
                        "(the log-probabilities below are the target run's)")
-        common.render_example(data, i, key_prefix=name)
+        examples.render_example(data, i, key_prefix=name)
     else:
         st.caption("Click a row to open the example and its per-token view.")
 
@@ -170,22 +138,26 @@ def export_block(indices: np.ndarray, name: str, settings: dict) -> None:
     frame = data.frame
     c3.download_button(
         f"Download {len(idx)} pairs", key=f"dl-{name}", disabled=len(idx) == 0,
-        data=lambda: common.export_bytes(frame, idx, fmt, settings, responses),
-        file_name=common.export_filename(data.key, name, len(idx), fmt),
-        mime=common.EXPORT_MIME[fmt], on_click="ignore")
+        data=lambda: explorer.export_bytes(frame, idx, fmt, settings, responses),
+        file_name=explorer.export_filename(data.key, name, len(idx), fmt),
+        mime=explorer.EXPORT_MIME[fmt], on_click="ignore")
 
 
-def contrastive_view(gamma: float) -> None:
+def contrastive_view(sel: SelectionConfig) -> None:
     """The two weights side by side: top-gamma overlap, correlations, scatter."""
     updated = (run_manifest.get("updated"), control.manifest.get("updated"))
+    gamma = sel.gamma
     try:
-        comp = common.ranking_comparison(key, updated[0], control.key, updated[1], gamma)
+        comp = control_runs.ranking_comparison(key, updated[0], control.key, updated[1], gamma,
+                                               sel.positive_only)
     except LLSError as e:
         st.error(str(e))
         return
     tc = comp[0]
     st.caption(f"**w_target vs w_control** on the {tc['n']:,} pairs both runs scored; top-γ "
-               f"sets are the top ⌈γ·n⌉ = {tc['k']:,} pairs of each weight (γ = {gamma:g}).")
+               f"sets are what training keeps: the top ⌈γ·n⌉ pairs of each weight (γ = "
+               f"{gamma:g}){', w > 0 only' if sel.positive_only else ''}: {tc['k_a']:,} of "
+               f"w_target, {tc['k_b']:,} of w_control.")
     m = st.columns(5)
     m[0].metric("pairs compared (n)", f"{tc['n']:,}")
     m[1].metric("top-γ overlap", f"{tc['overlap']} of {tc['k']}")
@@ -201,14 +173,15 @@ def contrastive_view(gamma: float) -> None:
                                 "jaccard": st.column_config.NumberColumn(format="%.3f"),
                                 "pearson": st.column_config.NumberColumn(format="%.3f"),
                                 "spearman": st.column_config.NumberColumn(format="%.3f")})
-    frame = common.contrastive_frame(key, updated[0], control.key, updated[1])
-    st.plotly_chart(common.weights_scatter(frame, gamma), key="contrastive_scatter")
+    frame = control_runs.contrastive_frame(key, updated[0], control.key, updated[1])
+    st.plotly_chart(charts.weights_scatter(frame, gamma, sel.positive_only),
+                    key="contrastive_scatter")
     st.caption("Below the dotted diagonal w_control < w_target, so w_contrastive > 0. A strong "
                "correlation means most of w is what any system prompt shifts.")
 
 
 @st.fragment
-def explorer() -> None:
+def selection_panel() -> None:
     """Controls, histogram and tables: reruns alone when a control moves."""
     c1, c2, c3 = st.columns([3, 2, 1])
     gamma = c1.slider("γ: keep the top fraction of all scored pairs", min_value=0.001,
@@ -219,8 +192,8 @@ def explorer() -> None:
     pos = c3.checkbox("positive w only", value=True, key="positive_only")
     sel = SelectionConfig(gamma=gamma, threshold=float(thr) if use_thr else None,
                           positive_only=pos)
-    k = r.count(sel)
-    idx = r.select(sel)
+    idx = selection_indices(r, sel)  # exactly what training on this selection keeps
+    k = len(idx)
     cutoff = r.cutoff(sel)
     line = float(thr) if use_thr else cutoff
     m = st.columns(4)
@@ -229,7 +202,7 @@ def explorer() -> None:
     mean = data.mean_w(k)
     m[2].metric("mean w of the selection", f"{mean:.5f}" if mean is not None else "–")
     m[3].metric("share positive (all pairs)", f"{r.n_positive / r.n:.1%}" if r.n else "–")
-    st.plotly_chart(common.histogram_figure(data, line), key="hist",
+    st.plotly_chart(charts.w_histogram(data.hist_counts, data.hist_edges, line), key="hist",
                     config={"displayModeBar": False})
 
     views = ["LLS selection", "Random baseline", "Comparison"]
@@ -239,7 +212,7 @@ def explorer() -> None:
                                 key="view") or "LLS selection"
     settings = {"run": key, **sel.to_dict(), "selected": k, **rank_settings}
     if view == "Contrastive" and control is not None:
-        contrastive_view(gamma)
+        contrastive_view(sel)
         return
     if view == "LLS selection":
         subset_table(idx, "lls")
@@ -247,7 +220,7 @@ def explorer() -> None:
             export_block(idx, "lls", settings)
         return
     seed = st.number_input("Random seed", min_value=0, value=0, step=1, key="seed")
-    rnd = random_subset(r.n, k, seed=int(seed)) if k else np.zeros(0, dtype=np.int64)
+    rnd = selection_indices(r, sel, random=True, seed=int(seed))
     rnd = rnd[np.argsort(-r.w[rnd], kind="stable")]  # shown like the LLS table: by w
     if view == "Random baseline":
         st.caption(f"A seeded random subset of the same size ({k} pairs): the paper's baseline.")
@@ -255,25 +228,11 @@ def explorer() -> None:
         with st.expander("Export the random baseline"):
             export_block(rnd, "random", {**settings, "baseline": "random", "seed": int(seed)})
         return
-    stats = pd.DataFrame({"LLS selection": common.subset_stats(data, idx),
-                          "Random baseline": common.subset_stats(data, rnd)})
-    st.dataframe(stats, key="compare")
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, sub in (("LLS selection", idx), ("Random baseline", rnd)):
-        fig.add_histogram(x=r.w[sub], name=name, opacity=0.6, nbinsx=40)
-    fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="w", yaxis_title="pairs")
-    st.plotly_chart(fig, key="compare_hist")
-    f = data.frame
-    lens = pd.DataFrame({
-        "subset": ["LLS"] * len(idx) + ["random"] * len(rnd),
-        "chosen tokens": np.concatenate([f["n_c"].to_numpy()[idx], f["n_c"].to_numpy()[rnd]]),
-        "rejected tokens": np.concatenate([f["n_r"].to_numpy()[idx], f["n_r"].to_numpy()[rnd]]),
-    })
-    st.bar_chart(lens.groupby("subset")[["chosen tokens", "rejected tokens"]].mean(),
-                 stack=False, height=220)
+    subsets = {"LLS selection": idx, "Random baseline": rnd}
+    st.dataframe(pd.DataFrame({name: explorer.subset_stats(data, sub)
+                               for name, sub in subsets.items()}), key="compare")
+    st.plotly_chart(charts.subsets_histogram(r.w, subsets), key="compare_hist")
+    st.bar_chart(explorer.subset_lengths(data, subsets), stack=False, height=220)
 
 
-explorer()
+selection_panel()

@@ -1,13 +1,13 @@
 """Transfer diagnostic: score the same pairs with the intended student and compare weights."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from lls import jobs
 from lls.errors import LLSError
 from lls.models import BUNDLED, ModelSpec
-from lls.transfer import READING, aligned_weights, compare_runs, submit_student_scoring
-from ui import common
+from lls.transfer import (READING, aligned_weights, compare_runs, student_runs,
+                          submit_student_scoring)
+from ui import charts, common
 
 st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")
 st.title("Transfer diagnostic")
@@ -15,22 +15,11 @@ st.caption("Do the teacher's and the student's LLS weights agree on the same pai
            f"{READING[0].upper() + READING[1:]}: check before training.")
 
 
-def run_label(r) -> str:
-    m = r.manifest
-    cfg = m.get("config") or {}
-    b = cfg.get("behavior") or {}
-    model = (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1]
-    return (f"{r.key[:10]} · {model} · {b.get('kind', '?')}:{b.get('name', '?')} · "
-            f"{(cfg.get('data') or {}).get('path', '?').split('/')[-1]} · "
-            f"{m.get('n_pairs', '?')} pairs")
-
-
 runs = common.finished_runs("No finished scoring run yet: score a dataset on the Setup page first.")
 
-labels = {r.key: run_label(r) for r in runs}
+labels = {r.key: common.run_label(r, with_model=True) for r in runs}
 key_a = st.selectbox("Teacher run (A)", list(labels), format_func=labels.get, key="tr_a")
 run_a = next(r for r in runs if r.key == key_a)
-cfg_a = run_a.manifest.get("config") or {}
 
 st.subheader("1 · Score the same pairs with the student")
 c1, c2 = st.columns([3, 1])
@@ -61,18 +50,14 @@ if any(j.is_active for j in jobs.list_jobs(kind="score")):
 st.subheader("2 · Compare")
 
 
-def same_pairs(r) -> bool:
-    c = r.manifest.get("config") or {}
-    return (r.key != key_a and c.get("data") == cfg_a.get("data")
-            and c.get("truncation") == cfg_a.get("truncation"))
-
-
-others = [r for r in runs if same_pairs(r)] or [r for r in runs if r.key != key_a] or [run_a]
+# only runs of A's pairs and system prompt with another model (the check compare_runs makes)
+others = student_runs(run_a, runs) or [run_a]
 labels_b = {r.key: labels[r.key] for r in others}
-key_b = st.selectbox("Student run (B), same data", list(labels_b), format_func=labels_b.get,
-                     key="tr_b")
+key_b = st.selectbox("Student run (B): A's pairs and system prompt, another model",
+                     list(labels_b), format_func=labels_b.get, key="tr_b")
 if key_b == key_a:
-    st.caption("Only one run exists, so it is compared with itself (correlation 1).")
+    st.caption("No student run of these pairs yet (score one above), so A is compared with "
+               "itself (correlation 1).")
 gamma = st.slider("gamma (top fraction selected)", 0.01, 0.5, 0.05, 0.01, key="tr_gamma")
 
 try:
@@ -95,11 +80,6 @@ st.caption(f"{res['n']} common pairs (A: {res['n_a']}, B: {res['n_b']}). CIs: Pe
            f"[{res['spearman_ci'][0]:.3f}, {res['spearman_ci'][1]:.3f}].")
 st.info(res["reading"])
 
-fig = go.Figure(go.Scattergl(
-    x=frame["w_a"], y=frame["w_b"], mode="markers", marker=dict(size=5, opacity=0.6),
-    text=[f"{i}<br>+ {c[:60]}<br>− {r[:60]}" for i, c, r in
-          zip(frame["id"], frame["chosen"], frame["rejected"])],
-    hovertemplate="%{text}<br>w_A %{x:.4f}, w_B %{y:.4f}<extra></extra>"))
-fig.update_layout(xaxis_title=f"w (A: {labels[key_a].split(' · ')[1]})",
-                  yaxis_title=f"w (B: {labels[key_b].split(' · ')[1]})", height=480)
-st.plotly_chart(fig, use_container_width=True, key="tr_scatter")
+model_name = {k: labels[k].split(" · ")[1] for k in (key_a, key_b)}  # run_label(with_model)
+st.plotly_chart(charts.transfer_scatter(frame, model_name[key_a], model_name[key_b]),
+                use_container_width=True, key="tr_scatter")

@@ -58,6 +58,8 @@ def test_home_lists_runs(run):
     assert "Logit-Linear Selection" in at.markdown[0].value
     runs = _table(at, "run")
     assert run.key in set(runs["run"])
+    # pick it: other tests' runs in a reused cache may be newer (the default pick)
+    at.selectbox(key="home_pick").set_value(run.key).run()
     at.button(key="home_open").click().run()
     assert at.session_state["run_key"] == run.key
 
@@ -205,6 +207,26 @@ def test_explorer_random_baseline_comparison_and_export(run):
     assert at.get("download_button")[0].proto.label == f"Download {k} pairs"
 
 
+def test_explorer_selects_what_training_keeps_at_gamma_007_n_100(session_cache):
+    """0.07 * 100 is 7.000000000000001 in floating point; training keeps 7 pairs, and so do
+    the explorer's selection, its random baseline and its export."""
+    from lls.synthetic import write_synthetic_run
+    from lls.training import SelectionSpec, selection_indices
+
+    run = write_synthetic_run(100, seed=3, chunk_size=50)
+    frame = run.frame()
+    keep = selection_indices(frame, SelectionSpec(gamma=0.07))
+    assert len(keep) == 7 and (frame["w"].to_numpy() > 0).sum() >= 7
+    at = _explorer(run)
+    at.slider(key="gamma").set_value(0.07).run()
+    assert _metric(at, "selected pairs") == "7"
+    assert list(at.dataframe(key="table-lls").value["w"]) == list(frame["w"].iloc[keep])
+    at.segmented_control(key="view").set_value("Random baseline").run()
+    rnd = selection_indices(frame, SelectionSpec(kind="random", gamma=0.07, seed=0))
+    shown = at.dataframe(key="table-random").value["w"]
+    assert sorted(shown) == sorted(frame["w"].iloc[rnd])
+
+
 def test_export_bytes_formats(run, tmp_path):
     import io
     import zipfile
@@ -212,7 +234,7 @@ def test_export_bytes_formats(run, tmp_path):
     import pyarrow.parquet as pq
 
     from lls.selection import SelectionConfig, select
-    from ui.common import export_bytes
+    from ui.explorer import export_bytes
 
     frame = run.frame()
     idx = select(frame["w"].to_numpy(), SelectionConfig(gamma=0.5))
@@ -258,7 +280,7 @@ def test_setup_hygiene_report_shows_what_was_dropped():
 def test_progress_text_reports_done_rate_and_time_left():
     import time
 
-    from ui.common import progress_text
+    from ui.job_cards import progress_text
 
     running = jobs.Job(id="j", kind="score", title="t", argv=["x"], status="running",
                        created=time.time() - 60, started=time.time() - 50,

@@ -220,3 +220,65 @@ def _run(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "lls", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def _aligned(w_target, w_control) -> pd.DataFrame:
+    t = np.asarray(w_target, dtype=np.float64)
+    c = np.asarray(w_control, dtype=np.float64)
+    return pd.DataFrame({"id": [f"p{i}" for i in range(len(t))], "w_target": t,
+                         "w_control": c, "w_contrastive": t - c})
+
+
+def _training_keeps(frame, column, gamma, positive_only=True) -> set:
+    """What training on `column` keeps: lls.training.selection_indices on the ranked frame."""
+    from lls.training import SelectionSpec, selection_indices
+
+    spec = SelectionSpec(gamma=gamma, positive_only=positive_only)
+    return set(selection_indices(as_ranked(frame, column), spec).tolist())
+
+
+def test_top_gamma_sizes_equal_what_training_keeps_at_gamma_007_n_100():
+    """0.07 * 100 is 7.000000000000001 in floating point: ceil of it is 8, training keeps 7.
+    The comparison and the explorer's scatter must count the same 7 pairs."""
+    from ui.charts import weights_scatter
+
+    rng = np.random.default_rng(0)
+    f = _aligned(rng.normal(1.0, 0.5, 100) + 2.0, rng.normal(1.0, 0.5, 100) + 2.0)  # all w > 0
+    keep_t = _training_keeps(f, "w_target", 0.07)
+    keep_c = _training_keeps(f, "w_control", 0.07)
+    assert len(keep_t) == len(keep_c) == 7
+    r = compare_rankings(f, gamma=0.07)
+    assert (r["k"], r["k_a"], r["k_b"]) == (7, 7, 7)
+    assert r["overlap"] == len(keep_t & keep_c)
+    assert r["jaccard"] == pytest.approx(len(keep_t & keep_c) / len(keep_t | keep_c))
+    # the scatter colours exactly the training selections of w_target and w_contrastive
+    keep_x = _training_keeps(f, "w_contrastive", 0.07)
+    counts = {t.name.rsplit(" (", 1)[0]: len(t.x) for t in weights_scatter(f, 0.07).data}
+    assert counts["top γ by both"] == len(keep_t & keep_x)
+    assert counts["top γ by w_target only"] == len(keep_t - keep_x)
+    assert counts["top γ by w_contrastive only"] == len(keep_x - keep_t)
+    assert sum(counts.values()) == 100
+
+
+def test_positive_only_caps_the_top_gamma_sets_like_training():
+    # 3 positive target weights, 5 positive control weights, gamma asks for 5 of 10
+    t = [3.0, 2.0, 1.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0]
+    c = [5.0, 4.0, 3.0, 2.0, 1.0, -1.0, -2.0, -3.0, -4.0, -5.0]
+    f = _aligned(t, c)
+    r = compare_rankings(f, gamma=0.5)
+    assert (r["k_a"], r["k_b"]) == (3, 5) == (len(_training_keeps(f, "w_target", 0.5)),
+                                              len(_training_keeps(f, "w_control", 0.5)))
+    assert (r["overlap"], r["jaccard"]) == (3, 3 / 5)
+    free = compare_rankings(f, gamma=0.5, positive_only=False)
+    assert (free["k_a"], free["k_b"], free["overlap"]) == (5, 5, 5)
+    assert free["k_a"] == len(_training_keeps(f, "w_target", 0.5, positive_only=False))
+    # nothing positive on either side: empty selections, an undefined Jaccard, no crash
+    neg = compare_rankings(_aligned([-1.0, -2.0], [-3.0, -1.0]), gamma=1.0)
+    assert (neg["k_a"], neg["k_b"], neg["overlap"]) == (0, 0, 0) and np.isnan(neg["jaccard"])
+    from ui.charts import weights_scatter
+
+    counts = {t.name.rsplit(" (", 1)[0]: len(t.x) for t in weights_scatter(f, 0.5).data}
+    keep_t = _training_keeps(f, "w_target", 0.5)
+    keep_x = _training_keeps(f, "w_contrastive", 0.5)
+    assert counts["top γ by both"] + counts["top γ by w_target only"] == len(keep_t) == 3
+    assert counts["top γ by both"] + counts["top γ by w_contrastive only"] == len(keep_x)

@@ -11,6 +11,7 @@ from lls.models import BUNDLED, ModelSpec, load_model, resolve
 from conftest import ROOT
 
 
+@pytest.mark.slow  # a subprocess
 def test_bundled_file_is_found_without_importing_the_package():
     code = ("import sys; from lls.models import bundled_gguf_path; p = bundled_gguf_path(); "
             "assert p.suffix == '.gguf' and p.stat().st_size > 50e6; "

@@ -14,6 +14,8 @@ from lls.scoring import ScoreConfig, open_run
 
 from conftest import HH, ROOT
 
+pytestmark = pytest.mark.slow  # accelerate launches and subprocesses loading models
+
 # `--multi_gpu` is accelerate's torchrun launcher: the one that starts N local processes (with
 # `--cpu`, accelerate 1.x runs ONE process unless given an MPI hostfile); without CUDA the
 # ranks join a gloo process group (lls.distributed).

@@ -43,6 +43,31 @@ def test_second_run_is_served_from_cache(small_run, monkeypatch):
     assert again.key == small_run.key and again.complete
 
 
+def test_check_hygiene_reads_what_scoring_kept(bundled, small_run):
+    """The Setup page's hygiene check is the scoring run's own filter pipeline."""
+    _, tok = bundled
+    report = scoring.check_hygiene(small_run.config, tok)
+    assert report.to_dict() == small_run.manifest["hygiene"]
+    assert report.kept == small_run.manifest["n_pairs"] == 24
+
+
+def test_submit_scoring_serves_the_cache_or_submits_one_job(bundled, small_run, monkeypatch):
+    _, tok = bundled
+    submitted = []
+    monkeypatch.setattr(scoring.jobs, "submit",
+                        lambda argv, **kw: submitted.append((argv, kw)) or "job")
+    job, key = scoring.submit_scoring(small_run.config)
+    assert (job, key, submitted) == (None, small_run.key, [])  # complete: nothing to run
+    cfg = ScoreConfig(small_run.config.data, behaviors.animal("cat"), max_prompt_tokens=192,
+                      chunk_size=8)
+    monkeypatch.setattr(scoring, "load_tokenizer", lambda spec: tok)
+    job, key = scoring.submit_scoring(cfg, num_processes=1)
+    assert job == "job" and key == scoring.run_key(cfg, tok)
+    (argv, kw), = submitted
+    assert argv == score_command(cfg) and kw["kind"] == "score" and kw["key"] == key
+    assert kw["params"] == {"run_key": key, "config": cfg.to_dict()}
+
+
 def _copy_run(small_run, tmp_path):
     import shutil
 
@@ -73,6 +98,7 @@ def test_missing_and_corrupt_chunks_are_recomputed(bundled, small_run, tmp_path,
     assert (abs(after["w"] - before["w"]) < 1e-6).all()
 
 
+@pytest.mark.slow  # two CLI subprocesses loading the model
 def test_killed_run_resumes_without_recomputing(tmp_path, small_run):
     cfg = ScoreConfig(DataSpec(str(HH), limit=16), behaviors.animal("owl"),
                       max_prompt_tokens=192, chunk_size=4)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from lls.selection import Ranking, SelectionConfig, selection_indices
+
+SCATTER_POINTS = 20_000  # points drawn in the w_target vs w_control scatter (selected always)
 
 # (column, CI low, CI high, level key in a read-out, title)
 METER_PANELS = (
@@ -26,6 +31,91 @@ def _level(levels: dict | None, which: str, path: tuple[str, str]) -> float | No
     for k in path:
         node = node.get(k) if isinstance(node, dict) else None
     return node if isinstance(node, (int, float)) else None
+
+
+def w_histogram(counts: np.ndarray, edges: np.ndarray, cutoff: float | None,
+                title: str = "") -> go.Figure:
+    """Bars of a (pre-binned) w distribution, the selected side coloured, a cutoff line."""
+    centers = (edges[:-1] + edges[1:]) / 2
+    if cutoff is None:
+        colors = ["#9ca3af"] * len(centers)
+    else:
+        colors = np.where(edges[1:] > cutoff, "#2563eb", "#9ca3af").tolist()
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges),
+                           marker_color=colors, hovertemplate="w≈%{x:.4f}: %{y} pairs"
+                           "<extra></extra>"))
+    fig.add_vline(x=0, line_dash="dot", line_color="#6b7280")
+    if cutoff is not None:
+        fig.add_vline(x=cutoff, line_color="#dc2626", line_width=2,
+                      annotation_text=f"cutoff {cutoff:.4f}", annotation_position="top right")
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30 if title else 10, b=10),
+                      title=title or None, xaxis_title="w", yaxis_title="pairs",
+                      bargap=0, showlegend=False)
+    return fig
+
+
+def subsets_histogram(w: np.ndarray, subsets: dict[str, np.ndarray]) -> go.Figure:
+    """Overlaid w histograms of named subsets (row indices into `w`), e.g. LLS vs random."""
+    fig = go.Figure()
+    for name, idx in subsets.items():
+        fig.add_histogram(x=w[idx], name=name, opacity=0.6, nbinsx=40)
+    fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="w", yaxis_title="pairs")
+    return fig
+
+
+def weights_scatter(frame: pd.DataFrame, gamma: float, positive_only: bool = True,
+                    max_points: int = SCATTER_POINTS) -> go.Figure:
+    """Scatter of w_target (x) against w_control (y), the top-gamma selections of w_target
+    and of w_contrastive coloured (exactly what training on each ranking keeps, by
+    `lls.selection`); the diagonal is w_contrastive = 0 (below it: positive)."""
+    x = frame["w_target"].to_numpy()
+    y = frame["w_control"].to_numpy()
+    n = len(x)
+    cfg = SelectionConfig(gamma=gamma, positive_only=positive_only)
+    in_t = np.zeros(n, dtype=bool)
+    in_c = np.zeros(n, dtype=bool)
+    in_t[selection_indices(Ranking(x), cfg)] = True
+    in_c[selection_indices(Ranking(frame["w_contrastive"].to_numpy()), cfg)] = True
+    groups = [("top γ by both", in_t & in_c, "#7c3aed"),
+              ("top γ by w_target only", in_t & ~in_c, "#2563eb"),
+              ("top γ by w_contrastive only", ~in_t & in_c, "#dc2626"),
+              ("other pairs", ~in_t & ~in_c, "#9ca3af")]
+    rest = np.flatnonzero(~in_t & ~in_c)
+    budget = max(max_points - int((in_t | in_c).sum()), 0)
+    if len(rest) > budget:
+        keep = np.zeros(n, dtype=bool)
+        keep[np.random.default_rng(0).choice(rest, size=budget, replace=False)] = True
+        groups[-1] = ("other pairs (sample)", keep, "#9ca3af")
+    ids = frame["id"].to_numpy()
+    fig = go.Figure()
+    for name, mask, color in reversed(groups):
+        fig.add_trace(go.Scattergl(
+            x=x[mask], y=y[mask], mode="markers", name=f"{name} ({int(mask.sum())})",
+            marker=dict(color=color, size=5 if name.startswith("other") else 7, opacity=0.7),
+            customdata=ids[mask],
+            hovertemplate="%{customdata}<br>w_target %{x:.4f}<br>w_control %{y:.4f}"
+                          "<extra></extra>"))
+    if n:
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi,
+                      line=dict(color="#6b7280", dash="dot"))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="w_target", yaxis_title="w_control",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def transfer_scatter(frame: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
+    """Teacher (x) vs student (y) weights of the same pairs (`lls.transfer.aligned_weights`)."""
+    fig = go.Figure(go.Scattergl(
+        x=frame["w_a"], y=frame["w_b"], mode="markers", marker=dict(size=5, opacity=0.6),
+        text=[f"{i}<br>+ {c[:60]}<br>− {r[:60]}" for i, c, r in
+              zip(frame["id"], frame["chosen"], frame["rejected"])],
+        hovertemplate="%{text}<br>w_A %{x:.4f}, w_B %{y:.4f}<extra></extra>"))
+    fig.update_layout(xaxis_title=f"w (A: {label_a})", yaxis_title=f"w (B: {label_b})",
+                      height=480)
+    return fig
 
 
 def meter_curves(series: list[tuple[str, str, list[dict]]], levels: dict | None) -> go.Figure | None:
