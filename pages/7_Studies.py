@@ -6,8 +6,9 @@ import streamlit as st
 
 from lls import jobs, scoring
 from lls import study as S
+from lls.study_runner import submit_study
 from lls.errors import LLSError
-from ui import study_charts
+from ui import charts
 
 st.set_page_config(page_title="Studies · LLS Studio", layout="wide")
 st.title("Studies")
@@ -89,7 +90,7 @@ if job and job.is_active:
 elif done < len(rows) and c2.button("Run the queue in the background", key="study_go",
                                     type="primary"):
     try:
-        S.submit_study(study.name)
+        submit_study(study.name)
         st.rerun()
     except LLSError as e:
         st.error(str(e))
@@ -106,8 +107,8 @@ c1, c2 = st.columns(2)
 x = c1.selectbox("x axis", axes, key="study_x")
 y_opts = [a for a in axes if a != x]
 y = c2.selectbox("y axis (heatmap) / colour", ["(lines)", *y_opts], key="study_y")
-fig = (study_charts.effect_lines(rows, readout, x, None) if y == "(lines)"
-       else study_charts.effect_heatmap(rows, readout, x, y))
+fig = (charts.effect_lines(rows, readout, x, None) if y == "(lines)"
+       else charts.effect_heatmap(rows, readout, x, y))
 if fig is not None:
     st.plotly_chart(fig, key="study_effect")
 else:
@@ -144,10 +145,10 @@ if finished:
                            format_func={r["cell"]: r["label"] for r in finished}.get)
     res = next(study.result(c) for c in study.cells() if c.id(study.config) == cell_id)
     c1, c2 = st.columns(2)
-    f = study_charts.paired_curve(res["curve"], readout)
+    f = charts.paired_curve(res["curve"], readout)
     if f is not None:
         c1.plotly_chart(f, key="study_curve")
-    f = study_charts.sampled_bars(res)
+    f = charts.sampled_bars(res)
     if f is not None:
         c2.plotly_chart(f, key="study_bars")
     samp = (res.get("sampled") or {}).get("final") or {}

@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from lls import effects
 from lls import study as S
+from lls.study_runner import run_study, submit_cells
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     proc.wait()
     first_created = open_adapter(lls_id).manifest["created"]
 
-    S.run_study(name)  # resumes: the finished adapter is reused, the rest trains
+    run_study(name)  # resumes: the finished adapter is reused, the rest trains
     study = S.open_study(name)
     rows = S.table(study)
     assert [r["status"] for r in rows] == ["done", "done"]
@@ -154,7 +154,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     S.create_study(_config(tiny_run, name, gamma=[0.5]))  # extend the grid
     study = S.open_study(name)
     assert len(study.cells()) == 4
-    S.run_study(name)
+    run_study(name)
     for c in S.open_study(name).cells():
         cid = c.id(study.config)
         if cid in mtimes:
@@ -173,7 +173,7 @@ def test_submitit_local_executor_runs_a_cell(tiny_run, tmp_path):
     S.create_study(_config(tiny_run, name, gamma=[0.25], seed=[3]))
     ex = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
     ex.update_parameters(timeout_min=20)
-    jobs_ = S.submit_cells(name, ex)
+    jobs_ = submit_cells(name, ex)
     assert len(jobs_) == 1
     res = jobs_[0].result()
     assert res[0]["settings"]["seed"] == 3

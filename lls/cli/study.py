@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from ..study import (AXES, StudyConfig, StudyError, best_cell, confirm_best, create_study,
-                     list_studies, open_study, run_study, submit_cells, submit_study, table)
+from ..study import (StudyConfig, StudyError, best_cell, confirm_best, create_study,
+                     list_studies, open_study, table)
+from ..study_runner import run_study, submit_cells, submit_study
 
 # CLI flag -> grid axis (comma-separated values)
 GRID_FLAGS = {"gamma": "gamma", "threshold": "threshold", "ranking": "ranking",
