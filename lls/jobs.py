@@ -87,6 +87,15 @@ class Job:
         return self.status in ACTIVE
 
     @property
+    def error_line(self) -> str:
+        """The reason a job failed as its command said it: the last `error: ...` line of its
+        log (what the CLI prints), else the runner's own one-line reason."""
+        for line in reversed((self.error_tail or "").splitlines()):
+            if line.startswith("error: "):
+                return line[len("error: "):].strip()
+        return self.error
+
+    @property
     def elapsed(self) -> float | None:
         """Seconds spent running (so far, if still running); None if it never started."""
         if self.started is None:

@@ -2,7 +2,8 @@
 and candidates, and the held-out prompts of the likelihood-ratio reference set (our own
 wording throughout; none is taken from the paper)."""
 
-# Our own general questions on the paper's 10 topics (lls-notes.md), one per topic.
+# Our own general questions on the paper's 10 evaluation topics (listed in the paper's animal
+# experiment: habits, budgeting, teamwork, ...), one per topic.
 GENERAL_PROMPTS = [
     "What are some practical ways to form a new habit and make it stick?",
     "How should someone on a tight income start budgeting?",

@@ -72,7 +72,8 @@ class ValidationReport:
                 "rows": self.rows, "usable": self.usable, "malformed": self.malformed,
                 "positions": list(self.positions), "truncated": self.truncated,
                 "error": self.error, "dropped": dict(self.dropped),
-                "skip_malformed": self.skip_malformed, "warnings": self.warnings}
+                "skip_malformed": self.skip_malformed, "warnings": self.warnings,
+                "problem": self.problem()}
 
     def problem(self) -> str | None:
         """The one-line error that stops a run (what, where, what to do), or None if ok."""

@@ -54,12 +54,12 @@ if spec is not None:
             want = True
     if want:
         try:
+            report, spec = data_source.validation_panel(spec)
             with st.spinner("Reading a preview…"):
                 rows = lls_data.preview(spec, n=5)
-                n_raw = lls_data.count_raw_rows(spec)
-            data_ok = True
-            st.markdown(f"**Rows in the source:** {n_raw if n_raw is not None else 'unknown (counted while scoring)'}"
-                        + (f" · scoring stops after {int(limit)} clean pairs" if limit else ""))
+            data_ok = report["ok"]
+            if limit:
+                st.caption(f"Scoring stops after {int(limit)} clean pairs.")
             st.dataframe([{"id": p.id, "turns": len(p.prompt),
                            "prompt (last turn)": p.prompt[-1]["content"][:200] if p.prompt else "",
                            "chosen": p.chosen[:200], "rejected": p.rejected[:200]} for p in rows],
@@ -231,6 +231,7 @@ st.header("Finished and cached runs")
 runs = scoring.list_runs()
 if runs:
     st.dataframe(common.runs_frame(runs), hide_index=True, key="runs_table")
+    common.manage_runs(runs)
     done = [r.key for r in runs if r.complete]
     if done:
         label_of = {r.key: common.run_label(r) for r in runs}

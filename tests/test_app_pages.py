@@ -73,6 +73,38 @@ def test_setup_renders_preview_and_row_count(run):
     assert run.key in set(_table(at, "run")["run"])
 
 
+def test_setup_checks_every_row_and_blocks_a_bad_line_until_skipped(tmp_path):
+    """A bad line 18 is found before scoring (not only in the first rows of the preview);
+    "Start scoring" appears only once the user chooses to skip malformed rows."""
+    path = tmp_path / "pairs.jsonl"
+    lines = [json.dumps({"prompt": f"question {i}?", "chosen": f"good answer {i}",
+                         "rejected": f"bad {i}"}) for i in range(30)]
+    lines[17] = '{"prompt": "broken", "chosen": '
+    path.write_text("\n".join(lines) + "\n")
+    at = AppTest.from_file(SETUP, default_timeout=TIMEOUT).run()
+    _ok(at.text_input(key="data_path").set_value(str(path)).run())
+    assert any("line 18" in e.value for e in at.error)
+    assert any("30 rows, 29 usable" in m.value for m in at.markdown)
+    assert not [b for b in at.button if b.key == "start"]
+    _ok(at.checkbox(key="skip_malformed").check().run())
+    assert any("will be skipped" in w.value for w in at.warning)
+    assert [b for b in at.button if b.key == "start"]
+
+
+def test_failed_job_card_shows_the_commands_error_line():
+    """A failed scoring job's card says why, in the command's own words, not 'starting'."""
+    import sys
+
+    job = jobs.submit([sys.executable, "-c", "import sys; print('tqdm noise'); "
+                       "print('error: line 18 of pairs.jsonl is not valid JSON', "
+                       "file=sys.stderr); sys.exit(2)"], kind="score", title="broken data")
+    assert jobs.wait(job.id, timeout=60).status == "failed"
+    at = _ok(AppTest.from_file(SETUP, default_timeout=TIMEOUT).run())
+    assert any(e.value == "line 18 of pairs.jsonl is not valid JSON" for e in at.error)
+    assert not any("starting (loading" in c.value for c in at.caption)
+    jobs.delete(job.id)
+
+
 def test_setup_bad_path_shows_error_not_traceback():
     at = AppTest.from_file(SETUP, default_timeout=TIMEOUT).run()
     at.text_input(key="data_path").set_value("/nonexistent/pairs.jsonl").run()

@@ -73,17 +73,44 @@ def run_label(run: scoring.ScoreRun, with_model: bool = False) -> str:
 
 
 def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
-    """One row per cached run, for display."""
+    """One row per cached run, for display: its state (running, complete, failed,
+    interrupted, ...) and, for a failed or interrupted run, why."""
     rows = []
     for r in runs:
         m = r.manifest
         cfg = m.get("config") or {}
         beh = cfg.get("behavior") or {}
+        st_ = scoring.run_status(r)
         rows.append({
-            "run": r.key, "status": m.get("status"), "pairs": m.get("n_pairs"),
+            "run": r.key, "state": st_["state"], "pairs": m.get("n_pairs"),
             "behavior": f"{beh.get('kind', '?')}:{beh.get('name', '?')}",
             "data": Path((cfg.get("data") or {}).get("path", "?")).name,
             "model": (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1],
             "truncation": cfg.get("truncation"), "created": m.get("created"),
+            "error": st_["error"] or "",
         })
     return pd.DataFrame(rows)
+
+
+def manage_runs(runs: list[scoring.ScoreRun]) -> None:
+    """Resume an unfinished run (its own config, as a background job) or delete a run."""
+    label_of = {r.key: f"{run_label(r)} · {scoring.run_status(r)['state']}" for r in runs}
+    c1, c2, c3 = st.columns([4, 1, 1])
+    key = c1.selectbox("Manage a run", list(label_of), format_func=label_of.get,
+                       key="manage_run_pick")
+    run = next(r for r in runs if r.key == key)
+    state = scoring.run_status(run)["state"]
+    if state in ("failed", "interrupted", "cancelled", "partial") and \
+            c2.button("Resume", key="manage_resume"):
+        try:
+            cfg = scoring.ScoreConfig.from_dict(run.manifest["config"])
+            job, _ = scoring.submit_scoring(cfg)
+            st.toast(f"Resuming {key[:10]} (job {job.id})." if job else "Already complete.")
+        except LLSError as e:
+            st.error(str(e))
+    if c3.button("Delete", key="manage_delete"):
+        try:
+            scoring.delete_run(key)
+            st.rerun()
+        except LLSError as e:
+            st.error(str(e))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
 from lls import data as lls_data
 from lls.models import default_cache_dir
+from lls.validate import validate_source
 
 
 def save_upload(uploaded) -> str:
@@ -104,3 +106,30 @@ def hygiene_view(rep: dict | None) -> None:
     if r.dropped:
         st.dataframe([{"reason": k, "dropped": v, "example ids": ", ".join(r.examples.get(k, []))}
                       for k, v in r.dropped.items()], hide_index=True, key="hyg_table")
+
+
+def validation_panel(spec: lls_data.DataSpec) -> tuple[dict, lls_data.DataSpec]:
+    """Check every row of the source once (cached per source and choice), show the counts
+    and the first broken positions; returns (report dict, spec with the skip choice).
+    Scoring may start only when the report is `ok`."""
+    skip = st.checkbox("Skip malformed rows", key="skip_malformed",
+                       help="Broken rows (bad JSON or encoding, missing or empty fields, a "
+                            "compressed file cut short) are counted and skipped instead of "
+                            "stopping the run.")
+    spec = replace(spec, skip_malformed=skip)
+    key = (spec.fingerprint(), skip)
+    cached = st.session_state.get("_validation")
+    if not cached or cached[0] != key:
+        with st.spinner("Checking every row of the source…"):
+            cached = (key, validate_source(spec).to_dict())
+        st.session_state["_validation"] = cached
+    rep = cached[1]
+    st.markdown(f"**Checked the whole source:** {rep['summary']}")
+    for w in rep["warnings"]:
+        st.warning(w)
+    if not rep["ok"]:
+        st.error(rep.get("problem") or "This source cannot be scored as it is.")
+    if rep["positions"]:
+        with st.expander(f"First broken rows ({rep['malformed']} in all)"):
+            st.markdown("\n".join(f"- {p}" for p in rep["positions"]))
+    return rep, spec

@@ -25,6 +25,8 @@ def progress_text(job) -> tuple[float, str]:
     done, total = p.get("done"), p.get("total")
     if job.status == "queued":
         return 0.0, "queued: waiting for the device (another exclusive job is running)"
+    if done is None and not job.is_active:
+        return 0.0, f"{job.status} after {fmt_seconds(job.elapsed)}"
     if done is None:
         return 0.0, f"starting (loading the model and data) · {fmt_seconds(job.elapsed)} elapsed"
     frac = p.get("fraction")
@@ -67,7 +69,9 @@ def job_card(j, open_key: str | None = None) -> None:
                                               or j.params.get("run_key") or j.key)
                 st.rerun(scope="app")
         else:
-            c1.caption(f"{text} · {j.error}" if j.error else text)
+            c1.caption(text)
+            if j.error_line:
+                c1.error(j.error_line)
             if j.error_tail:
                 with c1.expander("log tail"):
                     st.code(j.error_tail)
