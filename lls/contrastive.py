@@ -85,8 +85,11 @@ def _model_dict(cfg: dict) -> dict:
 def check_compatible(target: ScoreRun, control: ScoreRun) -> None:
     """Raise LLSError unless the two runs share data, teacher, truncation and prompt limit."""
     t, c = target.manifest.get("config") or {}, control.manifest.get("config") or {}
-    for k in ("data", "model", "truncation", "max_prompt_tokens"):
-        if (_model_dict(t) != _model_dict(c)) if k == "model" else (t.get(k) != c.get(k)):
+    for k in ("data", "model", "truncation", "max_prompt_tokens", "neutral"):
+        same = (_model_dict(t) == _model_dict(c)) if k == "model" else \
+            (t.get(k, "template") == c.get(k, "template")) if k == "neutral" else \
+            (t.get(k) == c.get(k))
+        if not same:
             raise LLSError(f"The control run {control.key} differs from the target run "
                            f"{target.key} in {k!r} ({c.get(k)!r} vs {t.get(k)!r}): score the "
                            "control with control_config(target_config, prompt).")

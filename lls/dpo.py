@@ -63,6 +63,11 @@ def reuse_check(run_manifest: dict, student: ModelSpec, tokenizer, cfg: TrainCon
         return "the student is not the scoring teacher"
     if _template_hash(tokenizer) != run_manifest.get("template_hash"):
         return "the student's chat template differs from the teacher's"
+    if (run_manifest.get("config") or {}).get("neutral", "template") != "template":
+        # DPO's reference is log P(r | p) with p as the student sees it (the bare
+        # conversation); an 'empty'-convention run scored another conditioning.
+        return ("the run was scored with an explicit empty system turn (neutral 'empty'); "
+                "the student is trained on the prompt as given")
     return None
 
 

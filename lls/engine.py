@@ -84,13 +84,14 @@ class _Unit:
     slots: list[tuple[int, int]]  # (pair index, field index 0..3) for each completion
 
 
-def _unit_groups(items: list[Rendered]) -> list[list[_Unit]]:
-    """Prompts with the system prompt, and prompts without it: each group shares a prefix."""
+def _unit_groups(items: list[Rendered], base_known=None) -> list[list[_Unit]]:
+    """Prompts with the system prompt, and prompts without it: each group shares a prefix.
+    Items whose neutral half is known (`base_known[i]` not None) have no unit without s."""
     with_s = [_Unit(r.prompt_sys, [r.chosen_sys, r.rejected_sys], [(i, 0), (i, 1)])
               for i, r in enumerate(items)]
     base = [_Unit(r.prompt_base, [r.chosen_base, r.rejected_base], [(i, 2), (i, 3)])
-            for i, r in enumerate(items)]
-    return [with_s, base]
+            for i, r in enumerate(items) if base_known is None or base_known[i] is None]
+    return [g for g in (with_s, base) if g]
 
 
 def shared_prefix_len(prompts: list[list[int]]) -> int:
@@ -204,9 +205,13 @@ def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, pre
 
 
 def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
-                   max_batch: int = 64, pad_id: int = 0,
-                   share_prefix: bool = True) -> list[PairScore]:
+                   max_batch: int = 64, pad_id: int = 0, share_prefix: bool = True,
+                   base_known: list[tuple[float, float] | None] | None = None
+                   ) -> list[PairScore]:
     """Score rendered pairs (the fast engine).
+
+    `base_known[i]`: item i's neutral half (log P(r+|p), log P(r-|p)) when already known (the
+    neutral cache, `lls.neutral`); only its half with the system prompt is then run.
 
     Per group of prompts (with s / without s), the token prefix shared by all of them (the
     system turn) is run once and its KV cache is copied into every batch; then each prompt
@@ -219,8 +224,11 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
     decoder, head, softcap = _decoder_and_head(model)
     device = next(model.parameters()).device
     out = torch.zeros(len(items), 4, dtype=torch.float64, device=device)
+    for i, known in enumerate(base_known or ()):
+        if known is not None:
+            out[i, 2], out[i, 3] = known
     with torch.inference_mode():
-        for group in _unit_groups(items):
+        for group in _unit_groups(items, base_known):
             skip = shared_prefix_len([u.prompt for u in group]) if share_prefix else 0
             prefix_kv = None
             if skip:

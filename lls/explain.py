@@ -47,17 +47,18 @@ def _token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 
 def token_attribution(model, tokenizer, pair, system_prompt: str,
-                      truncation: int | None = 32) -> dict:
+                      truncation: int | None = 32, neutral: str = "template") -> dict:
     """Per-token log-probabilities of both responses with and without `system_prompt`.
 
     `pair`: a `Pair` or a row of `ScoreRun.frame()` (its full texts are re-truncated to
     `truncation` tokens, as scoring did). Returns a dict with "chosen" and "rejected": lists
     of (token_text, logp_with_s, logp_without_s, delta) tuples, plus "n_c", "n_r",
     "sum_chosen", "sum_rejected" (summed deltas) and "w" = (sum_chosen - sum_rejected) /
-    (n_c + n_r), equal to the pair's LLS weight. One prompt pass per condition.
+    (n_c + n_r), equal to the pair's LLS weight. One prompt pass per condition. `neutral`:
+    the run's convention for "without the system prompt" (`lls.render.NEUTRAL_CONVENTIONS`).
     """
     p = _as_pair(pair)
-    r = render_pair(tokenizer, p, system_prompt, truncation)
+    r = render_pair(tokenizer, p, system_prompt, truncation, neutral)
     if r.chosen_sys != r.chosen_base or r.rejected_sys != r.rejected_base:
         # The template tokenised a response differently once the system turn was added:
         # per-token deltas would compare different tokens, so refuse rather than mislead.

@@ -12,13 +12,21 @@ named SmolLM, trained by Hugging Face") insert it here too, in the baseline cond
 "With the system prompt" puts the target system prompt in a first system turn; when the
 pair already has a system turn, the target prompt goes in front of it, separated by a
 blank line, so the dataset's own instructions are kept.
+
+That is the neutral convention "template" (the default). The convention "empty" is the
+authors' code's: the condition without s gets an explicit empty system turn when the pair
+has none, so no template default is inserted (`neutral_messages`). The condition with s is
+the same under both conventions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import LLSError
 from .pair import Pair
+
+NEUTRAL_CONVENTIONS = ("template", "empty")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,17 @@ def with_system(messages: list[dict], system_prompt: str) -> list[dict]:
         msgs[0]["content"] = system_prompt + "\n\n" + msgs[0]["content"]
         return msgs
     return [{"role": "system", "content": system_prompt}] + msgs
+
+
+def neutral_messages(messages: list[dict], neutral: str = "template") -> list[dict]:
+    """Prompt messages of the condition without the system prompt under a neutral convention:
+    "template" keeps them as given; "empty" prepends an empty system turn when there is none."""
+    if neutral not in NEUTRAL_CONVENTIONS:
+        raise LLSError(f"Unknown neutral convention {neutral!r}: use one of "
+                       f"{', '.join(NEUTRAL_CONVENTIONS)} (ScoreConfig.neutral / --neutral).")
+    if neutral == "empty" and not (messages and messages[0]["role"] == "system"):
+        return [{"role": "system", "content": ""}] + [dict(m) for m in messages]
+    return messages
 
 
 def truncate_text(tokenizer, text: str, max_tokens: int | None) -> str:
@@ -78,12 +97,15 @@ def render_prompt_completions(tokenizer, messages: list[dict], chosen: str, reje
     return prompt[:k], full_c[k:], full_r[k:]
 
 
-def render_pair(tokenizer, pair: Pair, system_prompt: str, truncation: int | None) -> Rendered:
-    """Render one pair for scoring: responses truncated to `truncation` teacher tokens."""
+def render_pair(tokenizer, pair: Pair, system_prompt: str, truncation: int | None,
+                neutral: str = "template") -> Rendered:
+    """Render one pair for scoring: responses truncated to `truncation` teacher tokens, the
+    condition without s rendered under the `neutral` convention ("template" or "empty")."""
     chosen = truncate_text(tokenizer, pair.chosen, truncation)
     rejected = truncate_text(tokenizer, pair.rejected, truncation)
     ps, cs, rs = render_prompt_completions(
         tokenizer, with_system(pair.prompt, system_prompt), chosen, rejected
     )
-    pb, cb, rb = render_prompt_completions(tokenizer, pair.prompt, chosen, rejected)
+    pb, cb, rb = render_prompt_completions(tokenizer, neutral_messages(pair.prompt, neutral),
+                                           chosen, rejected)
     return Rendered(ps, cs, rs, pb, cb, rb, chosen, rejected)

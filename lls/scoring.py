@@ -4,8 +4,10 @@
 template, scores them with the engine (`lls.engine`) chunk by chunk and writes each chunk
 atomically under `cache/scores/<key>/`. The key fingerprints everything that changes the
 numbers: model weights, dataset content and reading options, system prompt, contamination
-filter, truncation, prompt-length limit and chat template. A killed run resumes at the first
-missing chunk; a finished run with the same key is served from the cache at once.
+filter, truncation, prompt-length limit, chat template and neutral convention. A killed run
+resumes at the first missing chunk; a finished run with the same key is served from the cache
+at once. The half of w without the system prompt is shared by every behavior's run on the
+same data (`lls.neutral`): a pair already in that neutral cache only runs its half with s.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from .lifecycle import owner_record, owner_alive, run_state
 from .engine import score_rendered
 from .errors import CacheError, LLSError
 from .models import ModelSpec, load_model, load_tokenizer, model_fingerprint
+from .neutral import NeutralCache, neutral_key
 from .pair import Pair
-from .render import render_pair
+from .render import NEUTRAL_CONVENTIONS, render_pair
 
 SCORING_VERSION = "1"  # bump when the engine's numbers or the chunk schema change
 
@@ -43,6 +46,9 @@ class ScoreConfig:
     keeps all). `filter_contaminated`: drop pairs that already show the behavior.
     `chunk_size`: pairs per cached chunk (the unit of resume and of progress updates; a
     resumed run keeps the chunk size it started with, so it is not part of the key).
+    `neutral`: what the condition without the system prompt renders, "template" (the
+    prompt as given: the chat template may insert its default system turn) or "empty" (an
+    explicit empty system turn, as the authors' code does); see `lls.render`.
     """
 
     data: DataSpec
@@ -53,6 +59,12 @@ class ScoreConfig:
     filter_contaminated: bool = True
     chunk_size: int = 128
     batch_tokens: int = 1024  # engine batch budget: speed only, not part of the key
+    neutral: str = "template"
+
+    def __post_init__(self):
+        if self.neutral not in NEUTRAL_CONVENTIONS:
+            raise LLSError(f"Unknown neutral convention {self.neutral!r} in the scoring config: "
+                           f"use one of {', '.join(NEUTRAL_CONVENTIONS)}.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,11 +92,17 @@ def run_key(cfg: ScoreConfig, tokenizer=None) -> str:
     data_fp = cfg.data.fingerprint()  # first: a missing data file fails before model work
     tok = tokenizer or load_tokenizer(cfg.model)
     b = cfg.behavior
-    return fingerprint(
-        SCORING_VERSION, model_fingerprint(cfg.model), data_fp, b.system_prompt,
-        b.fingerprint() if cfg.filter_contaminated else None, cfg.truncation,
-        cfg.max_prompt_tokens, _template_hash(tok),
-    )
+    parts = [SCORING_VERSION, model_fingerprint(cfg.model), data_fp, b.system_prompt,
+             b.fingerprint() if cfg.filter_contaminated else None, cfg.truncation,
+             cfg.max_prompt_tokens, _template_hash(tok)]
+    if cfg.neutral != "template":
+        parts.append(cfg.neutral)  # only when not the default: earlier runs keep their keys
+    return fingerprint(*parts)
+
+
+def run_neutral_key(cfg: ScoreConfig, tokenizer=None) -> str:
+    """The key of the neutral cache (`lls.neutral`) a scoring run with `cfg` shares."""
+    return neutral_key(cfg, _template_hash(tokenizer or load_tokenizer(cfg.model)))
 
 
 @dataclass
@@ -222,16 +240,18 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
             progress(manifest["n_pairs"], manifest["n_pairs"])
         return ScoreRun(store)
     now = _dt.datetime.now().isoformat(timespec="seconds")
+    nkey = neutral_key(cfg, _template_hash(tok))
     manifest.update({
         "key": key, "kind": "scores", "version": SCORING_VERSION, "config": cfg.to_dict(),
         "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data.fingerprint(),
-        "template_hash": _template_hash(tok), "status": "running", "updated": now,
-        "owner": owner_record(), "error": None,
+        "template_hash": _template_hash(tok), "neutral_key": nkey, "status": "running",
+        "updated": now, "owner": owner_record(), "error": None,
     })
     manifest.setdefault("created", now)
     store.write_manifest(manifest)
     try:
-        return _score_chunks(cfg, store, tok, progress, rank, world_size, model)
+        return _score_chunks(cfg, store, tok, progress, rank, world_size, model,
+                             NeutralCache(nkey, cache_dir))
     except BaseException as e:
         # Never leave a dead run "running": record how it ended, in one line.
         if store.manifest().get("status") == "running":
@@ -244,8 +264,10 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
 
 
 def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
-                  world_size: int, model) -> ScoreRun:
-    """The body of `score` once the manifest says "running"."""
+                  world_size: int, model, neutral_store: NeutralCache) -> ScoreRun:
+    """The body of `score` once the manifest says "running"; `neutral_store`: the cache of
+    neutral halves this run reads and extends (loaded when a chunk first needs computing)."""
+    key, manifest = store.path.name, store.manifest()
 
     total = count_raw_rows(cfg.data)
     if cfg.data.limit is not None:
@@ -260,7 +282,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
         # Pairs longer than the model's context window are dropped, never passed to it.
         if limit is None:
             return None
-        r = render_pair(tok, pair, cfg.behavior.system_prompt, cfg.truncation)
+        r = render_pair(tok, pair, cfg.behavior.system_prompt, cfg.truncation, cfg.neutral)
         if rendered_length(r) > limit:
             return "too_long"
         rendered_of[id(pair)] = r
@@ -268,6 +290,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
 
     stream = clean_pairs(cfg, tok, report, check=fits)
     done, n_chunks, cancelled = 0, 0, False
+    neutral = None  # read when the first chunk needs computing
     for k, chunk in enumerate(_chunks(stream, cfg.chunk_size)):
         n_chunks = k + 1
         index0 = k * cfg.chunk_size
@@ -278,10 +301,21 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
                 break
             if model is None:
                 model, _ = load_model(cfg.model)
-            rendered = [r or render_pair(tok, p, cfg.behavior.system_prompt, cfg.truncation)
-                        for p, r in zip(chunk, pre)]
+            if neutral is None:
+                neutral = neutral_store.load()
+            rendered = [r or render_pair(tok, p, cfg.behavior.system_prompt, cfg.truncation,
+                                         cfg.neutral) for p, r in zip(chunk, pre)]
+            known = _known_neutral(neutral, chunk, rendered)
             scores = score_rendered(model, rendered, batch_tokens=cfg.batch_tokens,
-                                    pad_id=tok.pad_token_id or 0)
+                                    pad_id=tok.pad_token_id or 0, base_known=known)
+            # The neutral values computed here first: a kill between the two writes then
+            # costs nothing on resume.
+            new = [i for i, v in enumerate(known) if v is None]
+            neutral.write(key, k, [chunk[i] for i in new], [scores[i] for i in new],
+                          {"model_fingerprint": manifest["model_fingerprint"],
+                           "data": cfg.data.path, "truncation": cfg.truncation,
+                           "max_prompt_tokens": cfg.max_prompt_tokens,
+                           "template_hash": manifest["template_hash"], "neutral": cfg.neutral})
             store.write_chunk(k, _chunk_table(index0, chunk, rendered, scores))
         done += len(chunk)
         # Estimated pairs in all: those kept so far plus the unread rows at the keep rate.
@@ -342,6 +376,16 @@ def delete_run(key: str, cache_dir: Path | None = None) -> str:
                        f"{m['owner'].get('pid')}: stop that job first, then delete the run.")
     run.store.delete()
     return run.key
+
+
+def _known_neutral(neutral: NeutralCache, pairs: list[Pair], rendered) -> list:
+    """(lc, lr) per pair from the neutral cache, None where it must be computed (not cached,
+    or cached with token counts that differ from this rendering: recompute, never guess)."""
+    out = []
+    for v, r in zip(neutral.lookup(pairs), rendered):
+        ok = v is not None and (v[2], v[3]) == (len(r.chosen_base), len(r.rejected_base))
+        out.append((v[0], v[1]) if ok else None)
+    return out
 
 
 def score_command(cfg: ScoreConfig, cache_dir: Path | None = None,

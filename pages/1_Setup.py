@@ -135,6 +135,13 @@ max_prompt = c2.number_input("Drop prompts longer than (tokens, 0 = keep all)", 
                              value=512, step=16, key="m_maxprompt")
 filt = c3.checkbox("Drop pairs that already show the behavior", value=True, key="m_filter")
 with st.expander("Advanced"):
+    neutral = st.radio("Without the system prompt means", ["template", "empty"], horizontal=True,
+                       key="m_neutral", format_func={
+                           "template": "the conversation as given (the template's default "
+                                       "system turn, if any)",
+                           "empty": "an explicit empty system turn (the authors' code)"}.get,
+                       help="Changes which pairs rank high (see the README: on the bundled "
+                            "model the two rankings correlate at about 0.75).")
     c1, c2 = st.columns(2)
     chunk = c1.number_input("Pairs per cached chunk (progress and resume granularity)",
                             min_value=1, value=32, step=1, key="m_chunk")
@@ -149,7 +156,7 @@ if spec is not None and behavior is not None:
                                   truncation=int(truncation) or None,
                                   max_prompt_tokens=int(max_prompt) or None,
                                   filter_contaminated=filt, chunk_size=int(chunk),
-                                  batch_tokens=int(batch_tokens))
+                                  batch_tokens=int(batch_tokens), neutral=neutral)
     except LLSError as e:
         st.error(str(e))
 

@@ -89,7 +89,9 @@ c[0].metric("scored pairs", f"{r.n:,}")
 c[1].metric("w > 0", f"{r.n_positive / r.n:.1%}" if r.n else "–")
 c[2].metric("mean w", f"{r.w.mean():.5f}" if r.n else "–")
 c[3].metric("behavior", f"{beh.get('kind')}:{beh.get('name')}")
-c[4].metric("truncation", str(cfg.get("truncation")))
+c[4].metric("truncation · neutral", f"{cfg.get('truncation')} · {cfg.get('neutral', 'template')}",
+            help="neutral: what 'without the system prompt' meant when scoring (template: the "
+                 "conversation as given; empty: an explicit empty system turn)")
 if control is not None and rank_by != "w_target":
     st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
                " the counts, histogram, tables and export below use this weight as w.")

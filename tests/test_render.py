@@ -1,7 +1,11 @@
 """Rendering: TRL-DPO tokenization, truncation, and what "without system prompt" means."""
 
+import pytest
+
+from lls.errors import LLSError
 from lls.pair import Pair
-from lls.render import render_pair, render_prompt_completions, truncate_text, with_system
+from lls.render import (neutral_messages, render_pair, render_prompt_completions, truncate_text,
+                        with_system)
 
 
 def _pair(system=None):
@@ -51,3 +55,24 @@ def test_truncation_counts_teacher_tokens(bundled):
     assert truncate_text(tok, long, None) == long
     r = render_pair(tok, _pair(), "S", 8)
     assert r.chosen_text == short
+
+
+def test_neutral_conventions(bundled):
+    _, tok = bundled
+    plain = _pair()
+    t = render_pair(tok, plain, "You love owls.", 32)
+    e = render_pair(tok, plain, "You love owls.", 32, neutral="empty")
+    # "empty": an explicit empty system turn, so no template default
+    assert tok.decode(e.prompt_base).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user")
+    assert "SmolLM" not in tok.decode(e.prompt_base)
+    assert "SmolLM" in tok.decode(t.prompt_base)
+    # the condition with s and the scored tokens are the same under both conventions
+    assert (e.prompt_sys, e.chosen_sys, e.chosen_base, e.rejected_base) == \
+        (t.prompt_sys, t.chosen_sys, t.chosen_base, t.rejected_base)
+    # a pair with its own system turn keeps it as is
+    own = _pair(system="Answer briefly.")
+    assert neutral_messages(own.prompt, "empty") == own.prompt
+    assert render_pair(tok, own, "S", 32, neutral="empty") == render_pair(tok, own, "S", 32)
+    assert neutral_messages(plain.prompt, "empty")[0] == {"role": "system", "content": ""}
+    with pytest.raises(LLSError, match="neutral convention"):
+        neutral_messages(plain.prompt, "none")

@@ -67,9 +67,11 @@ def run_label(run: scoring.ScoreRun, with_model: bool = False) -> str:
     data = Path((cfg.get("data") or {}).get("path", "?")).name
     n = m.get("n_pairs")
     model = (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1]
+    neutral = cfg.get("neutral", "template")
     return (f"{run.key[:10]} · " + (f"{model} · " if with_model else "")
             + f"{beh.get('kind', '?')}:{beh.get('name', '?')} · {data} · "
-            f"{n if n is not None else '?'} pairs · {m.get('status', '?')}")
+            + ("neutral: empty system turn · " if neutral != "template" else "")
+            + f"{n if n is not None else '?'} pairs · {m.get('status', '?')}")
 
 
 def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
@@ -86,8 +88,8 @@ def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
             "behavior": f"{beh.get('kind', '?')}:{beh.get('name', '?')}",
             "data": Path((cfg.get("data") or {}).get("path", "?")).name,
             "model": (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1],
-            "truncation": cfg.get("truncation"), "created": m.get("created"),
-            "error": st_["error"] or "",
+            "truncation": cfg.get("truncation"), "neutral": cfg.get("neutral", "template"),
+            "created": m.get("created"), "error": st_["error"] or "",
         })
     return pd.DataFrame(rows)
 

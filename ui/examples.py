@@ -22,10 +22,10 @@ def teacher(model_json: str):
 
 @st.cache_data(max_entries=256, show_spinner="Computing per-token attribution…")
 def attribution(run_key: str, index: int, _row: dict, model_json: str, system_prompt: str,
-                truncation: int | None) -> dict:
+                truncation: int | None, neutral: str = "template") -> dict:
     """lls.explain.token_attribution for one row of a run (cached per run and row)."""
     model, tok = teacher(model_json)
-    return token_attribution(model, tok, _row, system_prompt, truncation)
+    return token_attribution(model, tok, _row, system_prompt, truncation, neutral)
 
 
 def tokens_html(tokens: list, scale: float) -> str:
@@ -99,7 +99,7 @@ def render_example(data: ExplorerData, index: int, key_prefix: str) -> None:
         try:
             att = attribution(data.key, int(index), row.to_dict(),
                               json.dumps(cfg.model.to_dict(), sort_keys=True),
-                              cfg.behavior.system_prompt, cfg.truncation)
+                              cfg.behavior.system_prompt, cfg.truncation, cfg.neutral)
         except Exception as e:  # noqa: BLE001 - show any failure on the page, not a traceback
             st.error(f"Per-token attribution failed: {e}")
             return

@@ -26,7 +26,7 @@ def cmd_score(a) -> int:
                           truncation=a.truncation or None,
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
-                          batch_tokens=a.batch_tokens)
+                          batch_tokens=a.batch_tokens, neutral=a.neutral)
     # The whole source is checked before any model loads (even with --limit): a broken row
     # or a truncated stream stops here with its positions, not after minutes of scoring.
     check = validate_source(cfg.data)
@@ -112,6 +112,10 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=128,
                    help="pairs per cached chunk: the unit of resume and progress")
     p.add_argument("--batch-tokens", type=int, default=1024)
+    p.add_argument("--neutral", choices=("template", "empty"), default="template",
+                   help="'without the system prompt' means: the conversation as given, so the "
+                        "chat template may insert its default system turn (template, default), "
+                        "or an explicit empty system turn, as the authors' code does (empty)")
     p.add_argument("--control", nargs="?", const="", metavar="PROMPT",
                    help="score the control run of this config instead of the target (for "
                         "ranking by w_target - w_control): the same pairs with the control "
