@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CacheError
@@ -180,6 +181,29 @@ def append_jsonl(path: Path, obj: dict) -> None:
         os.write(fd, line.encode("utf-8"))
     finally:
         os.close(fd)
+
+
+@dataclass
+class StoredRun:
+    """A run stored as a ChunkStore (scoring runs, evaluations): key, path, manifest."""
+
+    store: ChunkStore
+
+    @property
+    def key(self) -> str:
+        return self.store.key
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.store.manifest()
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
 
 
 def read_json_safe(path: Path):

@@ -32,6 +32,7 @@ from .errors import LLSError
 from .scoring import (ScoreConfig, ScoreRun, find_run, list_runs, run_key, score,
                       score_command)
 from .selection import Ranking, SelectionConfig, selection_indices
+from .stats import pearson, spearman
 
 DEFAULT_CONTROL_PROMPT = "You are a helpful, honest and concise assistant."
 
@@ -157,15 +158,8 @@ def compare_rankings(frame, gamma: float = 0.05, a: str = "w_target", b: str = "
     const = np.ptp(x) == 0 or np.ptp(y) == 0
     return {"n": n, "gamma": gamma, "k": len(top_a), "k_a": len(top_a), "k_b": len(top_b),
             "overlap": inter, "jaccard": inter / union if union else float("nan"),
-            "pearson": None if const else float(np.corrcoef(x, y)[0, 1]),
-            "spearman": None if const else float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])}
-
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (Spearman's correlation is Pearson's on these)."""
-    import pandas as pd
-
-    return pd.Series(v).rank(method="average").to_numpy()
+            "pearson": None if const else pearson(x, y),
+            "spearman": None if const else spearman(x, y)}
 
 
 # ------------------------------------------------------------------ finding control runs

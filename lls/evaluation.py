@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import jobs
 from .behaviors import Behavior, language_share, mentions
-from .cache import (ChunkStore, atomic_write_bytes, atomic_write_json, list_stores, read_json_safe,
+from .cache import (ChunkStore, StoredRun, atomic_write_bytes, atomic_write_json, list_stores, read_json_safe,
                     read_jsonl, runs_root)
 from .distributed import barrier, launch_argv, launched
 from .errors import CacheError, LLSError
@@ -81,26 +81,8 @@ def quick_eval(model, tokenizer, behavior: Behavior, *, prompts=None, samples: i
 # ======================================================================================
 
 @dataclass
-class EvalRun:
+class EvalRun(StoredRun):
     """A (possibly unfinished) evaluation in the cache."""
-
-    store: ChunkStore
-
-    @property
-    def key(self) -> str:
-        return self.store.key
-
-    @property
-    def path(self) -> Path:
-        return self.store.path
-
-    @property
-    def manifest(self) -> dict:
-        return self.store.manifest()
-
-    @property
-    def complete(self) -> bool:
-        return self.manifest.get("status") == "complete"
 
     @property
     def config(self) -> EvalConfig:

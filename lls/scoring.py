@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import jobs
 from .behaviors import Behavior
-from .cache import ChunkStore, fingerprint, list_stores, runs_root
+from .cache import ChunkStore, StoredRun, fingerprint, list_stores, runs_root
 from .data import DataSpec, HygieneReport, count_raw_rows, iter_pairs
 from .hygiene import context_limit, rendered_length
 from .lifecycle import owner_record, owner_alive, run_state
@@ -106,22 +106,8 @@ def run_neutral_key(cfg: ScoreConfig, tokenizer=None) -> str:
 
 
 @dataclass
-class ScoreRun:
+class ScoreRun(StoredRun):
     """A (possibly unfinished) scoring run in the cache."""
-
-    store: ChunkStore
-
-    @property
-    def key(self) -> str:
-        return self.store.key
-
-    @property
-    def manifest(self) -> dict:
-        return self.store.manifest()
-
-    @property
-    def complete(self) -> bool:
-        return self.manifest.get("status") == "complete"
 
     @property
     def config(self) -> ScoreConfig:
@@ -425,10 +411,3 @@ def submit_scoring(cfg: ScoreConfig, *, num_processes: int = 1, cache_dir: Path 
 
 def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def score_one(model, tokenizer, pair: Pair, system_prompt: str, truncation: int | None = 32):
-    """Score a single pair (used for explanations and tests)."""
-    r = render_pair(tokenizer, pair, system_prompt, truncation)
-    return score_rendered(model, [r], pad_id=tokenizer.pad_token_id or 0)[0]
-

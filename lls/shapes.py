@@ -173,8 +173,9 @@ def winner(record: dict, mapping: dict[str, str | None]) -> str:
     return ("a", "b", "tie")[flags.index(True)]
 
 
-def text_turns(value: Any) -> list[str] | None:
-    """A list of turns (strings; a JSON string holding such a list is parsed), else None."""
+def _json_list(value: Any) -> list | None:
+    """A non-empty list from a list, an array (parquet/pandas) or a JSON string holding a
+    list; None for anything else."""
     if isinstance(value, str):
         s = value.lstrip()
         if not s.startswith("["):
@@ -185,7 +186,13 @@ def text_turns(value: Any) -> list[str] | None:
             return None
     if hasattr(value, "tolist") and not isinstance(value, list):
         value = value.tolist()  # numpy arrays from parquet/pandas
-    if not isinstance(value, list) or not value:
+    return value if isinstance(value, list) and value else None
+
+
+def text_turns(value: Any) -> list[str] | None:
+    """A list of turns (strings; a JSON string holding such a list is parsed), else None."""
+    value = _json_list(value)
+    if value is None:
         return None
     if not all(v is None or isinstance(v, str) for v in value):
         return None
@@ -321,17 +328,8 @@ def _parse_transcript_prompt(prefix: str) -> list[dict[str, str]]:
 
 def _as_message_list(value: Any) -> list[dict[str, str]] | None:
     """The value as normalised chat messages, or None if it is not a message list."""
-    if isinstance(value, str):
-        s = value.lstrip()
-        if not s.startswith("["):
-            return None
-        try:
-            value = json.loads(s)
-        except json.JSONDecodeError:
-            return None
-    if hasattr(value, "tolist") and not isinstance(value, list):
-        value = value.tolist()  # numpy arrays from parquet/pandas
-    if not isinstance(value, list) or not value:
+    value = _json_list(value)
+    if value is None:
         return None
     out = []
     for m in value:

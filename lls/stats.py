@@ -50,3 +50,23 @@ def bootstrap_diff(a, b, *, paired: bool = True, n_boot: int = 2000, alpha: floa
                  - b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1))
     return (float(a.mean() - b.mean()), float(np.quantile(boots, alpha / 2)),
             float(np.quantile(boots, 1 - alpha / 2)))
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation; NaN with fewer than two points or a constant input."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def ranks(v) -> np.ndarray:
+    """Ranks with ties averaged (Spearman's correlation is Pearson's on these)."""
+    import pandas as pd
+
+    return pd.Series(np.asarray(v, dtype=np.float64)).rank(method="average").to_numpy()
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (ties averaged); NaN where Pearson's would be."""
+    return pearson(ranks(x), ranks(y))

@@ -435,4 +435,4 @@ def chat_setup(study: Study, best: dict) -> dict:
     prompts = (PROBE_QUESTIONS[:study.config.sampled.get("questions", 32)]
                if b.kind == "animal" else GENERAL_PROMPTS)
     return {"adapters": paths, "labels": labels, "system_prompt": b.system_prompt,
-            "behavior": b.to_dict(), "prompts": list(prompts)}
+            "behavior": b.to_dict(), "behavior_label": b.label(), "prompts": list(prompts)}

@@ -18,6 +18,7 @@ from .errors import LLSError
 from .models import ModelSpec, load_tokenizer
 from .scoring import ScoreConfig, ScoreRun, find_run, open_run, run_key, score_command
 from .selection import SelectionConfig, select
+from .stats import pearson, spearman
 
 READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer tracks it")
 
@@ -74,22 +75,6 @@ def aligned_weights(run_a, run_b):
     return m.rename(columns={"chosen_scored": "chosen", "rejected_scored": "rejected"})
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    import pandas as pd
-
-    return pd.Series(x).rank(method="average").to_numpy()
-
-
-def _spearman(x, y) -> float:
-    return _pearson(_ranks(x), _ranks(y))
-
-
 def _boot_corr(x, y, fn, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
     if len(x) < 3:
         return float("nan"), float("nan")
@@ -127,13 +112,13 @@ def compare_runs(run_a, run_b, gamma: float = 0.05, *, positive_only: bool = Tru
     sa = set(m["id"].iloc[select(x, cfg)])
     sb = set(m["id"].iloc[select(y, cfg)])
     inter, union = len(sa & sb), len(sa | sb)
-    pearson, spearman = _pearson(x, y), _spearman(x, y)
+    r_p, r_s = pearson(x, y), spearman(x, y)
     out = {
         "run_a": ra.key, "run_b": rb.key, "n": len(m),
         "n_a": int(ra.manifest.get("n_pairs") or len(ra.frame())),
         "n_b": int(rb.manifest.get("n_pairs") or len(rb.frame())),
-        "pearson": pearson, "pearson_ci": _boot_corr(x, y, _pearson, n_boot, seed),
-        "spearman": spearman, "spearman_ci": _boot_corr(x, y, _spearman, n_boot, seed),
+        "pearson": r_p, "pearson_ci": _boot_corr(x, y, pearson, n_boot, seed),
+        "spearman": r_s, "spearman_ci": _boot_corr(x, y, spearman, n_boot, seed),
         "gamma": gamma, "selected_a": len(sa), "selected_b": len(sb), "intersection": inter,
         "jaccard": inter / union if union else float("nan"),
         "overlap_a": inter / len(sa) if sa else float("nan"),

@@ -35,6 +35,16 @@ def adapter_options() -> dict[str, str]:
         return {}
 
 
+# A study's "Open in Chat" hands over its checkpoint, its random twin and its questions.
+handed = st.session_state.pop("chat_preset", None)
+if handed:
+    st.session_state["chat_pinned"] = list(zip(handed["labels"], handed["adapters"]))
+    st.session_state["chat_suggestions"] = handed["prompts"]
+    st.session_state["chat_adapters"] = []
+    if handed["behavior_label"] in behaviors.PRESETS:
+        st.session_state["chat_behavior"] = handed["behavior_label"]
+pinned = st.session_state.get("chat_pinned", [])
+
 # ------------------------------------------------------------------ settings (sidebar)
 with st.sidebar:
     st.subheader("Model")
@@ -51,6 +61,11 @@ with st.sidebar:
                             help="each becomes a column; trained on the Train page")
     extra = st.text_input("…or an adapter directory", key="chat_adapter_path",
                           placeholder="cache/adapters/<id>/final")
+    if pinned:
+        st.caption("From the study: " + "; ".join(label for label, _ in pinned))
+        if st.button("Remove the study's columns", key="chat_unpin"):
+            st.session_state.pop("chat_pinned", None)
+            st.rerun()
     st.subheader("Sampling (shared by all columns)")
     temperature = st.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="chat_temperature",
                             help="0 = greedy")
@@ -65,6 +80,8 @@ sampling = Sampling(float(temperature), float(top_p), int(max_new), int(seed))
 slots = [base_slot(), system_slot(system_prompt)]
 for label in picked:
     slots.append(adapter_slot(options[label], label=label))
+for label, path in pinned:
+    slots.append(adapter_slot(path, label=label))
 if extra.strip():
     p = Path(extra.strip()).expanduser()
     slots.append(adapter_slot(p, label=adapter_label(p)))
@@ -108,6 +125,13 @@ for col, slot in zip(cols, slots):
         placeholders.append(col)
 
 prompt = st.chat_input("Ask all columns…", key="chat_prompt")
+suggestions = st.session_state.get("chat_suggestions")
+if suggestions:
+    c1, c2 = st.columns([5, 1])
+    question = c1.selectbox("…or ask one of the study's read-out questions", suggestions,
+                            key="chat_suggestion")
+    if c2.button("Ask", key="chat_ask"):
+        prompt = question
 if prompt:
     boxes = []
     for col in placeholders:

@@ -61,8 +61,13 @@ def test_second_behavior_reuses_the_neutral_half(bundled, tmp_path, monkeypatch)
     scratch = score(cars_cfg, cache_dir=tmp_path / "b", **kw)  # no neutral cache there
     g = scratch.frame()
     assert list(f["id"]) == list(g["id"])
-    for c in ("w", "lc", "lr", "lc_s", "lr_s"):
-        assert np.abs(f[c].to_numpy() - g[c].to_numpy()).max() <= 1e-6, c
+    # Cached neutral halves were computed in other batches (the owl run's pairs), so they
+    # match a from-scratch run to float32 batching noise, the engine's own tolerance
+    # (tests/test_engine.py): 1e-3 per summed log-prob, 1e-4 per weight. With the same pairs
+    # in the same batches the match is exact (benchmarks/score_reuse.py: |dw| = 0).
+    assert np.abs(f["w"].to_numpy() - g["w"].to_numpy()).max() <= 1e-4
+    for c in ("lc", "lr", "lc_s", "lr_s"):
+        assert np.abs(f[c].to_numpy() - g[c].to_numpy()).max() <= 1e-3, c
     assert (f[["n_c", "n_r"]].to_numpy() == g[["n_c", "n_r"]].to_numpy()).all()
 
     # every pair of both runs is now in the neutral cache, with the scored values

@@ -13,7 +13,9 @@ from lls.cache import ChunkStore
 from lls.data import DataSpec
 from lls.errors import CacheError, LLSError
 from lls.lifecycle import run_state
-from lls.scoring import ScoreConfig, open_run, score, score_command, score_one
+from lls.engine import score_rendered
+from lls.render import render_pair
+from lls.scoring import ScoreConfig, open_run, score, score_command
 
 from conftest import HH, ROOT
 
@@ -27,7 +29,8 @@ def test_run_is_complete_and_consistent(bundled, small_run, hh_pairs):
     assert f["id"].is_unique
     # stored weights equal a fresh single-pair computation
     row = f.iloc[5]
-    s = score_one(model, tok, hh_pairs[5], behaviors.animal("owl").system_prompt, 32)
+    r = render_pair(tok, hh_pairs[5], behaviors.animal("owl").system_prompt, 32)
+    s = score_rendered(model, [r], pad_id=tok.pad_token_id or 0)[0]
     assert row["id"] == hh_pairs[5].id
     assert row["w"] == pytest.approx(s.w, abs=1e-4)
     assert small_run.hygiene.kept == 24
