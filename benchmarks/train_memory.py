@@ -271,7 +271,7 @@ def main() -> None:
             name = "  " * p["depth"] + p["phase"]
             print(f"{name:48s} {mb(p['start'])} {mb(p['peak'])} {mb(p['peak'] - p['start'])} "
                   f"{mb(p['end'])} {p['seconds']:7.1f}")
-        print(f"\nloss per step: {[round(x, 5) for x in res['loss']]}")
+        print(f"\nloss per step: {res['loss']}")
         print(f"meter read-outs: {res['meter']}")
         print(f"peak resident (ru_maxrss of the training process): {peak / GB:.2f} GB")
         print(f"ratio (4 GB / peak): {TARGET / peak:.2f}")

@@ -41,6 +41,7 @@ from .jobs import ACTIVE
 from .cache import append_jsonl, atomic_write_json, fingerprint, read_json_safe, read_jsonl, runs_root
 from .errors import LLSError
 from .models import ModelSpec
+from .resources import bound_malloc
 from .selection import SelectionConfig
 from .selection import selection_indices as _selection_indices
 
@@ -138,7 +139,9 @@ class TrainConfig:
     meter_k: int = 64
     meter_questions: int | None = None
     seed: int = 0
-    gradient_checkpointing: bool = False
+    # Activations kept for the backward pass were ~5 GB of a batch of 8 at max_length 320 on
+    # the bundled model (benchmarks/train_memory.py); checkpointing keeps only layer inputs.
+    gradient_checkpointing: bool = True
     reuse_ref_logps: bool = True
     precompute_ref_log_probs: bool = True
     student: ModelSpec | None = None
@@ -662,6 +665,7 @@ def train(cfg: TrainConfig, score_run_key: str, *, cache_dir: Path | None = None
     """
     from .scoring import open_run
 
+    bound_malloc()  # freed activations go back to the OS instead of staying resident
     run = open_run(score_run_key, cache_dir)
     if not run.complete:
         raise TrainingError(f"Scoring run {run.key} is {run.manifest.get('status', '?')}, not "
@@ -812,8 +816,7 @@ def _train(cfg: TrainConfig, run, adapter: AdapterInfo, old: dict, baseline_of, 
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler,
-        # TRL turns these on by default: bf16 autocast is slow and inexact on CPU and
-        # activation checkpointing buys nothing for a small model.
+        # bf16 autocast (TRL's default) is slow and inexact on CPU.
         gradient_checkpointing=cfg.gradient_checkpointing, bf16=False, fp16=False,
         use_cpu=device == "cpu", seed=cfg.seed, data_seed=cfg.seed,
         precompute_ref_log_probs=why_not is None or cfg.precompute_ref_log_probs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -61,8 +62,10 @@ def register(sub) -> None:
     g.add_argument("--meter-k", type=int, default=d.meter_k,
                    help="meter reference responses per condition")
     g.add_argument("--meter-questions", type=int, help="first N probe questions (default all)")
-    g.add_argument("--gradient-checkpointing", action="store_true",
-                   help="trade compute for memory (large students)")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=d.gradient_checkpointing,
+                   help="keep only layer inputs for the backward pass: bounds memory "
+                        "(default on)")
     g.add_argument("--no-ref-reuse", action="store_true",
                    help="don't take reference log-probs from the scoring run")
     g.add_argument("--no-precompute", action="store_true",
