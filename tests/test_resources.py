@@ -88,3 +88,10 @@ def test_check_training_and_scoring_use_the_recipe():
     assert not tight.ok and tight.message.startswith("Training needs")
     s = R.check_scoring(shape, 1024, available_bytes=R.GB // 2)
     assert not s.ok and s.message.startswith("Scoring needs")
+
+
+def test_bound_malloc_sets_glibc_thresholds():
+    import platform
+
+    # mallopt returns 1 on success; other C libraries have no mallopt (False, no error)
+    assert R.bound_malloc() is (platform.libc_ver()[0] == "glibc")
