@@ -268,15 +268,19 @@ def test_cancel_stops_the_process(hh_run):
 
 def test_cli_flags_reach_the_config():
     from lls.cli import build_parser
+    from lls.cli.train import config_from_args
 
     a = build_parser().parse_args(["train", "--run", "abc", "--gamma", "0.1", "--control-run",
-                                   "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1"])
-    cfg = T.config_from_args(a)
+                                   "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1",
+                                   "--no-gradient-checkpointing"])
+    cfg = config_from_args(a)
     assert cfg.selection.control_run == "ctl123" and cfg.selection.gamma == 0.1
     assert cfg.meter_at_checkpoints is False and cfg.meter_k == 16 and cfg.beta == 0.1
+    assert cfg.gradient_checkpointing is False
     a = build_parser().parse_args(["train", "--run", "abc"])
-    cfg = T.config_from_args(a)
+    cfg = config_from_args(a)
     assert cfg.meter_at_checkpoints and cfg.selection.control_run is None
+    assert cfg.gradient_checkpointing is True  # the memory-bounded default reaches the CLI
 
 
 def test_contrastive_selection_ranks_by_the_difference(hh_run, bundled):
