@@ -99,8 +99,8 @@ def dpo_args(cfg: TrainConfig, output_dir: str, *, cpu: bool, reuse: bool, quiet
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler,
-        # TRL turns these on by default: bf16 autocast is slow and inexact on CPU and
-        # activation checkpointing buys nothing for a small model.
+        # bf16 autocast (TRL's default) is slow and inexact on CPU; checkpointing is the
+        # config's (on by default: it bounds memory, see lls.train_config).
         gradient_checkpointing=cfg.gradient_checkpointing, bf16=False, fp16=False,
         use_cpu=cpu, seed=cfg.seed, data_seed=cfg.seed,
         precompute_ref_log_probs=reuse or cfg.precompute_ref_log_probs,

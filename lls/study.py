@@ -434,5 +434,6 @@ def chat_setup(study: Study, best: dict) -> dict:
         labels.append(f"{kind} · {info.id} · step {step}")
     prompts = (PROBE_QUESTIONS[:study.config.sampled.get("questions", 32)]
                if b.kind == "animal" else GENERAL_PROMPTS)
-    return {"adapters": paths, "labels": labels, "system_prompt": b.system_prompt,
+    model = open_run(study.config.run, study.cache_dir).manifest["config"]["model"]["name"]
+    return {"model": model, "adapters": paths, "labels": labels, "system_prompt": b.system_prompt,
             "behavior": b.to_dict(), "behavior_label": b.label(), "prompts": list(prompts)}

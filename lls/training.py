@@ -34,6 +34,7 @@ from .dpo import (build_rows, completion_only_lm_head, dpo_args, drop_long_promp
                   lora_config, reuse_check, trainer_class)
 from .jobs import ACTIVE
 from .models import ModelSpec, load_model, load_tokenizer, resolve_device
+from .resources import bound_malloc
 from .scoring import ScoreRun, open_run
 from .train_cancel import TrainingCancelled, sigterm_cancels, stop_requested
 from .train_config import (SelectionSpec, TrainConfig, TrainingError, baseline_config,
@@ -78,6 +79,7 @@ def train(cfg: TrainConfig, score_run_key: str, *, cache_dir: Path | None = None
     Trainer checkpoints continues from the last one; a finished adapter is returned as is.
     `baseline_of`: this adapter is the random baseline of that adapter id.
     """
+    bound_malloc()  # freed activations go back to the OS instead of staying resident
     run = open_run(score_run_key, cache_dir)
     if not run.complete:
         raise TrainingError(f"Scoring run {run.key} is {run.manifest.get('status', '?')}, not "

@@ -41,6 +41,7 @@ if handed:
     st.session_state["chat_pinned"] = list(zip(handed["labels"], handed["adapters"]))
     st.session_state["chat_suggestions"] = handed["prompts"]
     st.session_state["chat_adapters"] = []
+    st.session_state["chat_model"] = handed["model"]
     if handed["behavior_label"] in behaviors.PRESETS:
         st.session_state["chat_behavior"] = handed["behavior_label"]
 pinned = st.session_state.get("chat_pinned", [])

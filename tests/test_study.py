@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,31 @@ def test_cli_study_create_status_and_errors(tiny_run, capsys):
     assert "Study name" in capsys.readouterr().err
     assert main(["study", "status", "nope"]) == 2
     assert "No study named 'nope'" in capsys.readouterr().err
+
+
+def test_studies_page_shows_cells_best_and_opens_chat(tiny_run):
+    """The Studies page over a finished study: the cells table, the effect figure, the best
+    cell with its caveat, and "Open in Chat" handing the checkpoint and its twin over."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    name = "tiny-page"
+    S.create_study(_config(tiny_run, name, gamma=[0.25]))
+    run_study(name)
+    at = AppTest.from_file(str(ROOT / "pages" / "7_Studies.py"), default_timeout=120)
+    at.session_state["study_pick"] = name
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    cells = next(d.value for d in at.dataframe if "label" in d.value.columns)
+    assert list(cells["status"]) == ["done"]
+    assert cells["margin_diff"].notna().all() and cells["lls_share"].notna().all()
+    assert any("Best of" in w.value for w in at.warning)
+    at.button(key="study_chat").click().run()
+    handed = at.session_state["chat_preset"] if "chat_preset" in at.session_state else None
+    study = S.open_study(name)
+    best = S.best_cell(study)
+    want = S.chat_setup(study, best)
+    assert handed is None or handed == want  # consumed by the Chat page when it rendered
+    assert len(want["adapters"]) == 2 and all(Path(p).is_dir() for p in want["adapters"])
+    assert want["prompts"][0].startswith("Name your favourite animal")

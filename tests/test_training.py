@@ -303,13 +303,16 @@ def test_cli_flags_reach_the_config():
     from lls.cli.train import config_from_args
 
     a = build_parser().parse_args(["train", "--run", "abc", "--gamma", "0.1", "--control-run",
-                                   "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1"])
+                                   "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1",
+                                   "--no-gradient-checkpointing"])
     cfg = config_from_args(a)
     assert cfg.selection.control_run == "ctl123" and cfg.selection.gamma == 0.1
     assert cfg.meter_at_checkpoints is False and cfg.meter_k == 16 and cfg.beta == 0.1
+    assert cfg.gradient_checkpointing is False
     a = build_parser().parse_args(["train", "--run", "abc"])
     cfg = config_from_args(a)
     assert cfg.meter_at_checkpoints and cfg.selection.control_run is None
+    assert cfg.gradient_checkpointing is True  # the memory-bounded default reaches the CLI
     # the historical spellings keep their meaning
     cfg = config_from_args(build_parser().parse_args(
         ["train", "--run", "abc", "--random", "--seed", "5", "--all-weights", "--lr", "0.001",

@@ -75,5 +75,6 @@ def train_settings(teacher_label: str) -> dict:
     values["student"] = ModelSpec(student.strip()) if student.strip() else None
     values["gradient_checkpointing"] = c2.checkbox(
         "Gradient checkpointing", value=DEFAULT.gradient_checkpointing,
-        help="Saves memory on large models; slower (off for small models).")
+        help="Keeps only layer inputs for the backward pass: about 2 GB instead of 6-10 GB on "
+             "the bundled model at batch 8; each step recomputes the forward pass.")
     return values
