@@ -207,6 +207,54 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
     )
 
 
+def model_config(spec: ModelSpec) -> dict | None:
+    """The model's config (transformers `config.json` keys) from local files only, without
+    loading weights: a model directory's config.json, a GGUF file's metadata (or its cached
+    de-quantised copy), a hub model's cached config.json; None when nothing local says."""
+    resolved = resolve(spec)
+    if resolved.gguf_file:
+        cached = _gguf_cache_dir(resolved) / "config.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        f = Path(resolved.source) / resolved.gguf_file
+        return _gguf_config(f) if f.is_file() else None
+    if resolved.details.get("dir"):
+        p = Path(resolved.details["dir"]) / "config.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(resolved.source, "config.json",
+                                        revision=spec.revision)
+        return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+    except Exception:  # noqa: BLE001 - no local copy: the caller says "unknown"
+        return None
+
+
+def _gguf_config(path: Path) -> dict | None:
+    """Llama-style config keys from a GGUF file's metadata (memory-mapped, no weights read)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+
+    def value(key):
+        f = fields.get(key)
+        return f.parts[f.data[0]].tolist()[0] if f is not None and len(f.data) == 1 else None
+
+    arch = bytes(fields["general.architecture"].parts[-1]).decode() \
+        if "general.architecture" in fields else "llama"
+    tokens = fields.get("tokenizer.ggml.tokens")
+    config = {"hidden_size": value(f"{arch}.embedding_length"),
+              "num_hidden_layers": value(f"{arch}.block_count"),
+              "intermediate_size": value(f"{arch}.feed_forward_length"),
+              "num_attention_heads": value(f"{arch}.attention.head_count"),
+              "num_key_value_heads": value(f"{arch}.attention.head_count_kv"),
+              "vocab_size": value(f"{arch}.vocab_size") or (len(tokens.data) if tokens else None),
+              "tie_word_embeddings": "output.weight" not in {t.name for t in
+                                                              GGUFReader(str(path)).tensors}}
+    return config if all(v is not None for v in config.values()) else None
+
+
 def _cached_hub_commit(repo_id: str) -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -193,3 +193,34 @@ def bound_malloc(threshold: int = MALLOC_THRESHOLD) -> bool:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold))) and \
         bool(mallopt(_M_TRIM_THRESHOLD, int(threshold)))
+
+
+def model_shape(spec) -> ModelShape | None:
+    """The shape of a model (a `lls.models.ModelSpec`) from local files, None if unknown."""
+    from .models import model_config
+
+    try:
+        config = model_config(spec)
+        return ModelShape.from_config(config) if config else None
+    except LLSError:
+        return None
+
+
+def unknown(what: str) -> MemoryCheck:
+    """A check that could not estimate (the model's shape is not known locally)."""
+    avail = available_memory()
+    free = f"{avail / GB:.1f} GB available" if avail is not None else "free memory unknown"
+    return MemoryCheck(0, avail, True, f"{what}: expected memory unknown until the model's "
+                                      f"config is on disk; {free}.")
+
+
+def check_training_job(spec, cfg) -> MemoryCheck:
+    """`check_training` for the student `spec` (unknown shape: an 'unknown' check)."""
+    shape = model_shape(spec)
+    return check_training(shape, cfg) if shape else unknown("Training")
+
+
+def check_scoring_job(spec, batch_tokens: int = 1024) -> MemoryCheck:
+    """`check_scoring` for the teacher `spec` (unknown shape: an 'unknown' check)."""
+    shape = model_shape(spec)
+    return check_scoring(shape, batch_tokens) if shape else unknown("Scoring")

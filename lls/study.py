@@ -31,6 +31,7 @@ from . import effects, jobs
 from .behaviors import Behavior
 from .cache import atomic_write_json, fingerprint, read_json_safe, runs_root
 from .errors import LLSError
+from .models import ModelSpec
 from .prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from .scoring import open_run
 from .adapters import open_adapter
@@ -437,3 +438,14 @@ def chat_setup(study: Study, best: dict) -> dict:
     model = open_run(study.config.run, study.cache_dir).manifest["config"]["model"]["name"]
     return {"model": model, "adapters": paths, "labels": labels, "system_prompt": b.system_prompt,
             "behavior": b.to_dict(), "behavior_label": b.label(), "prompts": list(prompts)}
+
+
+def teacher(study: Study):
+    """The model every cell trains (the scoring run's teacher), a ModelSpec."""
+    return ModelSpec.from_dict(open_run(study.config.run, study.cache_dir).manifest
+                               ["config"]["model"])
+
+
+def recipe(study: Study) -> TrainConfig:
+    """The TrainConfig fields every cell shares (the grid varies the rest)."""
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **study.config.recipe})

@@ -7,6 +7,7 @@ from lls import data as lls_data
 from lls.distributed import device_count
 from lls.errors import LLSError
 from lls.models import BUNDLED, ModelSpec
+from lls.resources import check_scoring_job
 from ui import common, data_source, job_cards
 
 st.set_page_config(page_title="Setup · LLS Studio", layout="wide")
@@ -206,7 +207,8 @@ if cfg is not None and data_ok:
     if n_devices > 1:
         procs = int(st.number_input("Processes (one per device; chunks are shared out)", 1,
                                     n_devices, 1, key="score_procs"))
-    if st.button("Start scoring", type="primary", key="start"):
+    fits = job_cards.memory_gate(check_scoring_job(cfg.model, cfg.batch_tokens))
+    if st.button("Start scoring", type="primary", key="start", disabled=not fits):
         try:
             if not control_ok:
                 raise LLSError("Fix the control system prompt above, or untick the control.")

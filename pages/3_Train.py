@@ -12,7 +12,8 @@ from lls.distributed import device_count
 from lls.errors import LLSError
 from lls.models import ModelSpec
 from lls.selection import Ranking
-from ui import charts, common
+from lls.resources import check_training_job
+from ui import charts, common, job_cards
 from ui.train_form import train_settings
 
 st.set_page_config(page_title="Train · LLS Studio", layout="wide")
@@ -107,15 +108,16 @@ else:
     st.caption("Data-parallel training needs N devices for N processes (this machine: 1). On a "
                "cluster: `accelerate launch --num_processes N -m lls train --run <key> "
                "--config '<JSON>'`, then sync its `cache/` back to see the run here.")
+fits = job_cards.memory_gate(check_training_job(cfg.student or teacher, cfg))
 c1, c2 = st.columns(2)
-if c1.button("Train", type="primary", disabled=n_sel == 0):
+if c1.button("Train", type="primary", disabled=n_sel == 0 or not fits):
     try:
         job = T.submit_training(cfg, run_key, exclusive=exclusive, num_processes=procs)
         st.session_state["train_curve_adapter"] = job.params["adapter_id"]  # show its curves
         st.success(f"Submitted job {job.id}.")
     except LLSError as e:
         st.error(str(e))
-if c2.button("Train random baseline (same size)", disabled=n_sel == 0):
+if c2.button("Train random baseline (same size)", disabled=n_sel == 0 or not fits):
     try:
         job = T.submit_baseline(cfg, run_key, exclusive=exclusive, num_processes=procs)
         if lls_id in {a.id for a in list_adapters()}:

@@ -15,6 +15,8 @@ from lls.meter import summary_rows
 from lls.models import BUNDLED, ModelSpec
 from lls.prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from lls.adapters import list_adapters
+from lls.resources import check_scoring_job
+from ui import job_cards
 from ui.charts import eval_meter_figure, eval_rate_figure, eval_trajectory_figure
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
@@ -130,7 +132,8 @@ with tab_run:
     if cfg is not None:
         with st.expander("Command line (e.g. for a cluster)"):
             st.code(cluster_command(cfg), language="bash")
-    if st.button("Run evaluation", type="primary", key="ev_launch"):
+    fits = cfg is None or job_cards.memory_gate(check_scoring_job(cfg.model))
+    if st.button("Run evaluation", type="primary", key="ev_launch", disabled=not fits):
         try:
             if cfg is None:
                 raise LLSError(cfg_error or "Invalid settings.")

@@ -7,7 +7,8 @@ from lls.errors import LLSError
 from lls.models import BUNDLED, ModelSpec
 from lls.transfer import (READING, aligned_weights, compare_runs, student_runs,
                           submit_student_scoring)
-from ui import charts, common
+from lls.resources import check_scoring_job
+from ui import charts, common, job_cards
 
 st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")
 st.title("Transfer diagnostic")
@@ -27,7 +28,12 @@ student = c1.text_input("Student model (hub id, local directory or .gguf)", BUND
                         key="tr_student",
                         help="offline, only local directories and already-downloaded hub "
                              "models can be loaded")
-if c2.button("Score with student", key="tr_score"):
+student_spec = ModelSpec(student.strip() or BUNDLED)
+try:
+    fits = job_cards.memory_gate(check_scoring_job(student_spec))
+except LLSError:  # an unknown model path: the button reports it
+    fits = True
+if c2.button("Score with student", key="tr_score", disabled=not fits):
     try:
         job, cfg_b = submit_student_scoring(run_a, ModelSpec(student.strip() or BUNDLED))
         if job is None:

@@ -8,7 +8,8 @@ from lls import jobs, scoring
 from lls import study as S
 from lls.study_runner import submit_study
 from lls.errors import LLSError
-from ui import charts
+from lls.resources import check_training_job
+from ui import charts, job_cards
 
 st.set_page_config(page_title="Studies · LLS Studio", layout="wide")
 st.title("Studies")
@@ -87,8 +88,9 @@ if job and job.is_active:
     if c3.button("Stop (resumable)", key="study_stop"):
         jobs.cancel(job.id)
         st.rerun()
-elif done < len(rows) and c2.button("Run the queue in the background", key="study_go",
-                                    type="primary"):
+elif done < len(rows) and job_cards.memory_gate(check_training_job(
+        S.teacher(study), S.recipe(study))) and c2.button(
+        "Run the queue in the background", key="study_go", type="primary"):
     try:
         submit_study(study.name)
         st.rerun()

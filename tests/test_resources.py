@@ -95,3 +95,31 @@ def test_bound_malloc_sets_glibc_thresholds():
 
     # mallopt returns 1 on success; other C libraries have no mallopt (False, no error)
     assert R.bound_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_gguf_metadata_gives_the_same_shape_as_the_model_config(session_cache):
+    """The bundled GGUF's metadata (read without loading weights) describes the model as its
+    de-quantised config.json does, so a first-time user gets an estimate before any load."""
+    from lls.models import ModelSpec, _gguf_config, bundled_gguf_path, load_model
+    from lls.resources import ModelShape, check_training_job, model_shape
+
+    meta = ModelShape.from_config(_gguf_config(bundled_gguf_path()))
+    load_model(ModelSpec())  # materialises the de-quantised copy with its config.json
+    assert model_shape(ModelSpec()) == meta
+    assert meta.n_layers == 30 and meta.hidden == 576 and meta.vocab == 49152
+    assert abs(meta.n_params - 134_515_008) < 1e6
+    from lls.train_config import TrainConfig
+
+    check = check_training_job(ModelSpec(), TrainConfig())
+    assert check.expected_bytes > meta.n_params * 4 and "GB" in check.message
+
+
+def test_unknown_model_shape_is_said_not_guessed(tmp_path):
+    from lls.models import ModelSpec
+    from lls.resources import check_scoring_job
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"x")  # a directory model without config.json
+    check = check_scoring_job(ModelSpec(str(d)))
+    assert check.ok and check.expected_bytes == 0 and "unknown" in check.message

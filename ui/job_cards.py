@@ -96,3 +96,13 @@ def score_jobs_panel(open_key: str = "goto_run", limit: int = 6) -> None:
             st.rerun()  # a job just finished: refresh the whole page
 
     panel()
+
+
+def memory_gate(check) -> bool:
+    """Show a job's expected memory next to the machine's free memory (`lls.resources`
+    check); a job that cannot fit is refused here, with what to lower. Returns check.ok."""
+    if check.ok:
+        st.caption(f"Memory: {check.message}")
+    else:
+        st.error(check.message)
+    return check.ok
