@@ -96,6 +96,7 @@ def main() -> None:
     print(f"scoring run {run.key}: {run.manifest['n_pairs']} pairs ({time.time() - t0:.0f} s, "
           "cached after the first time)")
     sel = T.SelectionSpec(gamma=a.pairs / run.manifest["n_pairs"], positive_only=False)
+    # The default recipe (gradient checkpointing on) unless a setting says otherwise.
     base = dict(batch_size=a.batch_size, max_steps=a.steps, checkpoint_every=10_000,
                 eval_at_checkpoints=False, meter_at_checkpoints=False, selection=sel)
     settings = [("reuse", T.TrainConfig(**base, reuse_ref_logps=True)),
@@ -104,6 +105,8 @@ def main() -> None:
     if a.trl_precompute:
         settings.append(("trl-precompute", T.TrainConfig(**base, reuse_ref_logps=False,
                                                          precompute_ref_log_probs=True)))
+    settings.append(("no-checkpointing", T.TrainConfig(**base, reuse_ref_logps=True,
+                                                       gradient_checkpointing=False)))
     results = [run_one(name, cfg, run.key) for name, cfg in settings]
     results.append(run_one("full-head", settings[0][1], run.key, compact=False))
     print(f"\n{a.pairs} pairs, batch {a.batch_size}, {a.steps} steps, LoRA r64 all projections")
@@ -112,6 +115,7 @@ def main() -> None:
               f"whole run {r['wall_s']:.0f} s, reference pass {r['ref_s_per_step']:.2f} s/step)  "
               f"ref: {r['ref']}  loss {r['loss']}")
     reuse, plain, full = results[0], results[1], results[-1]
+    nock = next(r for r in results if r["name"] == "no-checkpointing")
     print(f"ratio reuse/plain: {reuse['steps_per_s'] / plain['steps_per_s']:.2f}x steps/s, "
           f"{plain['wall_s'] / reuse['wall_s']:.2f}x whole-run wall time")
     share = plain["ref_s_per_step"] / plain["s_per_step"]
@@ -120,6 +124,9 @@ def main() -> None:
           f"bound {1 / (1 - share):.2f}x")
     print(f"ratio completion-only/full LM head (both reuse): "
           f"{reuse['steps_per_s'] / full['steps_per_s']:.2f}x steps/s")
+    print(f"gradient checkpointing (the memory-bounded default) costs "
+          f"{nock['steps_per_s'] / reuse['steps_per_s']:.2f}x steps/s against keeping every "
+          "activation (see benchmarks/train_memory.py for what it saves)")
     if reuse["loss"] and plain["loss"]:
         print(f"first-step loss reuse {reuse['loss'][0]} vs plain {plain['loss'][0]} "
               "(same reference => same loss)")
