@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CacheError
-from .models import default_cache_dir
+
+
+def default_cache_dir() -> Path:
+    """Runtime artifacts live here (`LLS_CACHE` overrides; default `./cache`)."""
+    return Path(os.environ.get("LLS_CACHE", "cache")).resolve()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lls.errors import LLSError
-from lls.models import default_cache_dir
+from lls.cache import default_cache_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

