@@ -23,7 +23,7 @@ from .evaluation import quick_eval
 from .llr import LLRConfig
 from .probe import probe_applies, probe_config
 from .prompts import GENERAL_PROMPTS
-from .train_cancel import guarded, raise_if_stopped
+from .train_cancel import TrainingCancelled, guarded, raise_if_stopped
 from .train_config import TrainConfig
 
 
@@ -82,6 +82,8 @@ class LLSCallback(TrainerCallback):
                     self.levels = self._levels(model)
                 r = M.readout_for_peft_model(model, self.tokenizer, self.behavior, self.reference,
                                              levels=self.levels, probe=self.probe or False)
+        except TrainingCancelled:
+            raise  # a cancel (SIGTERM) during a read-out stops the run, it is no meter error
         except LLSError as e:
             self.meter_off_reason = str(e)
             print(f"[lls.training] effect meter off: {e}", flush=True)

@@ -152,7 +152,7 @@ def test_score_then_explore_in_a_real_browser(server, driver, tmp_path):
         d.get(f"{server}/Setup")
         _wait(d, lambda d: "Preference data" in _body(d), 90, "the Setup page")
         _set_text(d, "Local file", str(HH))
-        _wait(d, lambda d: "Rows in the source: 2312" in _body(d), 60, "the preview")
+        _wait(d, lambda d: "Checked the whole source: 2312 rows" in _body(d), 60, "the preview")
         _set_text(d, "Limit", "12")
         _button(d, "Start scoring").click()
         seen_progress = False

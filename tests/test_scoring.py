@@ -98,7 +98,9 @@ def test_missing_and_corrupt_chunks_are_recomputed(bundled, small_run, tmp_path,
     run = score(small_run.config, cache_dir=tmp_path, model=model, tokenizer=tok)
     assert calls == [8, 8]  # chunks 1 and 2 only
     after = run.frame()
-    assert (abs(after["w"] - before["w"]) < 1e-6).all()
+    # The recomputed chunks take their neutral half from the neutral cache (computed in the
+    # first run's batches) and run only the half with s: equal to float32 batching noise.
+    assert (abs(after["w"] - before["w"]) < 1e-5).all()
 
 
 @pytest.mark.slow  # two CLI subprocesses loading the model

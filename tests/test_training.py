@@ -58,7 +58,7 @@ def test_config_roundtrip_and_defaults():
     cfg = T.TrainConfig()
     assert (cfg.beta, cfg.learning_rate, cfg.lora_r, cfg.lora_alpha, cfg.epochs) == \
         (0.04, 1e-4, 64, 128, 1.0)
-    assert cfg.gradient_checkpointing is False
+    assert cfg.gradient_checkpointing is True  # bounds training memory (issue 16)
     again = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     base = T.baseline_config(cfg)

@@ -205,6 +205,7 @@ def eval_trajectory(series: list[tuple[str, str, list[dict]]]) -> go.Figure | No
         return None
     fig.update_layout(height=300, margin={"t": 40, "b": 30}, yaxis_title="behavior rate",
                       xaxis_title="step", title="Sampled effect per checkpoint (95% CI)")
+    return fig
 
 
 # --------------------------------------------------------------- the Evaluate page
