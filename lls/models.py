@@ -228,7 +228,8 @@ def _gguf_config(path: Path) -> dict | None:
     """Llama-style config keys from a GGUF file's metadata (memory-mapped, no weights read)."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(str(path)).fields
+    reader = GGUFReader(str(path))  # parsing the header takes seconds: once
+    fields = reader.fields
 
     def value(key):
         f = fields.get(key)
@@ -243,8 +244,7 @@ def _gguf_config(path: Path) -> dict | None:
               "num_attention_heads": value(f"{arch}.attention.head_count"),
               "num_key_value_heads": value(f"{arch}.attention.head_count_kv"),
               "vocab_size": value(f"{arch}.vocab_size") or (len(tokens.data) if tokens else None),
-              "tie_word_embeddings": "output.weight" not in {t.name for t in
-                                                              GGUFReader(str(path)).tensors}}
+              "tie_word_embeddings": "output.weight" not in {t.name for t in reader.tensors}}
     return config if all(v is not None for v in config.values()) else None
 
 
