@@ -18,6 +18,18 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def share_diff_ci(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
+    """Difference of two independent shares k1/n1 - k2/n2 with Newcombe's hybrid score
+    interval (1998, method 10: built from the two Wilson intervals; sound at 0/n, where the
+    Wald interval collapses to a point). Hand-written: scipy/statsmodels are not dependencies."""
+    p1, p2 = (k1 / n1 if n1 else 0.0), (k2 / n2 if n2 else 0.0)
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    d = p1 - p2
+    return (d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+            d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
 def bootstrap_ci(values, stat=np.mean, *, n_boot: int = 2000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of `stat` over the rows of `values`."""

@@ -83,6 +83,18 @@ def test_wilson_empty():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
+def test_share_difference_newcombe_known_values():
+    from lls.stats import share_diff_ci
+
+    # Newcombe (1998), Table II example: 56/70 - 48/80 = 0.2, method 10 CI [0.0524, 0.3339]
+    d, lo, hi = share_diff_ci(56, 70, 48, 80)
+    assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=1e-4)
+    assert hi == pytest.approx(0.3339, abs=1e-4)
+    # 0/256 vs 0/256: no difference, but not a zero-width interval (Wald's would be)
+    d, lo, hi = share_diff_ci(0, 256, 0, 256)
+    assert d == 0 and lo == pytest.approx(-0.01478, abs=1e-4) and hi == -lo
+
+
 def test_summarize_rates_and_ci():
     rows = []
     for model, hits in [("base", [0] * 10), ("adapter", [1] * 3 + [0] * 7)]:
