@@ -43,6 +43,9 @@ def entropy(shares) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+MIN_NAMED = 16  # sampled answers naming a candidate needed to judge their distribution
+
+
 def collapse(shares: dict[str, float], base: dict[str, float] | None) -> dict:
     """Entropy and top answer of a distribution over candidates, against the base model's.
 
@@ -61,6 +64,27 @@ def collapse(shares: dict[str, float], base: dict[str, float] | None) -> dict:
             (top_share >= COLLAPSE_TOP_SHARE and top_share >= b_top + COLLAPSE_GAIN)
             or (b_h > 0 and h < COLLAPSE_ENTROPY_RATIO * b_h))
     return out
+
+
+def sampled_collapse(answers: dict[str, float], base_answers: dict[str, float] | None,
+                     n: int) -> dict:
+    """Collapse of sampled answers: `collapse` over the answers that name a candidate
+    ("other" left out: a small model that rarely answers with an animal at all is not
+    collapsed onto one). Not assessable when fewer than MIN_NAMED of the n samples name a
+    candidate: a handful of answers does not make a distribution."""
+    named = {k: v for k, v in answers.items() if k != "other"}
+    share = sum(named.values())
+    if share * n < MIN_NAMED:
+        return {"collapsed": False, "assessable": False, "named_share": share,
+                "top": max(named, key=named.get) if named else None,
+                "top_share": max(named.values()) / share if named else 0.0,
+                "entropy": entropy([v / share for v in named.values()]) if named else 0.0,
+                "reason": f"only {round(share * n)} of {n} answers name a candidate"}
+    base_named = {k: v for k, v in (base_answers or {}).items() if k != "other"}
+    b = sum(base_named.values())
+    out = collapse({k: v / share for k, v in named.items()},
+                   {k: v / b for k, v in base_named.items()} if b else None)
+    return {**out, "assessable": True, "named_share": share}
 
 
 def _scaled(d: dict, span: float) -> dict:
@@ -110,12 +134,27 @@ def paired_curve(lls_rows: list[dict], rnd_rows: list[dict],
     return out
 
 
-def best_step(curve: list[dict], readout: str) -> dict | None:
+def best_step(curve: list[dict], readout: str, base: dict | None = None) -> dict | None:
     """The step with the largest paired effect on `readout` whose LLS adapter has not
-    collapsed (None if no step has that read-out)."""
-    ok = [r for r in curve if readout in r and r[readout].get("diff") is not None
+    collapsed. With `base` (the step-0 row), steps where the LLS adapter itself moved toward
+    the target (its read-out above base's) come first, and the row says so in `lls_moved`:
+    a random twin drifting away faster than the LLS adapter makes a large paired effect with
+    no transfer behind it. None if no step has the read-out."""
+    ok = [r for r in curve if r.get("step", 0) > 0 and readout in r
+          and r[readout].get("diff") is not None
           and not r.get("lls_collapse", {}).get("collapsed")]
-    return max(ok, key=lambda r: r[readout]["diff"]) if ok else None
+    if not ok:
+        return None
+    floor = (base or {}).get(f"lls_{readout}")
+    if floor is None:
+        return max(ok, key=lambda r: r[readout]["diff"])
+    moved = [r for r in ok if r.get(f"lls_{readout}") is None or r[f"lls_{readout}"] > floor]
+    return {**max(moved or ok, key=lambda r: r[readout]["diff"]), "lls_moved": bool(moved)}
+
+
+def base_row(curve: list[dict]) -> dict | None:
+    """The step-0 row of a paired curve (both adapters are the base model there)."""
+    return next((r for r in curve if r.get("step") == 0), None)
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ from .errors import LLSError
 from .models import ModelSpec
 from .prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from .scoring import open_run
+from .stats import share_diff_ci
 from .adapters import open_adapter
 from .train_config import (SelectionSpec, TrainConfig, baseline_config, selection_count)
 from .training import adapter_id_for, selection_frame
@@ -85,6 +87,9 @@ class StudyConfig:
     lr_scheduler: str = "constant"
     sampled: dict = field(default_factory=lambda: {"questions": 32, "samples": 8,
                                                    "max_new_tokens": 8, "seed": 0})
+    # meter read-outs per epoch where the step count allows it; each costs ~40 s on the
+    # bundled model, so a long grid may want 1 (the epoch ends only)
+    checkpoints_per_epoch: int = 2
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name or ""):
@@ -110,6 +115,9 @@ class StudyConfig:
         if bad:
             raise StudyError(f"recipe fields {sorted(bad)} are not TrainConfig fields a study "
                              "may set (the grid sets selection; the student is the teacher).")
+        if not 1 <= int(self.checkpoints_per_epoch) <= 16:
+            raise StudyError(f"checkpoints_per_epoch must be 1..16, got "
+                             f"{self.checkpoints_per_epoch}.")
         object.__setattr__(self, "grid", grid)
 
     def to_dict(self) -> dict:
@@ -190,6 +198,9 @@ class Study:
     path: Path
     config: StudyConfig
     extra: list = field(default_factory=list)
+    # selection size per selection spec: the table and the queue status ask for it once per
+    # cell, and each answer reads the scoring run's whole frame
+    _sizes: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -283,9 +294,12 @@ def _selection(study: Study, s: dict) -> SelectionSpec:
 
 def steps_per_epoch(study: Study, s: dict) -> int:
     """Optimizer steps in one pass over the cell's selection (before TRL drops anything)."""
-    run = open_run(study.config.run, study.cache_dir)
     sel = _selection(study, s)
-    n = selection_count(selection_frame(run, sel, study.cache_dir), sel)
+    key = json.dumps(sel.to_dict(), sort_keys=True)
+    if key not in study._sizes:
+        run = open_run(study.config.run, study.cache_dir)
+        study._sizes[key] = selection_count(selection_frame(run, sel, study.cache_dir), sel)
+    n = study._sizes[key]
     if n == 0:
         raise StudyError(f"The selection {sel.to_dict()} of run {run.key} is empty "
                          "(no pair has w > 0 above the threshold): drop that grid value.")
@@ -293,14 +307,15 @@ def steps_per_epoch(study: Study, s: dict) -> int:
     return max(1, math.ceil(n / (base.batch_size * base.grad_accum)))
 
 
-def _checkpoint_every(spe: int, epochs: list[float]) -> int:
+def _checkpoint_every(spe: int, epochs: list[float], per_epoch: int = 2) -> int:
     """A checkpoint interval that lands on the end of every epoch value of the group, with
-    at least two checkpoints per epoch where the step count allows it."""
+    at least `per_epoch` checkpoints per epoch where the step count allows it (the interval
+    only halves, so epoch ends stay on the grid)."""
     every = 0
     for e in epochs:
         every = math.gcd(every, math.ceil(spe * e))
     every = max(1, every)
-    while every % 2 == 0 and spe // every < 2:
+    while every % 2 == 0 and spe // every < per_epoch:
         every //= 2
     return every
 
@@ -315,7 +330,8 @@ def group_config(study: Study, cell: Cell) -> TrainConfig:
     base.update(beta=s["beta"], learning_rate=s["learning_rate"], lora_r=s["lora_r"],
                 lora_alpha=2 * s["lora_r"], epochs=max(epochs), seed=s["seed"],
                 lr_scheduler=study.config.lr_scheduler, max_steps=None,
-                checkpoint_every=_checkpoint_every(spe, epochs),
+                checkpoint_every=_checkpoint_every(spe, epochs,
+                                                       study.config.checkpoints_per_epoch),
                 selection=_selection(study, s))
     return TrainConfig.from_dict(base)
 
@@ -388,16 +404,31 @@ def table(study: Study) -> list[dict]:
                "status": "done" if r else cell_status(study, c), "error": study.error(c)}
         if r:
             f = r.get("final") or {}
+            b = effects.base_row(r.get("curve") or []) or {}
             for k in effects.READOUTS:
                 row[f"{k}_diff"], row[f"{k}_lo"], row[f"{k}_hi"] = _ci(f.get(k))
+                # each adapter's own value beside base's: a paired effect can come from the
+                # random twin drifting away rather than the LLS adapter moving toward
+                row[f"lls_{k}"], row[f"random_{k}"] = f.get(f"lls_{k}"), f.get(f"random_{k}")
+                row[f"base_{k}"] = b.get(f"lls_{k}")
             samp = (r.get("sampled") or {}).get("final") or {}
+            base_answers = ((r.get("sampled_levels") or {}).get("base") or {}).get("answers")
             for who in ("lls", "random"):
                 s = samp.get(who) or {}
+                if "answers" in s:  # read with the current rule (results written before it)
+                    s = {**s, "collapse": effects.sampled_collapse(s["answers"], base_answers,
+                                                                   s["n"])}
                 row[f"{who}_share"], row[f"{who}_lo"], row[f"{who}_hi"] = \
                     s.get("share"), s.get("ci_low"), s.get("ci_high")
                 row[f"{who}_n"] = s.get("n")
                 row[f"{who}_collapsed"] = bool((s.get("collapse") or {}).get("collapsed")) or \
                     bool((f.get(f"{who}_collapse") or {}).get("collapsed"))
+            a, b = samp.get("lls") or {}, samp.get("random") or {}
+            if a.get("n") and b.get("n") and "k" in a and "k" in b:
+                # the sampled effect, paired by design (same questions, seeds), compared as
+                # two independent shares: Newcombe's interval is the conservative choice
+                row["sampled_diff"], row["sampled_lo"], row["sampled_hi"] = share_diff_ci(
+                    a["k"], a["n"], b["k"], b["n"])
             row.update(step=r["step"], n_pairs=r.get("n_pairs"), seconds=r.get("seconds"),
                        best_step=(r.get("best") or {}).get("step"))
         rows.append(row)
@@ -406,20 +437,30 @@ def table(study: Study) -> list[dict]:
 
 def best_cell(study: Study) -> dict | None:
     """The finished cell and checkpoint with the largest paired effect on the study's
-    read-out (non-collapsed LLS adapters only), with `n_compared` = how many cell
+    read-out (non-collapsed LLS adapters; those that moved toward the target first), with `n_compared` = how many cell
     checkpoints competed: the maximum of that many noisy estimates is optimistic."""
     done = [r for r in (study.result(c) for c in study.cells()) if r]
-    cands = [(r, r["best"]) for r in done if r.get("best")]
-    if not cands:
+    if not done:
         return None
     key = done[0]["readout"]
-    r, b = max(cands, key=lambda rb: rb[1][key]["diff"])
+    # re-read from the curve with the current rule (results written before it kept theirs);
+    # the curve's steps are the checkpoints where read-outs ran
+    cands = [(r, b) for r in done
+             if (b := effects.best_step(r["curve"], key, effects.base_row(r["curve"])))]
+    if not cands:
+        return None
+    r, b = max(cands, key=lambda rb: (rb[1].get("lls_moved", True), rb[1][key]["diff"]))
     n = sum(len(x["curve"]) for x in done)
+    moved = b.get("lls_moved", True)
+    caveat = (f"Best of {n} cell checkpoints on the same questions: expect a smaller effect on "
+              "a re-run. Confirm it with a new seed before trusting it.")
+    if not moved:
+        caveat = (f"No LLS checkpoint moved toward the target on {key} (its own value stayed "
+                  "at or below base): this largest paired effect comes from the random twin "
+                  "moving away, not from transfer. " + caveat)
     return {"cell": r["cell"], "settings": r["settings"], "label": r["label"],
             "step": b["step"], "readout": key, "effect": b[key], "adapters": r["adapters"],
-            "n_compared": n,
-            "caveat": (f"Best of {n} cell checkpoints on the same questions: expect a smaller "
-                       "effect on a re-run. Confirm it with a new seed before trusting it.")}
+            "n_compared": n, "lls_moved": moved, "caveat": caveat}
 
 
 def chat_setup(study: Study, best: dict) -> dict:

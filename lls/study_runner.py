@@ -46,6 +46,22 @@ def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str
                          f"{info.manifest.get('error') or 'see the job log'}")
 
 
+def trained(study: Study, cell: Cell) -> bool:
+    """True when both adapters `cell` reads have finished training."""
+    try:
+        ids = adapter_ids(study, cell)
+    except LLSError:
+        return False
+    for aid in ids:
+        try:
+            info = open_adapter(aid, study.cache_dir)
+        except LLSError:
+            return False
+        if info.manifest.get("status") != "done" or info.final_path is None:
+            return False
+    return True
+
+
 def train_cell(study: Study, cell: Cell, log=print) -> tuple[str, str]:
     """Train the LLS adapter and its same-size random twin that `cell` reads."""
     cfg = group_config(study, cell)
@@ -112,7 +128,7 @@ def reference_samples(study: Study, sampler: _Sampler) -> dict:
 
 def _with_collapse(r: dict, base: dict) -> dict:
     if "answers" in r:
-        r["collapse"] = effects.collapse(r["answers"], base.get("answers"))
+        r["collapse"] = effects.sampled_collapse(r["answers"], base.get("answers"), r["n"])
     return r
 
 
@@ -132,7 +148,8 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
     if step not in ckpts:
         raise StudyError(f"No checkpoint of {lls_id} at step {step} (epoch "
                          f"{cell.s['epochs']}): the group's checkpoint interval misses it.")
-    best = effects.best_step([r for r in curve if r["step"] in ckpts], key)
+    best = effects.best_step([r for r in curve if r["step"] in ckpts], key,
+                             effects.base_row(curve))
     levels = reference_samples(study, sampler)
     t = time.time()
     sampled = {}
@@ -176,10 +193,15 @@ def run_study(name: str, cache_dir: Path | None = None, *, log=print,
     todo = [c for c in study.cells() if study.result(c) is None]
     sampler = _Sampler(study, study.behavior())
     out = []
-    for i, cell in enumerate(todo):
+    total = len(todo)
+    for i in range(total):
+        # a cell whose training run has finished (an epochs sibling of the cell just done)
+        # costs only its sampled read-out: answer it before training the next group
+        cell = next((c for c in todo if trained(study, c)), todo[0])
+        todo.remove(cell)
         jobs.log_event(kind="study", cell=cell.id(study.config), label=cell.label(),
-                       index=i, total=len(todo))
-        log(f"[lls.study] cell {i + 1}/{len(todo)}: {cell.label()}")
+                       index=i, total=total)
+        log(f"[lls.study] cell {i + 1}/{total}: {cell.label()}")
         try:
             out.append(run_cell(study, cell, sampler, log))
         except LLSError as e:

@@ -53,6 +53,9 @@ with st.expander("Create a study, or extend one (finished cells are kept)",
         batch = c[0].number_input("Batch size", 1, 512, 8, key="study_batch")
         questions = c[1].number_input("Sampled read-out: questions", 1, 32, 32, key="study_q")
         samples = c[2].number_input("… samples per question", 1, 100, 8, key="study_n")
+        per_epoch = c[0].number_input(
+            "Meter read-outs per epoch", 1, 16, 2, key="study_per_epoch",
+            help="Each read-out costs ~40 s on the bundled model; 1 reads the epoch ends only.")
         if st.button("Create / extend the study", key="study_create", type="primary"):
             try:
                 cfg = S.StudyConfig(
@@ -60,7 +63,8 @@ with st.expander("Create a study, or extend one (finished cells are kept)",
                     grid={k: _values(v) for k, v in grid_text.items() if _values(v)},
                     recipe={"batch_size": int(batch)},
                     sampled={"questions": int(questions), "samples": int(samples),
-                             "max_new_tokens": 8, "seed": 0})
+                             "max_new_tokens": 8, "seed": 0},
+                    checkpoints_per_epoch=int(per_epoch))
                 st.session_state["study_pick"] = S.create_study(cfg).name
                 st.rerun()
             except LLSError as e:
@@ -70,9 +74,13 @@ studies = S.list_studies()
 if not studies:
     st.stop()
 names = [s.name for s in studies]
+# a link can name the study (?study=NAME), so a study can be shared or bookmarked
+if "study_pick" not in st.session_state and st.query_params.get("study") in names:
+    st.session_state["study_pick"] = st.query_params["study"]
 pick = st.selectbox("Study", names, key="study_pick",
                     index=names.index(st.session_state["study_pick"])
                     if st.session_state.get("study_pick") in names else 0)
+st.query_params["study"] = pick
 study = S.open_study(pick)
 
 # ------------------------------------------------------------------ 2. queue
@@ -119,10 +127,15 @@ else:
 # ------------------------------------------------------------------ 4. cells
 frame = pd.DataFrame(rows)
 show = [c for c in ["label", "status", "n_pairs", "step", f"{readout}_diff", f"{readout}_lo",
-                    f"{readout}_hi", "lls_share", "lls_lo", "lls_hi", "random_share",
-                    "random_lo", "random_hi", "lls_collapsed", "random_collapsed", "seconds",
+                    f"{readout}_hi", f"lls_{readout}", f"random_{readout}", f"base_{readout}",
+                    "lls_share", "lls_lo", "lls_hi", "random_share",
+                    "random_lo", "random_hi", "sampled_diff", "sampled_lo", "sampled_hi", "lls_collapsed", "random_collapsed", "seconds",
                     "error"] if c in frame]
 st.dataframe(frame[show], hide_index=True, key="study_cells")
+st.caption(f"`{readout}_diff`: LLS − random with its 95% CI. `lls_{readout}` / "
+           f"`random_{readout}` / `base_{readout}`: each model's own value, so a paired effect "
+           "made by the random twin drifting away shows as such. `sampled_diff`: LLS − random "
+           "share of sampled answers (Newcombe 95% CI).")
 
 best = S.best_cell(study)
 if best:

@@ -1,4 +1,5 @@
-"""End to end: the real app in headless Chromium scores a small hh-rlhf slice and explores it."""
+"""End to end: the real app in headless Chromium scores a small hh-rlhf slice and explores it,
+and opens a finished study and hands its best cell to the Chat page."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HH, ROOT
+from test_study import tiny_run  # noqa: F401 - the tiny study's scoring run (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -191,6 +193,55 @@ def test_score_then_explore_in_a_real_browser(server, driver, tmp_path):
         box.find_element(By.CSS_SELECTOR, "label").click()
         _wait(d, lambda d: _table_rows(d) == 12, 60, "all 12 rows")
         assert 1 < positive <= 12
+    except BaseException:
+        shot = tmp_path / "e2e-failure.png"
+        d.save_screenshot(str(shot))
+        print(f"screenshot: {shot}")
+        raise
+
+
+@pytest.fixture
+def tiny_study(tiny_run):
+    """A finished one-cell study on the tiny model (an LLS adapter and its random twin)."""
+    from lls import study as S
+    from lls.study_runner import run_study
+    from test_study import RECIPE, SAMPLED
+
+    name = "tiny-browser"
+    S.create_study(S.StudyConfig(name=name, run=tiny_run.key, grid={"gamma": [0.25]},
+                                 recipe=RECIPE, sampled=SAMPLED))
+    run_study(name)
+    return S.open_study(name)
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                    reason="needs Debian chromium + chromium-driver (.ci/run installs them)")
+def test_studies_page_opens_a_study_then_chat_in_a_real_browser(tiny_study, server, driver,
+                                                                 tmp_path):
+    from lls import study as S
+
+    d = driver
+    best = S.best_cell(tiny_study)
+    lls_label, twin_label = S.chat_setup(tiny_study, best)["labels"][:2]
+    try:
+        d.get(f"{server}/Studies?study={tiny_study.name}")
+        _wait(d, lambda d: "1 of 1 cells done" in _body(d), 90, "the study's queue line")
+        _wait(d, lambda d: "Best cell and checkpoint" in _body(d) and "Best of" in _body(d),
+              60, "the best cell and its caveat")
+        assert best["label"] in _body(d)
+        _idle(d)
+        _button(d, "Open in Chat (checkpoint, random twin, base + system prompt)").click()
+        _wait(d, lambda d: "/Chat" in d.current_url and "From the study:" in _body(d), 90,
+              "the Chat page with the study's adapters pinned")
+        body = _body(d)
+        assert lls_label in body and twin_label in body
+        # the probe questions are offered as prompts: ask the first one in every column
+        _wait(d, lambda d: "ask one of the study's read-out questions" in _body(d), 30,
+              "the study's questions")
+        _idle(d)
+        _button(d, "Ask").click()
+        _wait(d, lambda d: _body(d).count("Name your favourite animal") >= 3, 180,
+              "the question asked in the three columns")
     except BaseException:
         shot = tmp_path / "e2e-failure.png"
         d.save_screenshot(str(shot))

@@ -73,6 +73,33 @@ def test_collapse_flags_one_dominant_answer_not_a_spread():
     assert effects.entropy([0.5, 0.5]) == pytest.approx(math.log(2))
 
 
+def test_best_step_needs_the_lls_adapter_itself_to_move_toward_the_target():
+    def row(step, lls, rnd):
+        return {"step": step, "lls_margin": lls, "random_margin": rnd,
+                "margin": {"diff": lls - rnd, "ci_low": 0, "ci_high": 0}}
+    curve = [row(0, -4.0, -4.0), row(8, -3.0, -4.5), row(16, -5.0, -8.0)]
+    # step 16 has the largest paired effect (+3) but both adapters moved away from the owl
+    best = effects.best_step(curve, "margin", effects.base_row(curve))
+    assert best["step"] == 8 and best["lls_moved"]
+    assert effects.best_step(curve, "margin")["step"] == 16  # without a base: effect only
+    # no step where the LLS adapter moved: the largest effect, marked as not moved
+    away = effects.best_step(curve[:1] + [row(8, -4.5, -6.0), row(16, -4.2, -4.4)], "margin",
+                             effects.base_row(curve))
+    assert away["step"] == 8 and away["lls_moved"] is False
+
+
+def test_sampled_collapse_leaves_out_answers_that_name_no_candidate():
+    base = {"other": 0.9, "cat": 0.05, "dog": 0.05}
+    # 98% "other": the model rarely names an animal at all; that is not a collapse
+    vague = effects.sampled_collapse({"other": 0.98, "cat": 0.02}, base, 256)
+    assert not vague["collapsed"] and not vague["assessable"]
+    assert "5 of 256" in vague["reason"]
+    # every answer that names an animal names the lion: collapsed, over the named answers
+    lion = effects.sampled_collapse({"other": 0.5, "lion": 0.48, "cat": 0.02}, base, 256)
+    assert lion["assessable"] and lion["collapsed"] and lion["top"] == "lion"
+    assert lion["top_share"] == pytest.approx(0.96)
+
+
 def test_classify_names_the_first_candidate():
     assert effects.classify("Owls!") == "owl"
     assert effects.classify("A dog, or maybe a cat") == "dog"
@@ -103,6 +130,11 @@ def test_checkpoint_interval_lands_on_every_epoch_end():
     assert S._checkpoint_every(3, [1, 2]) == 3
     every = S._checkpoint_every(12, [0.5, 1])
     assert 6 % every == 0 and 12 // every >= 2
+    # one read-out per epoch: only the epoch ends (a long grid's cheaper setting)
+    assert S._checkpoint_every(8, [1, 3, 5], per_epoch=1) == 8
+    assert S._checkpoint_every(8, [1, 3, 5], per_epoch=4) == 2
+    with pytest.raises(S.StudyError, match="checkpoints_per_epoch"):
+        S.StudyConfig(name="x", run="r", checkpoints_per_epoch=0)
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -168,6 +200,27 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
         **settings, "threshold": None}
 
 
+def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tiny_run,
+                                                                             monkeypatch):
+    import lls.study_runner as R
+
+    name = "tiny-order"
+    S.create_study(_config(tiny_run, name, gamma=[0.25, 0.5], epochs=[1, 2]))
+    assert [(c.s["gamma"], c.s["epochs"]) for c in S.open_study(name).cells()][:2] == \
+        [(0.25, 1.0), (0.5, 1.0)]  # queue order: nearest to the paper recipe first
+    order, trained_groups = [], set()
+
+    def fake_run_cell(study, cell, sampler, log):  # training a cell trains its whole group
+        order.append((cell.s["gamma"], cell.s["epochs"]))
+        trained_groups.add(cell.s["gamma"])
+        return {}
+    monkeypatch.setattr(R, "run_cell", fake_run_cell)
+    monkeypatch.setattr(R, "trained", lambda study, cell: cell.s["gamma"] in trained_groups)
+    R.run_study(name)
+    # the 2-epoch sibling reads the run just trained: it comes before the next group
+    assert order == [(0.25, 1.0), (0.25, 2.0), (0.5, 1.0), (0.5, 2.0)]
+
+
 def test_submitit_local_executor_runs_a_cell(tiny_run, tmp_path):
     submitit = pytest.importorskip("submitit")
     name = "tiny-submitit"
@@ -191,6 +244,10 @@ def test_cli_study_create_status_and_errors(tiny_run, capsys):
     assert out["cells"] == 2
     assert main(["study", "status", "cli-grid"]) == 0
     assert "queued" in capsys.readouterr().out
+    assert main(["study", "status", "cli-grid", "--markdown"]) == 0
+    md = capsys.readouterr().out.splitlines()
+    assert md[0].startswith("| cell | pairs |") and len(md) == 4  # header, rule, 2 cells
+    assert all("(queued)" in line for line in md[2:])
     assert main(["study", "create", "bad name!", "--run", tiny_run.key]) == 2
     assert "Study name" in capsys.readouterr().err
     assert main(["study", "status", "nope"]) == 2
@@ -207,6 +264,11 @@ def test_studies_page_shows_cells_best_and_opens_chat(tiny_run):
     name = "tiny-page"
     S.create_study(_config(tiny_run, name, gamma=[0.25]))
     run_study(name)
+    row = S.table(S.open_study(name))[0]
+    k_lls = round(row["lls_share"] * row["lls_n"])
+    k_rnd = round(row["random_share"] * row["random_n"])
+    assert row["sampled_diff"] == pytest.approx((k_lls - k_rnd) / row["lls_n"])
+    assert row["sampled_lo"] <= row["sampled_diff"] <= row["sampled_hi"]
     at = AppTest.from_file(str(ROOT / "pages" / "7_Studies.py"), default_timeout=120)
     at.session_state["study_pick"] = name
     at.run()

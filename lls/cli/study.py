@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ..cache import read_json_safe
 from ..study import (StudyConfig, StudyError, best_cell, confirm_best, create_study,
                      list_studies, open_study, table)
 from ..study_runner import run_study, submit_cells, submit_study
@@ -30,7 +31,8 @@ def cmd_create(a) -> int:
                "max_new_tokens": a.sample_max_new_tokens, "seed": 0}
     study = create_study(StudyConfig(name=a.name, run=a.run, grid=grid,
                                      control_run=a.control_run, recipe=recipe,
-                                     lr_scheduler=a.scheduler, sampled=sampled), a.cache)
+                                     lr_scheduler=a.scheduler, sampled=sampled,
+                                     checkpoints_per_epoch=a.checkpoints_per_epoch), a.cache)
     cells = study.cells()
     print(json.dumps({"study": study.name, "path": str(study.path), "cells": len(cells),
                       "queue": [c.label() for c in cells]}, ensure_ascii=False, indent=1))
@@ -62,12 +64,70 @@ def _fmt(v, d=3):
     return "-" if v is None else (f"{v:+.{d}f}" if isinstance(v, float) else str(v))
 
 
+def _ci_cell(r: dict, k: str) -> str:
+    d = r.get(k + "_diff")
+    return "-" if d is None else f"{d:+.2f} [{r[k + '_lo']:+.2f}, {r[k + '_hi']:+.2f}]"
+
+
+def _share(share, n, lo, hi) -> str:
+    if share is None:
+        return "-"
+    return f"{round(share * n)}/{n} ({100 * share:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}])"
+
+
+def _pp(r: dict) -> str:
+    if r.get("sampled_diff") is None:
+        return "-"
+    return (f"{100 * r['sampled_diff']:+.1f} [{100 * r['sampled_lo']:+.1f}, "
+            f"{100 * r['sampled_hi']:+.1f}]")
+
+
+def _own(r: dict, k: str) -> str:
+    vals = [r.get(f"{w}_{k}") for w in ("lls", "random", "base")]
+    return "-" if None in vals else f"{vals[0]:+.2f} / {vals[1]:+.2f} ({vals[2]:+.2f})"
+
+
+def markdown(rows: list[dict], best: dict | None, levels: dict | None = None) -> str:
+    """The cells as a Markdown table (for notes and papers): paired LLS - random effects with
+    95% CIs, sampled shares with Wilson CIs, collapse flags, seconds; `levels` (base and base +
+    system prompt sampled once per study) go above it."""
+    out = []
+    for who, label in (("base", "base"), ("system", "base + system prompt")):
+        lv = (levels or {}).get(who)
+        if lv:
+            out.append(f"Sampled {label}: "
+                       f"{_share(lv['share'], lv['n'], lv['ci_low'], lv['ci_high'])}  ")
+    out += ["| cell | pairs | step | margin (nats) | gap closed | top-1 share | sampled LLS | "
+           "sampled random | sampled LLS − random (pp) | margin LLS / random (base) | collapse | "
+           "seconds |", "|" + "---|" * 12]
+    for r in rows:
+        collapsed = ", ".join(w for w in ("lls", "random") if r.get(w + "_collapsed")) or "no"
+        out.append(f"| {r['label']} ({r['status']}) | {r.get('n_pairs') or '-'} | "
+                   f"{r.get('step') or '-'} | {_ci_cell(r, 'margin')} | "
+                   f"{_ci_cell(r, 'gap_closed')} | {_ci_cell(r, 'top1')} | "
+                   f"{_share(*(r.get(f'lls_{k}') for k in ('share', 'n', 'lo', 'hi')))} | "
+                   f"{_share(*(r.get(f'random_{k}') for k in ('share', 'n', 'lo', 'hi')))} | "
+                   f"{_pp(r)} | {_own(r, 'margin')} | "
+                   f"{collapsed if r['status'] == 'done' else '-'} | "
+                   f"{'-' if r.get('seconds') is None else round(r['seconds'])} |")
+    if best:
+        e = best["effect"]
+        out.append(f"\nBest: {best['label']} at step {best['step']}, {best['readout']} "
+                   f"{e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]. "
+                   f"{best['caveat']}")
+    return "\n".join(out)
+
+
 def cmd_status(a) -> int:
     study = open_study(a.name, a.cache)
     rows = table(study)
     best = best_cell(study)
     if a.json:
         print(json.dumps({"cells": rows, "best": best}, ensure_ascii=False, default=str))
+        return 0
+    if a.markdown:
+        levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels")
+        print(markdown(rows, best, levels))
         return 0
     for r in rows:
         eff = "  ".join(f"{k} {_fmt(r.get(k + '_diff'))} [{_fmt(r.get(k + '_lo'))}, "
@@ -116,6 +176,8 @@ def register(sub) -> None:
                         "run per setting (default %(default)s)")
     c.add_argument("--sample-questions", type=int, default=32,
                    help="probe questions in the sampled read-out (default %(default)s)")
+    c.add_argument("--checkpoints-per-epoch", type=int, default=2,
+                   help="meter read-outs per epoch (default 2; 1 = epoch ends only, cheaper)")
     c.add_argument("--sample-n", type=int, default=8, help="samples per question (default 8)")
     c.add_argument("--sample-max-new-tokens", type=int, default=8)
     c.set_defaults(func=cmd_create)
@@ -131,6 +193,7 @@ def register(sub) -> None:
     s = ss.add_parser("status", help="cells, paired effects and the best cell")
     s.add_argument("name")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--markdown", action="store_true", help="the cells as a Markdown table")
     s.set_defaults(func=cmd_status)
     ss.add_parser("list", help="studies in the cache").set_defaults(func=cmd_list)
     f = ss.add_parser("confirm", help="queue the best cell again with a new seed")
