@@ -311,8 +311,8 @@ def _checkpoint_every(spe: int, epochs: list[float], per_epoch: int = 2) -> int:
     """A checkpoint interval that lands on the end of every epoch value of the group, with
     at least `per_epoch` checkpoints per epoch where the step count allows it (the interval
     only halves, so epoch ends stay on the grid)."""
-    every = 0
-    for e in epochs:
+    every = spe if all(float(e).is_integer() for e in epochs) else 0  # epoch ends, even
+    for e in epochs:  # when the grid has one epochs value (a confirmation cell)
         every = math.gcd(every, math.ceil(spe * e))
     every = max(1, every)
     while every % 2 == 0 and spe // every < per_epoch:

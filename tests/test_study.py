@@ -133,6 +133,8 @@ def test_checkpoint_interval_lands_on_every_epoch_end():
     # one read-out per epoch: only the epoch ends (a long grid's cheaper setting)
     assert S._checkpoint_every(8, [1, 3, 5], per_epoch=1) == 8
     assert S._checkpoint_every(8, [1, 3, 5], per_epoch=4) == 2
+    # a lone 5-epoch cell (a confirmation) still reads out at every epoch end
+    assert S._checkpoint_every(8, [5], per_epoch=1) == 8
     with pytest.raises(S.StudyError, match="checkpoints_per_epoch"):
         S.StudyConfig(name="x", run="r", checkpoints_per_epoch=0)
 
