@@ -74,12 +74,13 @@ studies = S.list_studies()
 if not studies:
     st.stop()
 names = [s.name for s in studies]
-# a link can name the study (?study=NAME), so a study can be shared or bookmarked
-if "study_pick" not in st.session_state and st.query_params.get("study") in names:
-    st.session_state["study_pick"] = st.query_params["study"]
-pick = st.selectbox("Study", names, key="study_pick",
-                    index=names.index(st.session_state["study_pick"])
-                    if st.session_state.get("study_pick") in names else 0)
+# a link can name the study (?study=NAME), so a study can be shared or bookmarked; the
+# choice lives in session state only (an `index` as well would make Streamlit warn)
+if st.session_state.get("study_pick") not in names:
+    st.session_state.pop("study_pick", None)
+    if st.query_params.get("study") in names:
+        st.session_state["study_pick"] = st.query_params["study"]
+pick = st.selectbox("Study", names, key="study_pick")
 st.query_params["study"] = pick
 study = S.open_study(pick)
 
