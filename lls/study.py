@@ -301,7 +301,7 @@ def steps_per_epoch(study: Study, s: dict) -> int:
         study._sizes[key] = selection_count(selection_frame(run, sel, study.cache_dir), sel)
     n = study._sizes[key]
     if n == 0:
-        raise StudyError(f"The selection {sel.to_dict()} of run {run.key} is empty "
+        raise StudyError(f"The selection {sel.to_dict()} of run {study.config.run} is empty "
                          "(no pair has w > 0 above the threshold): drop that grid value.")
     base = TrainConfig.from_dict({**TrainConfig().to_dict(), **study.config.recipe})
     return max(1, math.ceil(n / (base.batch_size * base.grad_accum)))
@@ -311,8 +311,10 @@ def _checkpoint_every(spe: int, epochs: list[float], per_epoch: int = 2) -> int:
     """A checkpoint interval that lands on the end of every epoch value of the group, with
     at least `per_epoch` checkpoints per epoch where the step count allows it (the interval
     only halves, so epoch ends stay on the grid)."""
-    every = spe if all(float(e).is_integer() for e in epochs) else 0  # epoch ends, even
-    for e in epochs:  # when the grid has one epochs value (a confirmation cell)
+    # whole epochs: every epoch end is on the grid, even when the group has one epochs value
+    # (a confirmation cell), so the interval divides one epoch's steps
+    every = spe if all(float(e).is_integer() for e in epochs) else 0
+    for e in epochs:
         every = math.gcd(every, math.ceil(spe * e))
     every = max(1, every)
     while every % 2 == 0 and spe // every < per_epoch:
@@ -394,6 +396,26 @@ def _ci(d: dict | None) -> tuple:
     return d.get("diff"), d.get("ci_low"), d.get("ci_high")
 
 
+def result_best(result: dict) -> dict | None:
+    """A finished cell's best checkpoint under the current rule (`effects.best_step`; results
+    written before a rule change kept the old pick in "best"). The curve's steps are the
+    checkpoints where read-outs ran."""
+    curve = result.get("curve") or []
+    return effects.best_step(curve, result["readout"], effects.base_row(curve))
+
+
+def result_sampled(result: dict, tag: str = "final") -> dict:
+    """A cell's sampled read-out at `tag` ("final" or "best"), its collapse flags re-read
+    with the current rule (`effects.sampled_collapse`) from the stored answers."""
+    samp = dict((result.get("sampled") or {}).get(tag) or {})
+    base = ((result.get("sampled_levels") or {}).get("base") or {}).get("answers")
+    for who in ("lls", "random"):
+        s = samp.get(who)
+        if s and "answers" in s:
+            samp[who] = {**s, "collapse": effects.sampled_collapse(s["answers"], base, s["n"])}
+    return samp
+
+
 def table(study: Study) -> list[dict]:
     """One row per cell: settings, status, paired effects at the cell's last step, sampled
     shares of LLS and random with Wilson CIs, collapse flags, seconds."""
@@ -404,51 +426,42 @@ def table(study: Study) -> list[dict]:
                "status": "done" if r else cell_status(study, c), "error": study.error(c)}
         if r:
             f = r.get("final") or {}
-            b = effects.base_row(r.get("curve") or []) or {}
+            base = effects.base_row(r.get("curve") or []) or {}
             for k in effects.READOUTS:
                 row[f"{k}_diff"], row[f"{k}_lo"], row[f"{k}_hi"] = _ci(f.get(k))
                 # each adapter's own value beside base's: a paired effect can come from the
                 # random twin drifting away rather than the LLS adapter moving toward
                 row[f"lls_{k}"], row[f"random_{k}"] = f.get(f"lls_{k}"), f.get(f"random_{k}")
-                row[f"base_{k}"] = b.get(f"lls_{k}")
-            samp = (r.get("sampled") or {}).get("final") or {}
-            base_answers = ((r.get("sampled_levels") or {}).get("base") or {}).get("answers")
+                row[f"base_{k}"] = base.get(f"lls_{k}")
+            samp = result_sampled(r)
             for who in ("lls", "random"):
                 s = samp.get(who) or {}
-                if "answers" in s:  # read with the current rule (results written before it)
-                    s = {**s, "collapse": effects.sampled_collapse(s["answers"], base_answers,
-                                                                   s["n"])}
                 row[f"{who}_share"], row[f"{who}_lo"], row[f"{who}_hi"] = \
                     s.get("share"), s.get("ci_low"), s.get("ci_high")
-                row[f"{who}_n"] = s.get("n")
+                row[f"{who}_k"], row[f"{who}_n"] = s.get("k"), s.get("n")
                 row[f"{who}_collapsed"] = bool((s.get("collapse") or {}).get("collapsed")) or \
                     bool((f.get(f"{who}_collapse") or {}).get("collapsed"))
-            a, b = samp.get("lls") or {}, samp.get("random") or {}
-            if a.get("n") and b.get("n") and "k" in a and "k" in b:
+            if row["lls_n"] and row["random_n"] and None not in (row["lls_k"], row["random_k"]):
                 # the sampled effect, paired by design (same questions, seeds), compared as
                 # two independent shares: Newcombe's interval is the conservative choice
                 row["sampled_diff"], row["sampled_lo"], row["sampled_hi"] = share_diff_ci(
-                    a["k"], a["n"], b["k"], b["n"])
+                    row["lls_k"], row["lls_n"], row["random_k"], row["random_n"])
             row.update(step=r["step"], n_pairs=r.get("n_pairs"), seconds=r.get("seconds"),
-                       best_step=(r.get("best") or {}).get("step"))
+                       best_step=(result_best(r) or {}).get("step"))
         rows.append(row)
     return rows
 
 
 def best_cell(study: Study) -> dict | None:
     """The finished cell and checkpoint with the largest paired effect on the study's
-    read-out (non-collapsed LLS adapters; those that moved toward the target first), with `n_compared` = how many cell
-    checkpoints competed: the maximum of that many noisy estimates is optimistic."""
+    read-out (non-collapsed LLS adapters; those that moved toward the target first), with
+    `n_compared` = how many cell checkpoints competed: the maximum of that many noisy
+    estimates is optimistic."""
     done = [r for r in (study.result(c) for c in study.cells()) if r]
-    if not done:
-        return None
-    key = done[0]["readout"]
-    # re-read from the curve with the current rule (results written before it kept theirs);
-    # the curve's steps are the checkpoints where read-outs ran
-    cands = [(r, b) for r in done
-             if (b := effects.best_step(r["curve"], key, effects.base_row(r["curve"])))]
+    cands = [(r, b) for r in done if (b := result_best(r))]
     if not cands:
         return None
+    key = done[0]["readout"]
     r, b = max(cands, key=lambda rb: (rb[1].get("lls_moved", True), rb[1][key]["diff"]))
     n = sum(len(x["curve"]) for x in done)
     moved = b.get("lls_moved", True)

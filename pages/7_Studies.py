@@ -129,9 +129,9 @@ else:
 frame = pd.DataFrame(rows)
 show = [c for c in ["label", "status", "n_pairs", "step", f"{readout}_diff", f"{readout}_lo",
                     f"{readout}_hi", f"lls_{readout}", f"random_{readout}", f"base_{readout}",
-                    "lls_share", "lls_lo", "lls_hi", "random_share",
-                    "random_lo", "random_hi", "sampled_diff", "sampled_lo", "sampled_hi", "lls_collapsed", "random_collapsed", "seconds",
-                    "error"] if c in frame]
+                    "lls_share", "lls_lo", "lls_hi", "random_share", "random_lo", "random_hi",
+                    "sampled_diff", "sampled_lo", "sampled_hi", "lls_collapsed",
+                    "random_collapsed", "seconds", "error"] if c in frame]
 st.dataframe(frame[show], hide_index=True, key="study_cells")
 st.caption(f"`{readout}_diff`: LLS − random with its 95% CI. `lls_{readout}` / "
            f"`random_{readout}` / `base_{readout}`: each model's own value, so a paired effect "
@@ -167,11 +167,12 @@ if finished:
     f = charts.sampled_bars(res)
     if f is not None:
         c2.plotly_chart(f, key="study_bars")
-    samp = (res.get("sampled") or {}).get("final") or {}
+    samp = S.result_sampled(res)  # collapse read with the same rule as the cells table
     for who in ("lls", "random"):
-        col = samp.get(who) or {}
-        if col.get("collapse"):
-            cl = col["collapse"]
+        cl = (samp.get(who) or {}).get("collapse")
+        if cl and not cl.get("assessable", True):
+            st.caption(f"{who}: collapse not assessable ({cl['reason']}).")
+        elif cl:
             st.caption(f"{who}: top answer {cl['top']} {cl['top_share']:.0%} "
                        f"(base {cl.get('base_top_share', 0):.0%}), entropy "
                        f"{cl['entropy']:.2f} vs base {cl.get('base_entropy', 0):.2f} nats"

@@ -223,6 +223,14 @@ def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tin
     assert order == [(0.25, 1.0), (0.25, 2.0), (0.5, 1.0), (0.5, 2.0)]
 
 
+def test_empty_selection_is_a_clear_error_every_time_it_is_asked(tiny_run):
+    study = S.create_study(_config(tiny_run, "tiny-empty", threshold=[1e9]))
+    cell = study.cells()[0]
+    for _ in range(2):  # the second answer comes from the memoised selection size
+        with pytest.raises(S.StudyError, match="is empty"):
+            S.steps_per_epoch(study, cell.s)
+
+
 def test_submitit_local_executor_runs_a_cell(tiny_run, tmp_path):
     submitit = pytest.importorskip("submitit")
     name = "tiny-submitit"
@@ -267,8 +275,8 @@ def test_studies_page_shows_cells_best_and_opens_chat(tiny_run):
     S.create_study(_config(tiny_run, name, gamma=[0.25]))
     run_study(name)
     row = S.table(S.open_study(name))[0]
-    k_lls = round(row["lls_share"] * row["lls_n"])
-    k_rnd = round(row["random_share"] * row["random_n"])
+    k_lls, k_rnd = row["lls_k"], row["random_k"]
+    assert k_lls == round(row["lls_share"] * row["lls_n"])
     assert row["sampled_diff"] == pytest.approx((k_lls - k_rnd) / row["lls_n"])
     assert row["sampled_lo"] <= row["sampled_diff"] <= row["sampled_hi"]
     at = AppTest.from_file(str(ROOT / "pages" / "7_Studies.py"), default_timeout=120)

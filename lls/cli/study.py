@@ -69,10 +69,10 @@ def _ci_cell(r: dict, k: str) -> str:
     return "-" if d is None else f"{d:+.2f} [{r[k + '_lo']:+.2f}, {r[k + '_hi']:+.2f}]"
 
 
-def _share(share, n, lo, hi) -> str:
-    if share is None:
+def _share(k, n, lo, hi) -> str:
+    if k is None or not n:
         return "-"
-    return f"{round(share * n)}/{n} ({100 * share:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}])"
+    return f"{k}/{n} ({100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}])"
 
 
 def _pp(r: dict) -> str:
@@ -96,7 +96,7 @@ def markdown(rows: list[dict], best: dict | None, levels: dict | None = None) ->
         lv = (levels or {}).get(who)
         if lv:
             out.append(f"Sampled {label}: "
-                       f"{_share(lv['share'], lv['n'], lv['ci_low'], lv['ci_high'])}  ")
+                       f"{_share(lv['k'], lv['n'], lv['ci_low'], lv['ci_high'])}  ")
     out += ["| cell | pairs | step | margin (nats) | gap closed | top-1 share | sampled LLS | "
            "sampled random | sampled LLS − random (pp) | margin LLS / random (base) | collapse | "
            "seconds |", "|" + "---|" * 12]
@@ -105,8 +105,8 @@ def markdown(rows: list[dict], best: dict | None, levels: dict | None = None) ->
         out.append(f"| {r['label']} ({r['status']}) | {r.get('n_pairs') or '-'} | "
                    f"{r.get('step') or '-'} | {_ci_cell(r, 'margin')} | "
                    f"{_ci_cell(r, 'gap_closed')} | {_ci_cell(r, 'top1')} | "
-                   f"{_share(*(r.get(f'lls_{k}') for k in ('share', 'n', 'lo', 'hi')))} | "
-                   f"{_share(*(r.get(f'random_{k}') for k in ('share', 'n', 'lo', 'hi')))} | "
+                   f"{_share(*(r.get(f'lls_{k}') for k in ('k', 'n', 'lo', 'hi')))} | "
+                   f"{_share(*(r.get(f'random_{k}') for k in ('k', 'n', 'lo', 'hi')))} | "
                    f"{_pp(r)} | {_own(r, 'margin')} | "
                    f"{collapsed if r['status'] == 'done' else '-'} | "
                    f"{'-' if r.get('seconds') is None else round(r['seconds'])} |")
