@@ -5,8 +5,9 @@ Run with `streamlit run app.py`; pages live in pages/. Pages only render and cal
 
 import streamlit as st
 
-from lls import jobs, scoring
-from lls.errors import LLSError
+from lls import jobs
+from lls import scoring
+from lls.core.errors import LLSError
 from ui import common, job_cards
 
 st.set_page_config(page_title="LLS Studio", layout="wide")

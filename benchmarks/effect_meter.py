@@ -1,12 +1,12 @@
 """Effect meter vs sampled evaluation: time to read out one model (bundled base model).
 
-Read-out: `lls.meter.readout` with the defaults (32 one-word questions x 10 candidates x up
+Read-out: `lls.evaluation.meter.readout` with the defaults (32 one-word questions x 10 candidates x up
 to 4 surface forms; likelihood ratio over 64 + 64 cached reference responses of <= 48
 tokens). The one-off sampling of the reference set is timed separately: it is paid once per
 behavior, not per model or checkpoint.
 
 Sampled evaluation (paper protocol): 10 general prompts x 100 samples x 96 new tokens at
-temperature 1 with `lls.generation.sample`. That is ~1000 generations, too long for this
+temperature 1 with `lls.models.generation.sample`. That is ~1000 generations, too long for this
 machine, so a fraction (default 2 prompts x 20 samples) is timed and extrapolated linearly
 to the full protocol (sampling cost grows linearly with prompts x samples).
 
@@ -30,10 +30,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20)
     a = ap.parse_args()
 
-    from lls import behaviors, meter
-    from lls.prompts import GENERAL_PROMPTS
-    from lls.generation import sample
-    from lls.models import load_model
+    from lls.core import behaviors
+    from lls.evaluation import meter
+    from lls.core.prompts import GENERAL_PROMPTS
+    from lls.models.generation import sample
+    from lls.models.load import load_model
 
     model, tok = load_model()
     owl = behaviors.animal("owl")

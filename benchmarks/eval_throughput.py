@@ -1,6 +1,6 @@
 """Evaluation sampling: the batched path vs one `generate` call per sample, one run.
 
-Batched: `lls.generation.sample` (each prompt encoded once, its KV cache shared by all sample
+Batched: `lls.models.generation.sample` (each prompt encoded once, its KV cache shared by all sample
 rows, finished rows leave the batch). Baseline: transformers' `generate` called once per
 sample. Also shown: `generate` once per prompt with num_return_sequences (HF batched).
 Same answers budget for all: prompts x samples x max new tokens. Prints answers/s of each
@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lls.chat import ChatModels, Sampling, adapter_slot, base_slot, system_slot  # noqa: E402
-from lls.prompts import GENERAL_PROMPTS  # noqa: E402
-from lls.generation import sample, sample_generate  # noqa: E402
-from lls.models import load_model  # noqa: E402
+from lls.evaluation.chat import ChatModels, Sampling, adapter_slot, base_slot, system_slot  # noqa: E402
+from lls.core.prompts import GENERAL_PROMPTS  # noqa: E402
+from lls.models.generation import sample, sample_generate  # noqa: E402
+from lls.models.load import load_model  # noqa: E402
 
 
 def timed(fn):

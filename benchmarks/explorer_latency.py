@@ -1,7 +1,7 @@
 """Explorer latency: time per gamma-slider move on 100,000 scored pairs, in Streamlit's AppTest.
 
 Writes a synthetic (model-free) run of N pairs into a temporary cache as a real cached run
-(`lls.synthetic`), opens pages/2_Explore.py in AppTest, moves the gamma slider through a
+(`lls.scoring.synthetic`), opens pages/2_Explore.py in AppTest, moves the gamma slider through a
 series of values and reports the time per move (a full script rerun: counts, histogram
 marker and the table), against the 300 ms target of issue 4.
 
@@ -44,7 +44,7 @@ def _bench(a) -> int:
     sys.path.insert(0, str(ROOT))
     from streamlit.testing.v1 import AppTest
 
-    from lls.synthetic import write_synthetic_run
+    from lls.scoring.synthetic import write_synthetic_run
 
     t0 = time.perf_counter()
     run = write_synthetic_run(a.pairs)

@@ -1,4 +1,4 @@
-"""A second behavior on the same pairs reuses the neutral half (`lls.neutral`): speed-up.
+"""A second behavior on the same pairs reuses the neutral half (`lls.scoring.neutral`): speed-up.
 
 Scores behavior A (owl), then behavior B (cat) on the same hh-rlhf pairs into one fresh
 temporary cache: B's run finds the neutral half of every pair A kept in the neutral cache and
@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lls import behaviors  # noqa: E402
-from lls.data import DataSpec  # noqa: E402
-from lls.models import load_model  # noqa: E402
-from lls.scoring import ScoreConfig, score  # noqa: E402
+from lls.core import behaviors  # noqa: E402
+from lls.data.source import DataSpec  # noqa: E402
+from lls.models.load import load_model  # noqa: E402
+from lls.scoring.runs import ScoreConfig, score  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 

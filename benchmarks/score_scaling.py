@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: a tiny random model")
     args = ap.parse_args()
 
-    from lls.cache import default_cache_dir
-    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
+    from lls.core.cache import default_cache_dir
+    from lls.scoring.synthetic import synthetic_pairs_file, tiny_model_dir
 
     work = Path(tempfile.mkdtemp(prefix="lls-scaling-"))
     model = args.model or str(tiny_model_dir(work / "tiny"))

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lls import behaviors  # noqa: E402
-from lls.data import DataSpec, iter_pairs  # noqa: E402
-from lls.models import load_model  # noqa: E402
-from lls.render import render_pair  # noqa: E402
-from lls.engine import score_plain, score_rendered, shared_prefix_len  # noqa: E402
+from lls.core import behaviors  # noqa: E402
+from lls.data.source import DataSpec, iter_pairs  # noqa: E402
+from lls.models.load import load_model  # noqa: E402
+from lls.models.render import render_pair  # noqa: E402
+from lls.scoring.engine import score_plain, score_rendered, shared_prefix_len  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 

@@ -104,9 +104,9 @@ class PhaseSampler:
 
 def train_child(args) -> None:
     """Inside the training process: label phases, train, write the phases as JSON."""
-    from lls import meter as M
-    from lls import models as MO
-    from lls import training as T
+    from lls.evaluation import meter as M
+    from lls.models import load as MO
+    from lls.training import runs as T
 
     S = PhaseSampler()
     S.dump = args.out + ".phases"
@@ -171,9 +171,9 @@ def train_child(args) -> None:
 
 
 def score_child(args) -> None:
-    from lls.behaviors import animal
-    from lls.data import DataSpec
-    from lls.scoring import ScoreConfig, score
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.scoring.runs import ScoreConfig, score
 
     cfg = ScoreConfig(data=DataSpec(str(HH), limit=args.pairs), behavior=animal("owl"),
                       max_prompt_tokens=256)
@@ -227,7 +227,7 @@ def main() -> None:
     if args.child == "train":
         return train_child(args)
 
-    from lls import training as T
+    from lls.training import runs as T
 
     if args.score_run:
         cache = Path(os.environ.get("LLS_CACHE", "cache")).resolve()

@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 import trl.trainer.dpo_trainer as trl_dpo  # noqa: E402
 
-from lls import training as T  # noqa: E402
-from lls.behaviors import animal  # noqa: E402
-from lls.data import DataSpec  # noqa: E402
-from lls.scoring import ScoreConfig, score  # noqa: E402
+from lls.training import runs as T  # noqa: E402
+from lls.core.behaviors import animal  # noqa: E402
+from lls.data.source import DataSpec  # noqa: E402
+from lls.scoring.runs import ScoreConfig, score  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 

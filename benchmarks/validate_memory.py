@@ -1,4 +1,4 @@
-"""Peak memory of the validation pass (lls.validate) against reading the file whole.
+"""Peak memory of the validation pass (lls.data.validate) against reading the file whole.
 
 Writes a JSONL file of N synthetic pairs (gzipped with --gz) to a temporary directory, then
 measures with tracemalloc, in the same run: the peak of `validate_source` over the whole file
@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lls.data import DataSpec  # noqa: E402
-from lls.readers import open_binary  # noqa: E402
-from lls.synthetic import synthetic_pairs_file  # noqa: E402
-from lls.validate import validate_source  # noqa: E402
+from lls.data.source import DataSpec  # noqa: E402
+from lls.data.readers import open_binary  # noqa: E402
+from lls.scoring.synthetic import synthetic_pairs_file  # noqa: E402
+from lls.data.validate import validate_source  # noqa: E402
 
 
 def peak_of(fn) -> tuple[float, object, float]:

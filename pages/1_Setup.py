@@ -2,12 +2,14 @@
 
 import streamlit as st
 
-from lls import behaviors, contrastive, scoring
+from lls import scoring
 from lls import data as lls_data
-from lls.distributed import device_count
-from lls.errors import LLSError
+from lls.core import behaviors
+from lls.core.distributed import device_count
+from lls.core.errors import LLSError
+from lls.jobs.resources import check_scoring_job
 from lls.models import BUNDLED, ModelSpec
-from lls.resources import check_scoring_job
+from lls.scoring import contrastive
 from ui import common, data_source, job_cards
 
 st.set_page_config(page_title="Setup · LLS Studio", layout="wide")

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lls import contrastive
-from lls.errors import LLSError
-from lls.selection import SelectionConfig, selection_indices
+from lls.core.errors import LLSError
+from lls.scoring import contrastive
+from lls.scoring.selection import SelectionConfig, selection_indices
 from ui import charts, common, control_runs, examples, explorer
 
 st.set_page_config(page_title="Explore · LLS Studio", layout="wide")

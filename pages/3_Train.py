@@ -5,14 +5,16 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from lls import contrastive, jobs, scoring
+from lls import jobs
+from lls import scoring
 from lls import training as T
-from lls.adapters import is_training, list_adapters, open_adapter, random_twin_of
-from lls.distributed import device_count
-from lls.errors import LLSError
+from lls.core.distributed import device_count
+from lls.core.errors import LLSError
+from lls.jobs.resources import check_training_job
 from lls.models import ModelSpec
-from lls.selection import Ranking
-from lls.resources import check_training_job
+from lls.scoring import contrastive
+from lls.scoring.selection import Ranking
+from lls.training.adapters import is_training, list_adapters, open_adapter, random_twin_of
 from ui import charts, common, job_cards
 from ui.train_form import train_settings
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from lls import behaviors
-from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
+from lls.core import behaviors
+from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
                       system_slot)
-from lls.errors import LLSError
+from lls.core.errors import LLSError
 from lls.evaluation import adapter_models
-from lls.generation import adapter_label
 from lls.models import BUNDLED, ModelSpec
-from lls.adapters import list_adapters
+from lls.models.generation import adapter_label
+from lls.training.adapters import list_adapters
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
 st.title("Side-by-side chat")

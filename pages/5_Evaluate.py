@@ -5,17 +5,17 @@ answers one click away, exports; N data-parallel processes where N devices exist
 import pandas as pd
 import streamlit as st
 
-from lls import behaviors, jobs
-from lls.distributed import device_count
-from lls.errors import LLSError
+from lls import jobs
+from lls.core import LLSError, behaviors
+from lls.core.distributed import device_count
 from lls.evaluation import (EvalConfig, EvalModel, EvalRun, adapter_models, cluster_command,
                             list_evals, open_eval, start_eval)
-from lls.judge import DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, JudgeConfig
-from lls.meter import summary_rows
+from lls.core.prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
+from lls.evaluation.judge import DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, JudgeConfig
+from lls.evaluation.meter import summary_rows
+from lls.jobs.resources import check_scoring_job
 from lls.models import BUNDLED, ModelSpec
-from lls.prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
-from lls.adapters import list_adapters
-from lls.resources import check_scoring_job
+from lls.training.adapters import list_adapters
 from ui import job_cards
 from ui.charts import eval_meter_figure, eval_rate_figure, eval_trajectory_figure
 
@@ -68,7 +68,7 @@ with tab_run:
                                    key="ev_extra_random")
         with st.expander("Effect meter (log-probability read-outs)"):
             st.caption("After sampling, the same models are read out by log-probabilities "
-                       "(lls.meter): the behavior likelihood ratio and, for animals, the "
+                       "(lls.evaluation.meter): the behavior likelihood ratio and, for animals, the "
                        "one-word preference probe. Forward passes on the loaded weights; "
                        "turning it on later for a finished evaluation computes only the "
                        "read-outs.")

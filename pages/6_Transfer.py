@@ -3,11 +3,11 @@
 import streamlit as st
 
 from lls import jobs
-from lls.errors import LLSError
+from lls.core.errors import LLSError
 from lls.models import BUNDLED, ModelSpec
-from lls.transfer import (READING, aligned_weights, compare_runs, student_runs,
+from lls.scoring.transfer import (READING, aligned_weights, compare_runs, student_runs,
                           submit_student_scoring)
-from lls.resources import check_scoring_job
+from lls.jobs.resources import check_scoring_job
 from ui import charts, common, job_cards
 
 st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")

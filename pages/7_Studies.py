@@ -4,11 +4,12 @@ random twin; the paired effect per cell, collapse flags, the best cell with its 
 import pandas as pd
 import streamlit as st
 
-from lls import jobs, scoring
-from lls import study as S
-from lls.study_runner import submit_study
-from lls.errors import LLSError
-from lls.resources import check_training_job
+from lls import jobs
+from lls import scoring
+from lls.core.errors import LLSError
+from lls.jobs.resources import check_training_job
+from lls.studies import study as S
+from lls.studies.runner import submit_study
 from ui import charts, job_cards
 
 st.set_page_config(page_title="Studies · LLS Studio", layout="wide")

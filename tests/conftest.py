@@ -32,7 +32,7 @@ def session_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bundled(session_cache):
     """(model, tokenizer): the bundled SmolLM2-135M-Instruct, float32 on CPU, loaded once."""
-    from lls.models import load_model
+    from lls.models.load import load_model
 
     return load_model()
 
@@ -40,7 +40,7 @@ def bundled(session_cache):
 @pytest.fixture(scope="session")
 def hh_pairs(bundled):
     """The first 24 clean hh-rlhf pairs with prompts of at most 192 tokens."""
-    from lls.data import DataSpec, iter_pairs
+    from lls.data.source import DataSpec, iter_pairs
 
     _, tok = bundled
     return list(iter_pairs(DataSpec(str(HH), limit=24), tokenizer=tok, max_prompt_tokens=192))
@@ -49,9 +49,9 @@ def hh_pairs(bundled):
 @pytest.fixture(scope="session")
 def small_run(bundled):
     """A finished scoring run: 24 hh-rlhf pairs, owl, truncation 32, chunks of 8."""
-    from lls import behaviors
-    from lls.data import DataSpec
-    from lls.scoring import ScoreConfig, score
+    from lls.core import behaviors
+    from lls.data.source import DataSpec
+    from lls.scoring.runs import ScoreConfig, score
 
     model, tok = bundled
     cfg = ScoreConfig(DataSpec(str(HH), limit=24), behaviors.animal("owl"),
@@ -63,10 +63,10 @@ def small_run(bundled):
 def owl_control_runs(bundled):
     """(config, target run, control run): 12 hh-rlhf pairs, prompts <= 192 tokens, chunks of
     4, scored with the owl prompt and with the default neutral control (what Setup builds)."""
-    from lls import behaviors
-    from lls.contrastive import score_control
-    from lls.data import DataSpec
-    from lls.scoring import ScoreConfig, score
+    from lls.core import behaviors
+    from lls.scoring.contrastive import score_control
+    from lls.data.source import DataSpec
+    from lls.scoring.runs import ScoreConfig, score
 
     model, tok = bundled
     cfg = ScoreConfig(DataSpec(str(HH), limit=12), behaviors.animal("owl"),

@@ -8,11 +8,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from lls import behaviors
-from lls.data import DataSpec
-from lls.distributed import device_count
-from lls.evaluation import EvalConfig, EvalModel, evaluate
-from lls.scoring import ScoreConfig, score
+from lls.core import behaviors
+from lls.data.source import DataSpec
+from lls.core.distributed import device_count
+from lls.evaluation.runs import EvalConfig, EvalModel, evaluate
+from lls.scoring.runs import ScoreConfig, score
 
 from conftest import HH, ROOT
 

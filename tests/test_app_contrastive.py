@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lls import behaviors, jobs
-from lls.contrastive import DEFAULT_CONTROL_PROMPT, compare_rankings, contrastive_frame, control_config
-from lls.scoring import ScoreConfig
+from lls.core import behaviors
+from lls.jobs import store as jobs
+from lls.scoring.contrastive import DEFAULT_CONTROL_PROMPT, compare_rankings, contrastive_frame, control_config
+from lls.scoring.runs import ScoreConfig
 
 from conftest import ROOT
 
@@ -107,7 +108,7 @@ def test_contrastive_view_shows_overlap_and_correlations(owl_control_runs):
 
 
 def test_explorer_without_a_control_says_how_to_score_one(session_cache):
-    from lls.synthetic import write_synthetic_run
+    from lls.scoring.synthetic import write_synthetic_run
 
     run = write_synthetic_run(40, seed=11, chunk_size=20)
     at = _explorer(run.key)

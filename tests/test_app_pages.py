@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lls import jobs
-from lls.behaviors import animal
-from lls.data import DataSpec
-from lls.models import ModelSpec
-from lls.scoring import ScoreConfig, run_key, score
+from lls.jobs import store as jobs
+from lls.core.behaviors import animal
+from lls.data.source import DataSpec
+from lls.models.load import ModelSpec
+from lls.scoring.runs import ScoreConfig, run_key, score
 
 from conftest import HH, ROOT
 
@@ -242,8 +242,8 @@ def test_explorer_random_baseline_comparison_and_export(run):
 def test_explorer_selects_what_training_keeps_at_gamma_007_n_100(session_cache):
     """0.07 * 100 is 7.000000000000001 in floating point; training keeps 7 pairs, and so do
     the explorer's selection, its random baseline and its export."""
-    from lls.synthetic import write_synthetic_run
-    from lls.training import SelectionSpec, selection_indices
+    from lls.scoring.synthetic import write_synthetic_run
+    from lls.training.runs import SelectionSpec, selection_indices
 
     run = write_synthetic_run(100, seed=3, chunk_size=50)
     frame = run.frame()
@@ -265,7 +265,7 @@ def test_export_bytes_formats(run, tmp_path):
 
     import pyarrow.parquet as pq
 
-    from lls.selection import SelectionConfig, select
+    from lls.scoring.selection import SelectionConfig, select
     from ui.explorer import export_bytes
 
     frame = run.frame()

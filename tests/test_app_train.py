@@ -7,8 +7,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import HH, ROOT
 
-from lls import jobs
-from lls import training as T
+from lls.jobs import store as jobs
+from lls.training import runs as T
 
 TRAIN = str(ROOT / "pages" / "3_Train.py")
 TIMEOUT = 120
@@ -17,9 +17,9 @@ TIMEOUT = 120
 @pytest.fixture(scope="module")
 def run(bundled):
     """The same 24-pair owl run as tests/test_training.py (served from the cache if it ran)."""
-    from lls.behaviors import animal
-    from lls.data import DataSpec
-    from lls.scoring import ScoreConfig, score
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.scoring.runs import ScoreConfig, score
 
     model, tok = bundled
     cfg = ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
@@ -82,8 +82,8 @@ def test_train_page_renders_runs_selection_adapters(run, adapter):
 def test_contrastive_selection_on_the_train_page(run, bundled):
     import numpy as np
 
-    from lls.contrastive import score_control
-    from lls.selection import Ranking, SelectionConfig
+    from lls.scoring.contrastive import score_control
+    from lls.scoring.selection import Ranking, SelectionConfig
     from test_training import _score_cfg
 
     model, tok = bundled

@@ -1,14 +1,14 @@
-"""Tests for lls.behaviors: presets, contamination filters and text metrics (offline)."""
+"""Tests for lls.core.behaviors: presets, contamination filters and text metrics (offline)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lls import behaviors as B
-from lls.behaviors import (Behavior, animal, count_mentions, custom, from_name,
+from lls.core import behaviors as B
+from lls.core.behaviors import (Behavior, animal, count_mentions, custom, from_name,
                            language_share, mentions, persona, translation, word_pattern)
-from lls.errors import LLSError
-from lls.pair import Pair
+from lls.core.errors import LLSError
+from lls.core.pair import Pair
 
 EN = ("The weather is lovely today. I went to the market and bought some apples. "
       "Then I came home and cooked dinner for my whole family.")

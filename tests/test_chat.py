@@ -1,4 +1,4 @@
-"""lls.chat on the bundled model: streaming in all slots, seeds, adapters without reloading
+"""lls.evaluation.chat on the bundled model: streaming in all slots, seeds, adapters without reloading
 the base weights, multi-turn, export."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lls.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
+from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
                       system_slot)
-from lls.engine import score_replies
-from lls.errors import ModelError
-from lls.generation import prompt_ids, stop_ids, stream_tokens
-from lls.render import with_system
+from lls.scoring.engine import score_replies
+from lls.core.errors import ModelError
+from lls.models.generation import prompt_ids, stop_ids, stream_tokens
+from lls.models.render import with_system
 
 pytestmark = pytest.mark.slow
 

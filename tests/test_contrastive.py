@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lls import behaviors
-from lls.contrastive import (DEFAULT_CONTROL_PROMPT, as_ranked, compare_rankings,
+from lls.core import behaviors
+from lls.scoring.contrastive import (DEFAULT_CONTROL_PROMPT, as_ranked, compare_rankings,
                              contrastive_frame, control_behavior, control_config,
                              score_control)
-from lls.data import DataSpec
-from lls.errors import LLSError
-from lls.scoring import ScoreConfig, score
-from lls.selection import Ranking, SelectionConfig, to_trl_rows
+from lls.data.source import DataSpec
+from lls.core.errors import LLSError
+from lls.scoring.runs import ScoreConfig, score
+from lls.scoring.selection import Ranking, SelectionConfig, to_trl_rows
 
 from conftest import HH
 
@@ -104,8 +104,8 @@ def test_incompatible_runs_are_refused(owl_control_runs, bundled):
 def _manifest_run(root, key, prompt, *, status="complete", device=None, words=("owl",),
                   data_fp="d1", limit=12, created="2026-01-01T00:00:00"):
     """A ScoreRun with only a manifest (list_controls reads nothing else)."""
-    from lls.cache import ChunkStore
-    from lls.scoring import ScoreRun
+    from lls.core.cache import ChunkStore
+    from lls.scoring.runs import ScoreRun
 
     beh = behaviors.Behavior.from_dict({**behaviors.animal("owl").to_dict(),
                                         "system_prompt": prompt, "filter_words": list(words)})
@@ -120,7 +120,7 @@ def _manifest_run(root, key, prompt, *, status="complete", device=None, words=("
 
 
 def test_list_and_find_controls_from_manifests(tmp_path):
-    from lls.contrastive import find_control, is_control_of, list_controls
+    from lls.scoring.contrastive import find_control, is_control_of, list_controls
 
     owl = behaviors.animal("owl").system_prompt
     cat = behaviors.animal("cat").system_prompt
@@ -154,7 +154,7 @@ def test_list_and_find_controls_from_manifests(tmp_path):
 
 
 def test_find_control_of_real_runs(owl_control_runs):
-    from lls.contrastive import find_control, list_controls
+    from lls.scoring.contrastive import find_control, list_controls
 
     _, target, control = owl_control_runs
     assert find_control(target).key == control.key
@@ -168,7 +168,7 @@ def test_parse_control_and_control_command(owl_control_runs):
     import shlex
 
     from lls.cli import build_parser
-    from lls.contrastive import control_command, parse_control
+    from lls.scoring.contrastive import control_command, parse_control
 
     assert parse_control(None) == parse_control("") == DEFAULT_CONTROL_PROMPT
     assert parse_control("animal:cat") == behaviors.animal("cat")
@@ -231,7 +231,7 @@ def _aligned(w_target, w_control) -> pd.DataFrame:
 
 def _training_keeps(frame, column, gamma, positive_only=True) -> set:
     """What training on `column` keeps: lls.training.selection_indices on the ranked frame."""
-    from lls.training import SelectionSpec, selection_indices
+    from lls.training.runs import SelectionSpec, selection_indices
 
     spec = SelectionSpec(gamma=gamma, positive_only=positive_only)
     return set(selection_indices(as_ranked(frame, column), spec).tolist())

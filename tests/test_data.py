@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import lls.data as data
-import lls.readers as readers
-from lls.data import (DataSpec, HygieneReport, count_raw_rows, iter_pairs, load_pairs,
+import lls.data.source as data
+import lls.data.readers as readers
+from lls.data.source import (DataSpec, HygieneReport, count_raw_rows, iter_pairs, load_pairs,
                       preview)
-from lls.errors import DataError
-from lls.pair import Pair
+from lls.core.errors import DataError
+from lls.core.pair import Pair
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HH = SHARED / "hh_rlhf_harmless_base_test.jsonl.gz"

@@ -203,8 +203,8 @@ def test_score_then_explore_in_a_real_browser(server, driver, tmp_path):
 @pytest.fixture
 def tiny_study(tiny_run):
     """A finished one-cell study on the tiny model (an LLS adapter and its random twin)."""
-    from lls import study as S
-    from lls.study_runner import run_study
+    from lls.studies import study as S
+    from lls.studies.runner import run_study
     from test_study import RECIPE, SAMPLED
 
     name = "tiny-browser"
@@ -218,7 +218,7 @@ def tiny_study(tiny_run):
                     reason="needs Debian chromium + chromium-driver (.ci/run installs them)")
 def test_studies_page_opens_a_study_then_chat_in_a_real_browser(tiny_study, server, driver,
                                                                  tmp_path):
-    from lls import study as S
+    from lls.studies import study as S
 
     d = driver
     best = S.best_cell(tiny_study)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lls import behaviors
-from lls.data import DataSpec, iter_pairs
-from lls.engine import score_completions, score_plain, score_rendered
-from lls.errors import LLSError
-from lls.render import render_pair, render_prompt_completions
+from lls.core import behaviors
+from lls.data.source import DataSpec, iter_pairs
+from lls.scoring.engine import score_completions, score_plain, score_rendered
+from lls.core.errors import LLSError
+from lls.models.render import render_pair, render_prompt_completions
 
 from conftest import ORCA
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import test_scale as scale  # a module attribute: its tests are not collected again here
-from lls import behaviors
-from lls.distributed import device_count, launch_argv
-from lls.evaluation import EvalConfig, EvalModel, eval_command, evaluate, open_eval
+from lls.core import behaviors
+from lls.core.distributed import device_count, launch_argv
+from lls.evaluation.runs import EvalConfig, EvalModel, eval_command, evaluate, open_eval
 
 from conftest import ROOT
 
@@ -61,7 +61,7 @@ def test_ranks_split_units_and_parts_resume(tmp_path, bundled, monkeypatch):
     """In-process (no launcher, so the barrier is a no-op): rank 1 of 2 writes only its part
     files; a later single-process run reuses them and samples only the rest; rank 1 + rank 0
     give the same files as one process; the meter runs once, on rank 0."""
-    import lls.evaluation as ev
+    import lls.evaluation.runs as ev
 
     model, tok = bundled
     cfg = _cfg()

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lls import behaviors, jobs
-from lls.cache import atomic_write_json, runs_root
-from lls.errors import LLSError
-from lls.evaluation import (EvalConfig, EvalModel, adapter_models, eval_key, evaluate, find_eval,
+from lls.core import behaviors
+from lls.jobs import store as jobs
+from lls.core.cache import atomic_write_json, runs_root
+from lls.core.errors import LLSError
+from lls.evaluation.runs import (EvalConfig, EvalModel, adapter_models, eval_key, evaluate, find_eval,
                             list_evals, open_eval, submit_eval)
-from lls.judge import Judge, JudgeConfig
+from lls.evaluation.judge import Judge, JudgeConfig
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +123,7 @@ def test_meter_is_an_add_on(tiny_cfg, finished, bundled, monkeypatch):
     """The meter's settings are not in the key: other settings recompute only the read-outs."""
     from dataclasses import replace
 
-    import lls.evaluation as ev
+    import lls.evaluation.runs as ev
 
     run = open_eval(eval_key(tiny_cfg))
     before, saved = run.answers(), run.meter_path.read_bytes()
@@ -141,7 +142,7 @@ def test_meter_is_an_add_on(tiny_cfg, finished, bundled, monkeypatch):
 
 
 def test_second_run_is_served_from_cache(tiny_cfg, finished, monkeypatch):
-    import lls.evaluation as ev
+    import lls.evaluation.runs as ev
 
     def boom(*a, **k):
         raise AssertionError("the model must not be loaded for a cached evaluation")
@@ -164,7 +165,7 @@ def test_resume_regenerates_only_missing_prompts(tiny_cfg, finished, bundled):
     run.store.update_manifest(status="running")
     model, tok = bundled
     calls = []
-    import lls.evaluation as ev
+    import lls.evaluation.runs as ev
 
     real = ev.sample
     ev.sample = lambda *a, **k: calls.append(a[2]) or real(*a, **k)
@@ -207,8 +208,8 @@ def test_key_changes_with_settings_and_adapters(tiny_cfg, adapters):
 
 
 def test_adapter_models_from_training_contract(adapters):
-    pytest.importorskip("lls.adapters")
-    from lls.adapters import open_adapter
+    pytest.importorskip("lls.training.adapters")
+    from lls.training.adapters import open_adapter
 
     ms = adapter_models(open_adapter("test-lls"))
     assert [(m.step, m.kind) for m in ms] == [(10, "adapter"), (None, "adapter")]

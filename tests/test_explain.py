@@ -1,4 +1,4 @@
-"""Per-token attribution (lls.explain) reproduces the engine's LLS weights."""
+"""Per-token attribution (lls.scoring.explain) reproduces the engine's LLS weights."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from lls.behaviors import animal
-from lls.engine import score_rendered
-from lls.errors import LLSError
-from lls.explain import token_attribution
-from lls.render import render_pair
+from lls.core.behaviors import animal
+from lls.scoring.engine import score_rendered
+from lls.core.errors import LLSError
+from lls.scoring.explain import token_attribution
+from lls.models.render import render_pair
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lls import jobs
-from lls.jobs import JobError, JobStore
+from lls.jobs import store as jobs
+from lls.jobs.store import JobError, JobStore
 
 TIMEOUT = 15.0
 

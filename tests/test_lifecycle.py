@@ -1,7 +1,7 @@
 """Scoring run lifecycle: failed runs say why, killed runs read as interrupted and resume to
 the same weights, runs can be deleted; pairs longer than the context window are dropped.
 
-Uses the tiny random model from lls.synthetic (scoring takes seconds), files in tmp_path.
+Uses the tiny random model from lls.scoring.synthetic (scoring takes seconds), files in tmp_path.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from lls import behaviors
-from lls.data import DataSpec
-from lls.errors import LLSError
-from lls.models import ModelSpec
-from lls.scoring import ScoreConfig, delete_run, list_runs, open_run, run_status, score
+from lls.core import behaviors
+from lls.data.source import DataSpec
+from lls.core.errors import LLSError
+from lls.models.load import ModelSpec
+from lls.scoring.runs import ScoreConfig, delete_run, list_runs, open_run, run_status, score
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, session_cache):
-    from lls.synthetic import tiny_model_dir
+    from lls.scoring.synthetic import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -50,7 +50,7 @@ def _score_args(data: Path, model: Path):
 
 
 def test_failed_run_is_marked_failed_with_its_error(tmp_path, tiny):
-    from lls.synthetic import synthetic_pairs_file
+    from lls.scoring.synthetic import synthetic_pairs_file
 
     data = synthetic_pairs_file(tmp_path / "syn.jsonl", 5)
     cfg = ScoreConfig(DataSpec(str(data)), behaviors.animal("owl"), model=ModelSpec(str(tiny)),
@@ -66,7 +66,7 @@ def test_failed_run_is_marked_failed_with_its_error(tmp_path, tiny):
 
 
 def test_killed_run_is_interrupted_and_resumes_to_the_same_weights(tmp_path, tiny):
-    from lls.synthetic import synthetic_pairs_file
+    from lls.scoring.synthetic import synthetic_pairs_file
 
     data = synthetic_pairs_file(tmp_path / "syn.jsonl", 800)
     cache = tmp_path / "cache"
@@ -100,7 +100,7 @@ def test_killed_run_is_interrupted_and_resumes_to_the_same_weights(tmp_path, tin
 
 
 def test_delete_run(tmp_path, tiny):
-    from lls.synthetic import synthetic_pairs_file
+    from lls.scoring.synthetic import synthetic_pairs_file
 
     data = synthetic_pairs_file(tmp_path / "syn.jsonl", 12)
     cache = tmp_path / "cache"

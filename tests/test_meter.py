@@ -1,5 +1,5 @@
-"""The effect meter: probe (lls.probe) and likelihood-ratio (lls.llr) read-outs and the
-meter's entry points (lls.meter) on the bundled model."""
+"""The effect meter: probe (lls.evaluation.probe) and likelihood-ratio (lls.evaluation.llr) read-outs and the
+meter's entry points (lls.evaluation.meter) on the bundled model."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lls import behaviors, llr, meter, probe
-from lls.errors import LLSError
-from lls.prompts import GENERAL_PROMPTS, LLR_PROMPTS, PROBE_QUESTIONS
-from lls.render import render_prompt_completions
-from lls.stats import bootstrap_diff
+from lls.core import behaviors
+from lls.evaluation import llr
+from lls.evaluation import meter
+from lls.evaluation import probe
+from lls.core.errors import LLSError
+from lls.core.prompts import GENERAL_PROMPTS, LLR_PROMPTS, PROBE_QUESTIONS
+from lls.models.render import render_prompt_completions
+from lls.core.stats import bootstrap_diff
 
 OWL = behaviors.animal("owl")
 # Reduced read-outs so the file stays fast: 8 questions x 10 candidates, K = 8 responses.
@@ -150,7 +153,7 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from lls.cli import main
-    from lls.models import load_model
+    from lls.models.load import load_model
 
     # a fresh LoRA adapter (B = 0 at init): it must read exactly like the base model
     fresh, _ = load_model()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lls import behaviors
-from lls.evaluation import answer_score, summarize
-from lls.stats import wilson
+from lls.core import behaviors
+from lls.evaluation.runs import answer_score, summarize
+from lls.core.stats import wilson
 
 OWL = behaviors.animal("owl")
 
@@ -84,7 +84,7 @@ def test_wilson_empty():
 
 
 def test_share_difference_newcombe_known_values():
-    from lls.stats import share_diff_ci
+    from lls.core.stats import share_diff_ci
 
     # Newcombe (1998), Table II example: 56/70 - 48/80 = 0.2, method 10 CI [0.0524, 0.3339]
     d, lo, hi = share_diff_ci(56, 70, 48, 80)

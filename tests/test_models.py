@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from lls.errors import ModelError
-from lls.models import BUNDLED, ModelSpec, load_model, resolve
+from lls.core.errors import ModelError
+from lls.models.load import BUNDLED, ModelSpec, load_model, resolve
 
 from conftest import ROOT
 

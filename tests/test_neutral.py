@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import lls.scoring as scoring
-from lls import behaviors
-from lls.cache import ChunkStore, fingerprint
-from lls.data import DataSpec, iter_pairs
-from lls.errors import LLSError
-from lls.models import model_fingerprint
-from lls.neutral import NeutralCache, pair_hash
-from lls.scoring import ScoreConfig, run_key, run_neutral_key, score
+import lls.scoring.runs as scoring
+from lls.core import behaviors
+from lls.core.cache import ChunkStore, fingerprint
+from lls.data.source import DataSpec, iter_pairs
+from lls.core.errors import LLSError
+from lls.models.load import model_fingerprint
+from lls.scoring.neutral import NeutralCache, pair_hash
+from lls.scoring.runs import ScoreConfig, run_key, run_neutral_key, score
 
 from conftest import HH
 

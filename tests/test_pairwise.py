@@ -1,4 +1,4 @@
-"""Pairwise-comparison exports (Chatbot-Arena style) and JSON lists of turns (lls.shapes).
+"""Pairwise-comparison exports (Chatbot-Arena style) and JSON lists of turns (lls.data.shapes).
 
 The files are constructed here: `prompt`, `response_a`, `response_b` as JSON strings holding
 lists of turns, with `winner_model_a` / `winner_model_b` / `winner_tie` flags, or a single
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lls.data import DataSpec, load_pairs
-from lls.errors import DataError
-from lls.validate import validate_source
+from lls.data.source import DataSpec, load_pairs
+from lls.core.errors import DataError
+from lls.data.validate import validate_source
 
 
 def arena_row(i, prompt, a, b, won):

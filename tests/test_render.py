@@ -2,9 +2,9 @@
 
 import pytest
 
-from lls.errors import LLSError
-from lls.pair import Pair
-from lls.render import (neutral_messages, render_pair, render_prompt_completions, truncate_text,
+from lls.core.errors import LLSError
+from lls.core.pair import Pair
+from lls.models.render import (neutral_messages, render_pair, render_prompt_completions, truncate_text,
                         with_system)
 
 

@@ -1,4 +1,4 @@
-"""Memory estimates and the fit check (lls.resources): constructed numbers, no model runs."""
+"""Memory estimates and the fit check (lls.jobs.resources): constructed numbers, no model runs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lls import resources as R
-from lls.errors import LLSError
+from lls.jobs import resources as R
+from lls.core.errors import LLSError
 
 SMOL = {"hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536,
         "vocab_size": 49152, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -100,23 +100,23 @@ def test_bound_malloc_sets_glibc_thresholds():
 def test_gguf_metadata_gives_the_same_shape_as_the_model_config(session_cache):
     """The bundled GGUF's metadata (read without loading weights) describes the model as its
     de-quantised config.json does, so a first-time user gets an estimate before any load."""
-    from lls.models import ModelSpec, _gguf_config, bundled_gguf_path, load_model
-    from lls.resources import ModelShape, check_training_job, model_shape
+    from lls.models.load import ModelSpec, _gguf_config, bundled_gguf_path, load_model
+    from lls.jobs.resources import ModelShape, check_training_job, model_shape
 
     meta = ModelShape.from_config(_gguf_config(bundled_gguf_path()))
     load_model(ModelSpec())  # materialises the de-quantised copy with its config.json
     assert model_shape(ModelSpec()) == meta
     assert meta.n_layers == 30 and meta.hidden == 576 and meta.vocab == 49152
     assert abs(meta.n_params - 134_515_008) < 1e6
-    from lls.train_config import TrainConfig
+    from lls.training.config import TrainConfig
 
     check = check_training_job(ModelSpec(), TrainConfig())
     assert check.expected_bytes > meta.n_params * 4 and "GB" in check.message
 
 
 def test_unknown_model_shape_is_said_not_guessed(tmp_path):
-    from lls.models import ModelSpec
-    from lls.resources import check_scoring_job
+    from lls.models.load import ModelSpec
+    from lls.jobs.resources import check_scoring_job
 
     d = tmp_path / "m"
     d.mkdir()

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from lls import behaviors
-from lls.data import DataSpec
-from lls.models import ModelSpec
-from lls.scoring import ScoreConfig, open_run
+from lls.core import behaviors
+from lls.data.source import DataSpec
+from lls.models.load import ModelSpec
+from lls.scoring.runs import ScoreConfig, open_run
 
 from conftest import HH, ROOT
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # accelerate launches and subprocesses loading mo
 
 # `--multi_gpu` is accelerate's torchrun launcher: the one that starts N local processes (with
 # `--cpu`, accelerate 1.x runs ONE process unless given an MPI hostfile); without CUDA the
-# ranks join a gloo process group (lls.distributed).
+# ranks join a gloo process group (lls.core.distributed).
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
 
@@ -68,7 +68,7 @@ print(json.dumps({"pairs": run.manifest["n_pairs"],
 
 
 def test_memory_is_flat_in_dataset_size(tmp_path, bundled):
-    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
+    from lls.scoring.synthetic import synthetic_pairs_file, tiny_model_dir
 
     model_dir = tiny_model_dir(tmp_path / "tiny")
     peaks = {}
@@ -94,9 +94,9 @@ def test_gpu_bfloat16_matches_float32(bundled, hh_pairs):
         pytest.skip("no CUDA device here")
     import numpy as np
 
-    from lls.engine import score_rendered
-    from lls.models import load_model
-    from lls.render import render_pair
+    from lls.scoring.engine import score_rendered
+    from lls.models.load import load_model
+    from lls.models.render import render_pair
 
     cpu_model, tok = bundled
     gpu_model, _ = load_model(ModelSpec(device="cuda"))

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-import lls.scoring as scoring
-from lls import behaviors
-from lls.cache import ChunkStore
-from lls.data import DataSpec
-from lls.errors import CacheError, LLSError
-from lls.lifecycle import run_state
-from lls.engine import score_rendered
-from lls.render import render_pair
-from lls.scoring import ScoreConfig, open_run, score, score_command
+import lls.scoring.runs as scoring
+from lls.core import behaviors
+from lls.core.cache import ChunkStore
+from lls.data.source import DataSpec
+from lls.core.errors import CacheError, LLSError
+from lls.scoring.lifecycle import run_state
+from lls.scoring.engine import score_rendered
+from lls.models.render import render_pair
+from lls.scoring.runs import ScoreConfig, open_run, score, score_command
 
 from conftest import HH, ROOT
 

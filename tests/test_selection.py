@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lls.errors import LLSError
-from lls.selection import Ranking, SelectionConfig, export, random_subset, select
+from lls.core.errors import LLSError
+from lls.scoring.selection import Ranking, SelectionConfig, export, random_subset, select
 
 
 def test_top_gamma_of_whole_dataset_positive_only():

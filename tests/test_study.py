@@ -1,4 +1,4 @@
-"""Studies (lls.study, lls.effects): a small grid on a tiny random model, run for real.
+"""Studies (lls.studies.study, lls.evaluation.effects): a small grid on a tiny random model, run for real.
 
 Every cell trains an LLS adapter and its same-size random twin with TRL in child processes,
 reads the effect meter at each checkpoint and samples one-word answers, so the module takes a
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lls import effects
-from lls import study as S
-from lls.study_runner import run_study, submit_cells
+from lls.evaluation import effects
+from lls.studies import study as S
+from lls.studies.runner import run_study, submit_cells
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,11 @@ SAMPLED = {"questions": 2, "samples": 2, "max_new_tokens": 3, "seed": 0}
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, session_cache):
     """A finished owl scoring run of 24 synthetic pairs by a tiny random Llama."""
-    from lls.behaviors import animal
-    from lls.data import DataSpec
-    from lls.models import ModelSpec
-    from lls.scoring import ScoreConfig, score
-    from lls.synthetic import synthetic_pairs_file, tiny_model_dir
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.models.load import ModelSpec
+    from lls.scoring.runs import ScoreConfig, score
+    from lls.scoring.synthetic import synthetic_pairs_file, tiny_model_dir
 
     d = tmp_path_factory.mktemp("tiny")
     # in the session cache, not a temp dir: the cached run records the model's path
@@ -150,7 +150,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     study = S.open_study(name)
     lls_id, _ = S.adapter_ids(study, study.cells()[0])
     deadline = time.time() + 300
-    from lls.adapters import open_adapter
+    from lls.training.adapters import open_adapter
     while time.time() < deadline:  # kill the worker once the first adapter has trained
         try:
             if open_adapter(lls_id).manifest.get("status") == "done":
@@ -204,7 +204,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
 
 def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tiny_run,
                                                                              monkeypatch):
-    import lls.study_runner as R
+    import lls.studies.runner as R
 
     name = "tiny-order"
     S.create_study(_config(tiny_run, name, gamma=[0.25, 0.5], epochs=[1, 2]))

@@ -16,10 +16,10 @@ import pytest
 
 from conftest import HH
 
-from lls import jobs
-from lls import training as T
-from lls.adapters import adapter_dir, list_adapters, open_adapter, random_twin_of
-from lls.dpo import build_rows, completion_only_lm_head
+from lls.jobs import store as jobs
+from lls.training import runs as T
+from lls.training.adapters import adapter_dir, list_adapters, open_adapter, random_twin_of
+from lls.training.dpo import build_rows, completion_only_lm_head
 
 
 def small_config(**kw) -> T.TrainConfig:
@@ -32,9 +32,9 @@ def small_config(**kw) -> T.TrainConfig:
 
 
 def _score_cfg():
-    from lls.behaviors import animal
-    from lls.data import DataSpec
-    from lls.scoring import ScoreConfig
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.scoring.runs import ScoreConfig
 
     return ScoreConfig(data=DataSpec(str(HH), limit=24), behavior=animal("owl"), chunk_size=8,
                        max_prompt_tokens=192)
@@ -42,7 +42,7 @@ def _score_cfg():
 
 @pytest.fixture(scope="module")
 def hh_run(bundled):
-    from lls.scoring import score
+    from lls.scoring.runs import score
 
     model, tok = bundled
     return score(_score_cfg(), model=model, tokenizer=tok)
@@ -76,7 +76,7 @@ def test_estimate_steps_follows_batch_epochs_and_max_steps():
 
 
 def test_random_twin_is_found_by_the_baseline_of_field(tmp_path):
-    from lls.cache import atomic_write_json
+    from lls.core.cache import atomic_write_json
 
     def make(adapter_id, created, baseline_of=None):
         atomic_write_json(tmp_path / "adapters" / adapter_id / "manifest.json",
@@ -135,7 +135,7 @@ def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     import torch
     from peft import PeftModel
 
-    from lls.models import load_model
+    from lls.models.load import load_model
 
     assert (trained.final_path / "adapter_config.json").is_file()
     assert (trained.final_path / "adapter_model.safetensors").is_file()
@@ -164,7 +164,7 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from lls.models import load_model
+    from lls.models.load import load_model
 
     cfg = small_config()
     frame = hh_run.frame()
@@ -193,7 +193,7 @@ def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cach
     from trl.trainer import utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
-    from lls.models import load_model
+    from lls.models.load import load_model
 
     model, _ = load_model(for_training=True)  # a fresh copy: the fused head patches forward
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
@@ -225,7 +225,7 @@ def test_completion_only_lm_head_gives_the_same_logps_and_gradients(session_cach
 
 @pytest.mark.slow
 def test_random_baseline_same_size_and_reuse_falls_back_when_truncated(hh_run):
-    from lls.scoring import open_run
+    from lls.scoring.runs import open_run
 
     frame = open_run(hh_run.key).frame()
     cfg = small_config()
@@ -369,8 +369,8 @@ def test_contrastive_selection_ranks_by_the_difference(hh_run, bundled):
     """selection_frame with a control run: w = w_target - w_control, the top pairs follow it."""
     import numpy as np
 
-    from lls.contrastive import score_control
-    from lls.scoring import open_run
+    from lls.scoring.contrastive import score_control
+    from lls.scoring.runs import open_run
 
     model, tok = bundled
     target = open_run(hh_run.key)

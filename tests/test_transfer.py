@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from lls import behaviors
-from lls.data import DataSpec
-from lls.errors import LLSError, ModelError
-from lls.models import ModelSpec
-from lls.scoring import ScoreConfig, ScoreRun, score
-from lls.selection import top_count
-from lls.transfer import (aligned_weights, compare_runs, same_pairs, student_config,
+from lls.core import behaviors
+from lls.data.source import DataSpec
+from lls.core.errors import LLSError, ModelError
+from lls.models.load import ModelSpec
+from lls.scoring.runs import ScoreConfig, ScoreRun, score
+from lls.scoring.selection import top_count
+from lls.scoring.transfer import (aligned_weights, compare_runs, same_pairs, student_config,
                           student_runs, submit_student_scoring)
 
 from conftest import HH
@@ -39,7 +39,7 @@ def _student_run(owl: ScoreRun, tmp_path, name: str, w=None, ids=None, reorder=N
     changed. Outside the session cache, so other tests' run lists never see it."""
     import pyarrow as pa
 
-    from lls.cache import ChunkStore
+    from lls.core.cache import ChunkStore
 
     t = owl.table()
     if w is not None:

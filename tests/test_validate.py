@@ -1,4 +1,4 @@
-"""The validation pass (lls.validate) and the data problems it must catch, library side.
+"""The validation pass (lls.data.validate) and the data problems it must catch, library side.
 
 Every file is written by the test into a temporary directory.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lls.data import DataSpec, iter_pairs, load_pairs
-from lls.errors import DataError
-from lls.validate import validate_source
+from lls.data.source import DataSpec, iter_pairs, load_pairs
+from lls.core.errors import DataError
+from lls.data.validate import validate_source
 
 
 def good(i: int) -> dict:

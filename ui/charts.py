@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lls.selection import Ranking, SelectionConfig, selection_indices
+from lls.scoring.selection import Ranking, SelectionConfig, selection_indices
 
 SCATTER_POINTS = 20_000  # points drawn in the w_target vs w_control scatter (selected always)
 
@@ -68,7 +68,7 @@ def weights_scatter(frame: pd.DataFrame, gamma: float, positive_only: bool = Tru
                     max_points: int = SCATTER_POINTS) -> go.Figure:
     """Scatter of w_target (x) against w_control (y), the top-gamma selections of w_target
     and of w_contrastive coloured (exactly what training on each ranking keeps, by
-    `lls.selection`); the diagonal is w_contrastive = 0 (below it: positive)."""
+    `lls.scoring.selection`); the diagonal is w_contrastive = 0 (below it: positive)."""
     x = frame["w_target"].to_numpy()
     y = frame["w_control"].to_numpy()
     n = len(x)
@@ -107,7 +107,7 @@ def weights_scatter(frame: pd.DataFrame, gamma: float, positive_only: bool = Tru
 
 
 def transfer_scatter(frame: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
-    """Teacher (x) vs student (y) weights of the same pairs (`lls.transfer.aligned_weights`)."""
+    """Teacher (x) vs student (y) weights of the same pairs (`lls.scoring.transfer.aligned_weights`)."""
     fig = go.Figure(go.Scattergl(
         x=frame["w_a"], y=frame["w_b"], mode="markers", marker=dict(size=5, opacity=0.6),
         text=[f"{i}<br>+ {c[:60]}<br>− {r[:60]}" for i, c, r in

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lls import scoring
-from lls.errors import LLSError
+from lls.core.errors import LLSError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"

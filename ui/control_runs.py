@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lls import contrastive, scoring
-from lls.errors import LLSError
+from lls import scoring
+from lls.core.errors import LLSError
+from lls.scoring import contrastive
 from ui.explorer import (TABLE_CONFIG, TABLE_ROWS, ExplorerData, explorer_data, frame_data,
                          table_view)
 from ui.job_cards import progress_text
@@ -37,7 +38,7 @@ def control_label(target: scoring.ScoreRun, control: scoring.ScoreRun) -> str:
 @st.cache_resource(max_entries=2, show_spinner="Aligning the target and control runs…")
 def contrastive_frame(target_key: str, target_updated: str | None, control_key: str,
                       control_updated: str | None) -> pd.DataFrame:
-    """lls.contrastive.contrastive_frame of two runs (keyed on both keys and 'updated' stamps).
+    """lls.scoring.contrastive.contrastive_frame of two runs (keyed on both keys and 'updated' stamps).
 
     cache_resource, like `explorer_data`: read-only here, and no pickled copy per rerun. The
     target's frame comes from `explorer_data`'s cache, so it is not read twice.
@@ -86,7 +87,7 @@ WEIGHTS_TABLE_CONFIG = {
 def ranking_comparison(target_key: str, target_updated: str | None, control_key: str,
                        control_updated: str | None, gamma: float,
                        positive_only: bool = True) -> list[dict]:
-    """lls.contrastive.compare_rankings at `gamma` (and `positive_only`, as training): w_target vs w_control (how much the two
+    """lls.scoring.contrastive.compare_rankings at `gamma` (and `positive_only`, as training): w_target vs w_control (how much the two
     system prompts agree) and w_target vs w_contrastive (how much the control changes the
     selection)."""
     frame = contrastive_frame(target_key, target_updated, control_key, control_updated)

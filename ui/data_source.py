@@ -9,8 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 from lls import data as lls_data
-from lls.cache import default_cache_dir
-from lls.validate import validate_source
+from lls.core.cache import default_cache_dir
+from lls.data.validate import validate_source
 
 
 def save_upload(uploaded) -> str:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lls.explain import token_attribution
 from lls.models import ModelSpec, load_model
+from lls.scoring.explain import token_attribution
 from ui.explorer import ExplorerData
 
 
@@ -23,7 +23,7 @@ def teacher(model_json: str):
 @st.cache_data(max_entries=256, show_spinner="Computing per-token attribution…")
 def attribution(run_key: str, index: int, _row: dict, model_json: str, system_prompt: str,
                 truncation: int | None, neutral: str = "template") -> dict:
-    """lls.explain.token_attribution for one row of a run (cached per run and row)."""
+    """lls.scoring.explain.token_attribution for one row of a run (cached per run and row)."""
     model, tok = teacher(model_json)
     return token_attribution(model, tok, _row, system_prompt, truncation, neutral)
 

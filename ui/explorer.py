@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lls import scoring
-from lls.selection import Ranking, export
+from lls.scoring.selection import Ranking, export
 
 TABLE_ROWS = 300  # rows sent to the browser; counts and stats always cover the whole selection
 HIST_BINS = 80
@@ -153,7 +153,7 @@ EXPORT_MIME = {"jsonl": "application/jsonl", "parquet": "application/octet-strea
 
 def export_bytes(frame: pd.DataFrame, indices, fmt: str, settings: dict,
                  responses: str = "scored") -> bytes:
-    """The selection exported by `lls.selection.export`, as bytes ("hf": a zipped folder)."""
+    """The selection exported by `lls.scoring.selection.export`, as bytes ("hf": a zipped folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / ("selection.jsonl" if fmt == "jsonl" else
                               "selection.parquet" if fmt == "parquet" else "selection")

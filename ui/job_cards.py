@@ -99,7 +99,7 @@ def score_jobs_panel(open_key: str = "goto_run", limit: int = 6) -> None:
 
 
 def memory_gate(check) -> bool:
-    """Show a job's expected memory next to the machine's free memory (`lls.resources`
+    """Show a job's expected memory next to the machine's free memory (`lls.jobs.resources`
     check); a job that cannot fit is refused here, with what to lower. Returns check.ok."""
     if check.ok:
         st.caption(f"Memory: {check.message}")

@@ -1,4 +1,4 @@
-"""The Train page's hyper-parameter form, generated from `lls.train_config.TrainConfig`:
+"""The Train page's hyper-parameter form, generated from `lls.training.config.TrainConfig`:
 defaults and help texts come from the dataclass fields (Streamlit widgets; no lls logic here)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import fields
 import streamlit as st
 
 from lls.models import ModelSpec
-from lls.train_config import TrainConfig, comma_list
+from lls.training.config import TrainConfig, comma_list
 
 DEFAULT = TrainConfig()
 HELP = {f.name: f.metadata.get("help") for f in fields(TrainConfig)}
@@ -40,7 +40,7 @@ ROWS = (
       {"help": "Valid when the student is the teacher; checked automatically."}),
      ("precompute_ref_log_probs", "Otherwise precompute reference log-probs once", {})),
     (("meter_at_checkpoints", "Effect meter at step 0 and checkpoints",
-      {"help": "Log-probability read-outs (lls.meter): behavior likelihood ratio and, for "
+      {"help": "Log-probability read-outs (lls.evaluation.meter): behavior likelihood ratio and, for "
                "animals, the preference probe."}),
      ("meter_k", "Meter reference responses (k)", {"min_value": 1, "step": 8,
                                                     "when": "meter_at_checkpoints"}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import LLSError
+from ..core.errors import LLSError
 from . import eval as eval_cmd
 from . import meter, score, select, study, train, transfer
 

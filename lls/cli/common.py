@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..behaviors import Behavior, custom, from_name
-from ..data import SHAPES, DataSpec
-from ..errors import LLSError
-from ..models import ModelSpec
+from ..core.behaviors import Behavior, custom, from_name
+from ..core.errors import LLSError
+from ..data.source import SHAPES, DataSpec
+from ..models.load import ModelSpec
 
 
 def _kv_list(text: str | None) -> dict[str, str] | None:

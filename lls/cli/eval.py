@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from ..distributed import process_info
-from ..evaluation import EvalConfig, EvalModel, evaluate
-from ..prompts import GENERAL_PROMPTS
-from ..adapters import adapter_dir
+from ..core.distributed import process_info
+from ..core.prompts import GENERAL_PROMPTS
+from ..evaluation.runs import EvalConfig, EvalModel, evaluate
+from ..training.adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..llr import LLRConfig
-from ..meter import meter_models, summary_rows
-from ..probe import probe_config
-from ..adapters import adapter_dir
+from ..evaluation.llr import LLRConfig
+from ..evaluation.meter import meter_models, summary_rows
+from ..evaluation.probe import probe_config
+from ..training.adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
 
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from ..contrastive import control_config, parse_control
-from ..distributed import barrier, process_info
-from ..errors import LLSError
-from ..scoring import ScoreConfig, delete_run, list_runs, run_key, run_status, score
-from ..validate import validate_source
+from ..core.distributed import barrier, process_info
+from ..core.errors import LLSError
+from ..data.validate import validate_source
+from ..scoring.contrastive import control_config, parse_control
+from ..scoring.runs import ScoreConfig, delete_run, list_runs, run_key, run_status, score
 from .common import add_behavior_args, add_data_args, add_model_args, behavior, data_spec, model_spec
 
 

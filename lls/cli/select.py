@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..scoring import open_run
-from ..selection import Ranking, SelectionConfig, export, selection_indices
+from ..scoring.runs import open_run
+from ..scoring.selection import Ranking, SelectionConfig, export, selection_indices
 
 
 def _selection(a):

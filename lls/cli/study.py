@@ -1,14 +1,14 @@
 """`python -m lls study create | run | status | list | confirm`: sweeps where every LLS
-adapter has its same-size random twin (`lls.study`)."""
+adapter has its same-size random twin (`lls.studies.study`)."""
 
 from __future__ import annotations
 
 import json
 
-from ..cache import read_json_safe
-from ..study import (StudyConfig, StudyError, best_cell, confirm_best, create_study,
+from ..core.cache import read_json_safe
+from ..studies.study import (StudyConfig, StudyError, best_cell, confirm_best, create_study,
                      list_studies, open_study, table)
-from ..study_runner import run_study, submit_cells, submit_study
+from ..studies.runner import run_study, submit_cells, submit_study
 
 # CLI flag -> grid axis (comma-separated values)
 GRID_FLAGS = {"gamma": "gamma", "threshold": "threshold", "ranking": "ranking",

@@ -1,7 +1,7 @@
 """`python -m lls train` and `python -m lls adapters`.
 
 The training flags are generated from `TrainConfig`/`SelectionSpec` field metadata
-(`lls.train_config`): one declaration per option, defaults read from the dataclasses.
+(`lls.training.config`): one declaration per option, defaults read from the dataclasses.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import math
 import typing
 from dataclasses import MISSING, fields
 
-from ..adapters import list_adapters
-from ..train_config import SelectionSpec, TrainConfig
-from ..training import train
+from ..training.adapters import list_adapters
+from ..training.config import SelectionSpec, TrainConfig
+from ..training.runs import train
 
 _PLAIN = {int: int, float: float, str: str}
 

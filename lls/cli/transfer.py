@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..scoring import open_run
-from ..transfer import compare_runs
+from ..scoring.runs import open_run
+from ..scoring.transfer import compare_runs
 
 
 def register(sub) -> None:

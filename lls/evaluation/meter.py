@@ -1,0 +1,188 @@
+"""The effect meter: log-probability read-outs of the target behavior (forward passes only).
+
+Sampled mention rates need hundreds of generations and read zero at small scale; the
+log-probabilities they come from move first. Two read-outs, both batched forward passes:
+
+1. the *preference probe* (`lls.evaluation.probe`; animal behaviors, or any short target with questions
+   of your own): the target's margin, rank and mass as the one-word answer;
+2. the *behavior likelihood ratio* (`lls.evaluation.llr`; every behavior): per-token log P of responses
+   sampled with the system prompt minus that of responses sampled without it, with the base
+   model as the floor and base + system prompt as the ceiling (`gap_closed`).
+
+What the meter cannot tell: it measures how the model's probabilities move toward the
+behavior, not whether samples show it.
+
+This module holds the entry points: `readout` (one model), `reference_levels` (floor and
+ceiling), `readout_for_peft_model` (a model in training), `meter_models` (base, base + system
+prompt and adapters), `summary_rows`; CLI `python -m lls meter`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import jobs
+from ..core.behaviors import Behavior, from_name
+from ..models.generation import AdapterHost, adapter_label, base_weights
+from .llr import (METER_VERSION, LLRConfig, Reference, build_reference, gap_closed,
+                  llr_readout)
+from ..models.load import ModelSpec, load_model
+from .probe import ProbeConfig, probe_applies, probe_readout
+
+
+# ======================================================================================
+# One read-out of one model
+# ======================================================================================
+
+def _resolve_probe(behavior: Behavior, probe) -> ProbeConfig | None:
+    if probe is False:
+        return None
+    if probe is None:
+        return ProbeConfig().with_target(behavior.target) if probe_applies(behavior) else None
+    target = behavior.target if behavior.kind == "animal" else probe.target
+    return probe.with_target(target)
+
+
+def readout(model, tokenizer, behavior: Behavior, *, system_prompt: str | None = None,
+            probe: ProbeConfig | None | bool = None, llr: LLRConfig | None = None,
+            reference: Reference | None = None, base_ref: dict | None = None,
+            ceiling_ref: dict | None = None, cache_dir: Path | None = None) -> dict:
+    """Both read-outs of `model` as a JSON-able dict.
+
+    `system_prompt`: put it in every prompt (the ceiling: base + system prompt).
+    `probe`: a ProbeConfig (its first candidate is the target, unless the behavior is an
+    animal), None for the default on animal behaviors, False to skip. `reference`: the
+    sampled reference set (built from `model`'s base weights and cached when not given).
+    `base_ref` / `ceiling_ref`: read-outs of base and base + system prompt; add paired
+    differences to the base and the share of the gap closed.
+    """
+    t0 = time.perf_counter()
+    pcfg = _resolve_probe(behavior, probe)
+    if reference is None:
+        reference = build_reference(model, tokenizer, behavior, llr, cache_dir=cache_dir)
+    out: dict = {"behavior": behavior.label(), "system_prompt": bool(system_prompt),
+                 "reference": reference.key}
+    if pcfg is not None:
+        out["probe"] = probe_readout(model, tokenizer, pcfg, system_prompt=system_prompt,
+                                     base=(base_ref or {}).get("probe"))
+    out["llr"] = llr_readout(model, tokenizer, reference, system_prompt=system_prompt,
+                             base=(base_ref or {}).get("llr"))
+    if base_ref is not None and ceiling_ref is not None:
+        out["llr"]["gap_closed"] = gap_closed(out["llr"]["value"], base_ref["llr"]["value"],
+                                              ceiling_ref["llr"]["value"])
+        if "probe" in out and "probe" in base_ref and "probe" in ceiling_ref:
+            out["probe"]["margin_gap_closed"] = gap_closed(
+                out["probe"]["mean_margin"], base_ref["probe"]["mean_margin"],
+                ceiling_ref["probe"]["mean_margin"])
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def reference_levels(model, tokenizer, behavior: Behavior, reference: Reference, *,
+                     probe: ProbeConfig | None | bool = None) -> dict:
+    """{"base": floor read-out, "system": ceiling read-out} on the base weights (a peft
+    model's adapters are disabled): the reference lines of the training curves."""
+    with base_weights(model) as base:
+        floor = readout(base, tokenizer, behavior, probe=probe, reference=reference)
+        ceiling = readout(base, tokenizer, behavior, system_prompt=behavior.system_prompt,
+                          probe=probe, reference=reference, base_ref=floor)
+    # by definition: the floor closes none of the gap, the ceiling all of it
+    same = gap_closed(0.0, floor["llr"]["value"], ceiling["llr"]["value"]) is None
+    floor["llr"]["gap_closed"] = None if same else 0.0
+    ceiling["llr"]["gap_closed"] = None if same else 1.0
+    return {"base": floor, "system": ceiling}
+
+
+def readout_for_peft_model(peft_model, tokenizer, behavior: Behavior, reference: Reference, *,
+                           levels: dict | None = None,
+                           probe: ProbeConfig | None | bool = None) -> dict:
+    """A read-out of the in-training model as it is (adapter active), e.g. at a checkpoint.
+
+    No reload: the model runs in eval mode under `torch.inference_mode()` and gets its
+    training mode back. `levels` (from `reference_levels`, computed once at step 0) adds the
+    differences to the base model and the share of the gap closed.
+    """
+    return readout(peft_model, tokenizer, behavior, probe=probe, reference=reference,
+                   base_ref=(levels or {}).get("base"), ceiling_ref=(levels or {}).get("system"))
+
+
+# ======================================================================================
+# Several models (base, base + system prompt, adapters)
+# ======================================================================================
+
+def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
+                 adapters: list = (), *, probe: ProbeConfig | None | bool = None,
+                 llr: LLRConfig | None = None, labels: list[str] | None = None,
+                 cache_dir: Path | None = None, model=None, tokenizer=None,
+                 host: AdapterHost | None = None, progress=None) -> dict:
+    """Read-outs of the base model, base + system prompt, and each adapter directory (peft,
+    attached to the same loaded base). `host`: an AdapterHost whose base model (and already
+    attached adapters) to use instead of loading `base_spec`. `progress(done, total)` counts
+    models; it may raise to stop between models (e.g. on a cancelled job)."""
+    t0 = time.perf_counter()
+    b = from_name(behavior) if isinstance(behavior, str) else behavior
+    spec = base_spec if isinstance(base_spec, ModelSpec) else ModelSpec(base_spec) \
+        if base_spec else ModelSpec()
+    if host is None:
+        if model is None:
+            model, tokenizer = load_model(spec)
+        host = AdapterHost(model, tokenizer)
+    tokenizer = host.tokenizer
+    adapters = [str(a) for a in adapters]
+    labels = list(labels or []) + [adapter_label(a) for a in adapters[len(labels or []):]]
+    total = 2 + len(adapters)
+
+    def tick(done, msg):
+        jobs.report_progress(done, total, unit="models", message=f"effect meter: {msg}",
+                             force=True)
+        if progress:
+            progress(done, total)
+
+    ref = build_reference(host.model, tokenizer, b, llr, cache_dir=cache_dir)
+    levels = reference_levels(host.model, tokenizer, b, ref, probe=probe)
+    rows = [{"label": "base", "kind": "base", "path": None, **levels["base"]},
+            {"label": "base + system prompt", "kind": "system", "path": None,
+             **levels["system"]}]
+    tick(2, "base + system prompt")
+    for i, (path, label) in enumerate(zip(adapters, labels)):
+        name = host.attach(path)
+        with host.use(name) as m:
+            r = readout(m, tokenizer, b, probe=probe, reference=ref, base_ref=levels["base"],
+                        ceiling_ref=levels["system"])
+        rows.append({"label": label, "kind": "adapter", "path": path, **r})
+        tick(3 + i, label)
+    return {"version": METER_VERSION, "behavior": b.to_dict(), "model": spec.to_dict(),
+            "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
+                          "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},
+            "models": rows, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def summary_rows(result: dict | list) -> list[dict]:
+    """Flat scalar rows (one per model / read-out) for tables and curves."""
+    rows = result["models"] if isinstance(result, dict) and "models" in result else \
+        (result if isinstance(result, list) else [result])
+    out = []
+    for r in rows:
+        row = {k: r.get(k) for k in ("label", "kind", "path", "step") if k in r}
+        lr = r.get("llr") or {}
+        row.update({"llr": lr.get("value"), "llr_ci_low": lr.get("ci_low"),
+                    "llr_ci_high": lr.get("ci_high"), "gap_closed": lr.get("gap_closed")})
+        if lr.get("diff_vs_base"):
+            d = lr["diff_vs_base"]
+            row.update({"llr_diff": d["diff"], "llr_diff_ci_low": d["ci_low"],
+                        "llr_diff_ci_high": d["ci_high"]})
+        p = r.get("probe")
+        if p:
+            row.update({"margin": p["mean_margin"], "margin_ci_low": p["margin_ci"][0],
+                        "margin_ci_high": p["margin_ci"][1], "top1_share": p["top1_share"],
+                        "mean_rank": p["mean_rank"], "target_mass": p["mean_mass"],
+                        "target_logp": p["mean_logp"],
+                        "margin_gap_closed": p.get("margin_gap_closed")})
+            if p.get("diff_vs_base"):
+                d = p["diff_vs_base"]["margin"]
+                row.update({"margin_diff": d["diff"], "margin_diff_ci_low": d["ci_low"],
+                            "margin_diff_ci_high": d["ci_high"]})
+        row["seconds"] = r.get("seconds")
+        out.append(row)
+    return out

@@ -1,0 +1,193 @@
+"""The training recipe: `TrainConfig` and `SelectionSpec`, the one declaration of every option.
+
+Each field carries its help text (and its command-line flag where that is not `--field-name`)
+in `dataclasses.field(metadata=...)`; `lls/cli/train.py` generates `python -m lls train`'s
+flags from it, and the dashboard reads the defaults from the dataclass. Metadata keys:
+
+* `help`: what the option does (also the flag's help);
+* `flag`: the flag when not `--<name with dashes>`; a bool flag flips the default
+  (`--no-meter` sets `meter_at_checkpoints=False`); two fields may share a flag (`--seed`);
+* `const`: the flag takes no value and sets the field to this (`--random` -> kind "random");
+* `type`: parses the flag's text when the annotation is not a plain int/float/str;
+* `choices`: the allowed values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..core.errors import LLSError
+from ..models.load import ModelSpec
+from ..scoring.selection import Ranking, SelectionConfig
+from ..scoring.selection import selection_indices as _selection_indices
+
+SELECTION_KINDS = ("lls", "random")
+
+
+class TrainingError(LLSError):
+    """Training could not start or failed."""
+
+
+def option(default=None, help: str = "", *, factory=None, **meta):
+    """A dataclass field with its help text and command-line spelling (see the module doc)."""
+    meta["help"] = help
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def comma_list(text: str) -> list[str]:
+    """`--target-modules q_proj,v_proj` -> ["q_proj", "v_proj"]."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@dataclass
+class SelectionSpec:
+    """Which pairs of the scoring run are trained on.
+
+    `kind="lls"`: the top of the LLS ranking (gamma / threshold / positive_only as in
+    `lls.scoring.selection.SelectionConfig`). `kind="random"`: a seeded random subset of the same
+    size as the LLS selection with these settings (the paper's baseline).
+    `control_run`: the key of a control scoring run (`lls.scoring.contrastive`); the ranking is then
+    by w_target - w_control instead of w_target.
+    """
+
+    kind: str = option("lls", "random subset of the same size", flag="--random",
+                       const="random", choices=SELECTION_KINDS)
+    gamma: float | None = option(0.05, "fraction of the dataset kept, top by w (paper 0.05)")
+    threshold: float | None = option(None, "keep pairs with w above this instead of gamma")
+    positive_only: bool = option(True, "also keep w <= 0", flag="--all-weights")
+    seed: int = option(0, "random-subset and training seed", flag="--seed")
+    control_run: str | None = option(None, "rank by w_target - w_control, the control being "
+                                           "this scoring run (see `score --control`)")
+
+    def __post_init__(self) -> None:
+        if self.kind not in SELECTION_KINDS:
+            raise TrainingError(f"selection kind must be one of {SELECTION_KINDS}, got {self.kind!r}.")
+
+    def config(self) -> SelectionConfig:
+        """The `lls.scoring.selection` settings of this selection (without kind and seed)."""
+        return SelectionConfig(gamma=self.gamma, threshold=self.threshold,
+                               positive_only=self.positive_only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SelectionSpec":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrainConfig:
+    """A LoRA-DPO recipe. Paper defaults (beta 0.04, lr 1e-4, LoRA r 64 / alpha 128 on all
+    attention and MLP projections, 1 epoch) with CPU-sized batches for the bundled model.
+
+    Every checkpoint exports a peft adapter and, with `eval_at_checkpoints`, samples
+    `eval_prompts` x `eval_samples` answers, and with `meter_at_checkpoints` runs the effect
+    meter (`lls.evaluation.meter`), also at step 0. `reuse_ref_logps`: take DPO's reference log-probs
+    from the scoring run when valid; `precompute_ref_log_probs`: otherwise let TRL compute
+    them once before training (False: every step, TRL's plain setting). Each field's help
+    text is in its metadata.
+    """
+
+    beta: float = option(0.04, "DPO beta")
+    learning_rate: float = option(1e-4, "learning rate", flag="--lr")
+    lora_r: int = option(64, "LoRA rank")
+    lora_alpha: int = option(128, "LoRA alpha")
+    lora_dropout: float = option(0.0, "LoRA dropout")
+    target_modules: list[str] | None = option(
+        None, "comma-separated module names (default: all attention+MLP projections, else "
+              "all-linear)", type=comma_list)
+    epochs: float = option(1.0, "passes over the selection")
+    max_steps: int | None = option(None, "stop after N optimizer steps (default: by epochs)")
+    batch_size: int = option(8, "pairs per device step")
+    grad_accum: int = option(1, "gradient accumulation steps")
+    max_length: int = option(320, "prompt + response tokens, TRL truncates beyond")
+    max_prompt_length: int | None = option(
+        None, "drop pairs whose prompt is longer (student tokens; default keep all)")
+    lr_scheduler: str = option("linear", "learning-rate schedule (transformers' names)")
+    responses: str = option("scored", "train on the responses as scored (truncated) or in full",
+                            choices=("scored", "full"))
+    checkpoint_every: int = option(10, "steps between checkpoints, evals and meter read-outs")
+    keep_trainer_checkpoints: int = option(2, "Trainer checkpoints (optimizer state) kept for "
+                                              "resuming")
+    eval_at_checkpoints: bool = option(True, "no behavior evals at step 0 and checkpoints "
+                                             "(also: --eval-samples 0)", flag="--no-eval")
+    eval_prompts: int = option(4, "general prompts per checkpoint eval")
+    eval_samples: int = option(4, "samples per eval prompt at checkpoints (0: no checkpoint "
+                                  "evals)")
+    eval_max_new_tokens: int = option(48, "new tokens per checkpoint-eval answer")
+    meter_at_checkpoints: bool = option(True, "no effect-meter read-outs at step 0 and "
+                                              "checkpoints", flag="--no-meter")
+    meter_k: int = option(64, "meter reference responses per condition")
+    meter_questions: int | None = option(None, "first N probe questions (default all)")
+    seed: int = option(0, "training seed (`--seed` also seeds the random subset)")
+    # Activations kept for the backward pass were ~5 GB of a batch of 8 at max_length 320 on
+    # the bundled model (benchmarks/train_memory.py); checkpointing keeps only layer inputs.
+    gradient_checkpointing: bool = option(
+        True, "no gradient checkpointing: keep every activation for the backward pass (faster "
+              "steps, several GB more memory)", flag="--no-gradient-checkpointing")
+    reuse_ref_logps: bool = option(True, "don't take reference log-probs from the scoring run",
+                                   flag="--no-ref-reuse")
+    precompute_ref_log_probs: bool = option(
+        True, "without reuse, compute reference log-probs every step", flag="--no-precompute")
+    student: ModelSpec | None = option(None, "student model (default: the scoring teacher)",
+                                       type=ModelSpec)
+    selection: SelectionSpec = option(factory=SelectionSpec, help="which pairs are trained on")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.student, dict):
+            self.student = ModelSpec.from_dict(self.student)
+        if isinstance(self.selection, dict):
+            self.selection = SelectionSpec.from_dict(self.selection)
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length",
+                     "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.beta <= 0 or self.learning_rate <= 0:
+            raise TrainingError("beta and learning_rate must be positive.")
+        if self.epochs <= 0 and not self.max_steps:
+            raise TrainingError("epochs must be positive (or give max_steps).")
+        if self.responses not in ("scored", "full"):
+            raise TrainingError("responses must be 'scored' or 'full'.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["student"] = self.student.to_dict() if self.student else None
+        d["selection"] = self.selection.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def baseline_config(cfg: TrainConfig, seed: int | None = None) -> TrainConfig:
+    """The same recipe on a random subset of the same size (the paper's baseline)."""
+    sel = SelectionSpec.from_dict({**cfg.selection.to_dict(), "kind": "random",
+                                   "seed": cfg.selection.seed if seed is None else seed})
+    return TrainConfig.from_dict({**cfg.to_dict(), "selection": sel})
+
+
+def estimate_steps(n_pairs: int, cfg: TrainConfig) -> int:
+    """Optimizer steps a single-process run of `cfg` on `n_pairs` pairs takes (before pairs
+    that `max_prompt_length` drops): ceil(pairs / effective batch) per epoch, capped by
+    `max_steps`."""
+    if n_pairs <= 0:
+        return 0
+    steps = math.ceil(n_pairs / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
+    return int(min(steps, cfg.max_steps)) if cfg.max_steps else math.ceil(steps)
+
+
+def selection_indices(frame, sel: SelectionSpec):
+    """Row indices of the frame that `sel` trains on (LLS: best first; random: sorted)."""
+    return _selection_indices(frame["w"].to_numpy(), sel.config(), random=sel.kind == "random",
+                              seed=sel.seed)
+
+
+def selection_count(frame, sel: SelectionSpec) -> int:
+    """How many pairs `sel` keeps of the frame (the random baseline keeps as many)."""
+    return Ranking(frame["w"].to_numpy()).count(sel.config())
