@@ -21,6 +21,7 @@ from ..scoring.runs import _template_hash
 from ..scoring.selection import to_trl_rows
 from .cancel import guarded
 from .config import TrainConfig, selection_indices
+from .trl_internals import require_dpo_overrides, use_triton_on_cpu
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -117,6 +118,8 @@ def trainer_class(reuse: bool):
     against a cancel arriving mid-save."""
     from trl import DPOTrainer
 
+    require_dpo_overrides()
+
     class LLSDPOTrainer(DPOTrainer):
         lls_reuse = reuse
         lls_ref_report: dict = {}
@@ -174,14 +177,5 @@ def completion_only_lm_head():
     forward and backward) was about a quarter of a step. Same numbers, fewer rows. A no-op if
     TRL moves the switch.
     """
-    try:
-        from trl.trainer import utils as trl_utils
-        original = trl_utils._use_triton
-    except (ImportError, AttributeError):
+    with use_triton_on_cpu():
         yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
