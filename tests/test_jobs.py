@@ -256,3 +256,11 @@ def test_report_progress_rate_eta_and_throttle(tmp_path: Path,
     assert read()["done"] == 100 and read()["eta"] == 0.0
     (tmp_path / "cancel").touch()
     assert jobs.cancel_requested() is True
+
+
+def test_jobs_run_from_the_project_root():
+    """Jobs start in the project root (where ./cache and `python -m lls` resolve), wherever
+    the store module sits in the package."""
+    from lls.jobs.store import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "app.py").is_file() and (PROJECT_ROOT / "lls" / "__init__.py").is_file()

@@ -42,7 +42,7 @@ from typing import Any, Iterator
 from ..core.cache import default_cache_dir
 from ..core.errors import LLSError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # lls/jobs/store.py -> the project
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
