@@ -333,3 +333,63 @@ def test_killed_while_sampling_resumes_with_the_same_answers(tmp_path, bundled):
     f = run.frame()
     n_distinct = [len({a.strip() for a in ans if a.strip()}) for ans in stored]
     assert len(f) == sum(n * (n - 1) // 2 for n in n_distinct) > 0
+
+
+# ------------------------------------------------------------------ the Setup page
+
+@pytest.mark.slow
+def test_setup_sampled_pairs_source_starts_a_sampled_run_and_lists_it(bundled, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from lls.jobs import store as jobs
+    from ui.data_source import SAMPLED
+
+    # a finished sampled run in the session cache (fake answers, real scores)
+    model, tok = bundled
+    monkeypatch.setattr(sampled, "sample_answers", _fake_sampler([]))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = os.path.join(tmp, "questions.txt")
+        with open(pf, "w") as f:
+            f.write("\n".join(QUESTIONS) + "\n")
+        cfg = ScoreConfig.sampled(SamplingSpec((PromptSource("file", pf),), k=6), OWL,
+                                  chunk_size=2)
+        done = score(cfg, model=model, tokenizer=tok)
+
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Setup.py"), default_timeout=120).run()
+    at.radio(key="data_source").set_value(SAMPLED).run()
+    assert not at.exception
+    assert [p.rsplit("/", 1)[-1] for p in at.multiselect(key="smp_datasets").value] == \
+        ["hh_rlhf_harmless_base_test.jsonl.gz"]
+    at.number_input(key="smp_k").set_value(3)
+    at.number_input(key="smp_n").set_value(5)
+    at.number_input(key="m_chunk").set_value(2).run()
+    assert any("3 pairs per prompt, 15 pairs for 5 prompts" in c.value for c in at.caption)
+    at.button(key="hygiene").click().run()
+    assert not at.exception
+    msg = at.success[0].value
+    assert "prompts read, 5 kept" in msg and "conversations with more than one user turn" in msg
+    before = len(jobs.list_jobs("score"))
+    at.button(key="start").click().run()
+    assert not at.exception and len(jobs.list_jobs("score")) == before + 1
+    job = jobs.get(at.session_state["watch_job"])
+    jcfg = ScoreConfig.from_dict(job.params["config"])
+    assert jcfg.sampling.k == 3 and jcfg.sampling.n_prompts == 5 and jcfg.chunk_size == 2
+    assert jcfg.sampling.answer_tokens is None  # 32 = the truncation: the CLI's key too
+    assert job.key == run_key(jcfg)
+    at.button(key=f"cancel-{job.id}").click().run()
+    assert jobs.wait(job.id, timeout=120).status in ("cancelled", "failed")
+    # the finished sampled run is listed like any run, its state said once
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Setup.py"), default_timeout=120).run()
+    runs = next(d.value for d in at.dataframe if "run" in d.value.columns)
+    row = runs[runs["run"] == done.key].iloc[0]
+    assert row["state"] == "complete" and row["data"].startswith("sampled: questions.txt")
+    labels = at.selectbox(key="manage_run_pick").options
+    assert not any("complete · complete" in x for x in labels)
+    # and the explorer opens it unchanged
+    ex = AppTest.from_file(str(ROOT / "pages" / "2_Explore.py"), default_timeout=120)
+    ex.query_params["run"] = done.key
+    ex.run()
+    assert not ex.exception
+    assert next(m.value for m in ex.metric if m.label == "scored pairs") == "18"

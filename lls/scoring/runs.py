@@ -74,7 +74,12 @@ class ScoreConfig:
 
     @classmethod
     def sampled(cls, sampling: SamplingSpec, behavior: Behavior, **kw) -> "ScoreConfig":
-        """A sampled-pairs config: `data` is the label naming its prompt sources."""
+        """A sampled-pairs config: `data` is the label naming its prompt sources. An answer
+        length equal to the truncation is stored as None (the default), so the page's and the
+        command line's spelling of the same run share one key."""
+        if sampling.answer_tokens is not None and sampling.answer_tokens == kw.get("truncation",
+                                                                                  32):
+            sampling = replace(sampling, answer_tokens=None)
         return cls(data=DataSpec(sampling.label()), behavior=behavior, sampling=sampling, **kw)
 
     def to_dict(self) -> dict:
@@ -97,9 +102,13 @@ class ScoreConfig:
         return cls(**d)
 
     def data_fingerprint(self) -> str:
-        """The content the pairs come from: the dataset's, or the sampled prompts' and
-        sampling settings' (raises DataError when a file is missing)."""
-        return self.sampling.fingerprint() if self.sampling else self.data.fingerprint()
+        """The content the pairs come from: the dataset's, or the sampled prompts', sampling
+        settings' and sampling model's (a sampled run's answers are its own model's: scoring
+        them with another model needs those answers, not new ones). Raises DataError when a
+        file is missing."""
+        if self.sampling is None:
+            return self.data.fingerprint()
+        return fingerprint(self.sampling.fingerprint(), model_fingerprint(self.model))
 
 
 def _template_hash(tok) -> str:
