@@ -280,6 +280,17 @@ def test_sampled_run_is_an_ordinary_scoring_run(bundled, tmp_path, monkeypatch):
     calls.clear()
     again = score(cfg, cache_dir=tmp_path, model=model, tokenizer=tok)
     assert again.key == run.key and calls == []
+    # a control run scores the same answers; its pairs align with the target's by id, in the
+    # target's orientation (a pair the control orients the other way round changes sign)
+    from lls.scoring.contrastive import contrastive_frame, score_control
+
+    ctl = score_control(cfg, cache_dir=tmp_path, model=model, tokenizer=tok)
+    assert calls == []
+    cf = contrastive_frame(run, ctl)
+    cw = ctl.frame().set_index("id").loc[cf["id"]]
+    turned = cf["chosen_scored"].to_numpy() != cw["chosen_scored"].to_numpy()
+    assert len(cf) == 18 and turned.any()
+    assert np.allclose(cf["w_control"], np.where(turned, -1, 1) * cw["w"].to_numpy())
     # another behavior reuses the stored answers (sampling is behavior-free)
     cat = ScoreConfig.sampled(cfg.sampling, behaviors.animal("cat"), chunk_size=2)
     score(cat, cache_dir=tmp_path, model=model, tokenizer=tok)

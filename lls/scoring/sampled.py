@@ -8,7 +8,9 @@ prompt from the scoring model (T 1, as long as the scoring truncation, each prom
 the run's seed and its own text), drops answers that are empty, show the behavior (its
 contamination filter) or repeat another answer, scores each remaining answer once under both
 conditions (`lls.scoring.answers`) and writes all k(k-1)/2 pairs per prompt, chosen = the
-answer with the larger shift s, as a scoring run with the usual columns and manifest: the
+answer with the larger shift s, as a scoring run with the usual columns and manifest (a
+pair's id, `<prompt id>:a<i>-a<j>`, names its two answers whatever their orientation, so a
+control run's pairs align with the target's: `lls.scoring.contrastive`): the
 explorer, selection, export, training, studies and Chat use it unchanged.
 
 Chunks of `chunk_size` prompts are the unit of resume. Each chunk's answers are stored first
@@ -232,7 +234,8 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
         prompt = json.dumps(item.messages, ensure_ascii=False)
         for c, rj, ps in answer_pairs(sc):
             row = {"index": index0 + len(cols["index"]),
-                   "id": f"{item.id}:a{kept[c]}>a{kept[rj]}", "source": item.source,
+                   "id": f"{item.id}:a{min(kept[c], kept[rj])}-a{max(kept[c], kept[rj])}",
+                   "source": item.source,
                    "prompt": prompt, "chosen": ans[kept[c]], "rejected": ans[kept[rj]],
                    "chosen_scored": r.texts[c], "rejected_scored": r.texts[rj],
                    "prompt_tokens": len(r.prompt_base), "lc_s": ps.lc_s, "lr_s": ps.lr_s,
