@@ -137,12 +137,17 @@ def samples_key(cfg, template_hash: str) -> str:
 
 
 def sample_answers(model, tokenizer, items: list[PromptItem], *, k: int, max_new_tokens: int,
-                   temperature: float, seed: int) -> list[list[str]]:
+                   temperature: float, seed: int, sampler: str = SAMPLER) -> list[list[str]]:
     """k answers per prompt, each prompt seeded by `prompt_seed` (results do not depend on
-    which prompts are sampled together)."""
+    which prompts are sampled together). `sampler`: the run's recorded way of seeding (a run
+    started one way resumes the same way)."""
     seeds = [prompt_seed(seed, it) for it in items]
     msgs = [it.messages for it in items]
-    if SAMPLER == "seeds":
+    if sampler == "seeds":
+        if SAMPLER != "seeds":
+            raise LLSError("This sampled run was started with the batched decoder's per-prompt "
+                           "seeds, which this version of lls.models.generation.sample lacks: "
+                           "resume it with the version that started it.")
         return sample(model, tokenizer, msgs, n=k, temperature=temperature,
                       max_new_tokens=max_new_tokens, seed=seed, seeds=seeds)
     # TODO(lead): once the batched decoder (helper `dec`) takes `seeds=`, SAMPLER becomes
@@ -331,7 +336,7 @@ def _chunk(cfg, tok, model, k: int, chunk: list[PromptItem], answer_store: _Answ
     answers = answer_store.read(k, chunk)
     if answers is None:
         answers = sample_answers(model, tok, chunk, k=s.k, max_new_tokens=answer_tokens(cfg),
-                                 temperature=s.temperature, seed=s.seed)
+                                 temperature=s.temperature, seed=s.seed, sampler=s.sampler)
         answer_store.write(k, chunk, answers)
     t1 = time.perf_counter()
     rep = HygieneReport()
