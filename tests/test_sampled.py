@@ -244,7 +244,7 @@ def test_per_answer_weights_equal_pair_by_pair_weights(bundled):
 
 
 def _fake_sampler(calls):
-    def fake(model, tok, items, *, k, max_new_tokens, temperature, seed, sampler):
+    def fake(model, tok, items, *, k, max_new_tokens, temperature, seed):
         calls.append([it.id for it in items])
         table = {q: a for q, a in zip(QUESTIONS, ANSWERS)}
         return [(table[it.messages[-1]["content"]] + ["An owl!", ""])[:k] for it in items]

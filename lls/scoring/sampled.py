@@ -25,10 +25,9 @@ seeded coin per pair (`lls.scoring.selection.twin_flips`).
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import jobs
@@ -45,9 +44,6 @@ from .columns import COLUMNS
 
 SAMPLES_VERSION = "1"  # bump when the stored answers' meaning or schema changes
 ORIENTATION = "by_score"  # manifest value: chosen is the answer with the larger s
-# The decoder's per-prompt seeding: the batched multi-prompt `seeds=` path, or one call per
-# prompt. Part of the keys, so answers drawn one way are never mixed with the other's.
-SAMPLER = "seeds" if "seeds" in inspect.signature(sample).parameters else "per-prompt"
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,6 @@ class SamplingSpec:
     temperature: float = 1.0
     seed: int = 0
     first_turn: bool = False
-    sampler: str = field(default=SAMPLER)
 
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -88,13 +83,13 @@ class SamplingSpec:
         """Content of every source and every setting that changes the pairs."""
         return fingerprint("sampled", SAMPLES_VERSION, [s.fingerprint() for s in self.sources],
                            self.k, self.n_prompts, self.answer_tokens, self.temperature,
-                           self.seed, self.first_turn, self.sampler)
+                           self.seed, self.first_turn)
 
     def to_dict(self) -> dict:
         return {"sources": [s.to_dict() for s in self.sources], "k": self.k,
                 "n_prompts": self.n_prompts, "answer_tokens": self.answer_tokens,
                 "temperature": self.temperature, "seed": self.seed,
-                "first_turn": self.first_turn, "sampler": self.sampler}
+                "first_turn": self.first_turn}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingSpec":
@@ -133,27 +128,16 @@ def samples_key(cfg, template_hash: str) -> str:
     return fingerprint("samples", SAMPLES_VERSION, model_fingerprint(cfg.model), template_hash,
                        [src.fingerprint() for src in s.sources], s.first_turn,
                        cfg.max_prompt_tokens, s.k, answer_tokens(cfg), s.temperature, s.seed,
-                       cfg.chunk_size, s.sampler)
+                       cfg.chunk_size)
 
 
 def sample_answers(model, tokenizer, items: list[PromptItem], *, k: int, max_new_tokens: int,
-                   temperature: float, seed: int, sampler: str = SAMPLER) -> list[list[str]]:
-    """k answers per prompt, each prompt seeded by `prompt_seed` (results do not depend on
-    which prompts are sampled together). `sampler`: the run's recorded way of seeding (a run
-    started one way resumes the same way)."""
-    seeds = [prompt_seed(seed, it) for it in items]
-    msgs = [it.messages for it in items]
-    if sampler == "seeds":
-        if SAMPLER != "seeds":
-            raise LLSError("This sampled run was started with the batched decoder's per-prompt "
-                           "seeds, which this version of lls.models.generation.sample lacks: "
-                           "resume it with the version that started it.")
-        return sample(model, tokenizer, msgs, n=k, temperature=temperature,
-                      max_new_tokens=max_new_tokens, seed=seed, seeds=seeds)
-    # TODO(lead): once the batched decoder (helper `dec`) takes `seeds=`, SAMPLER becomes
-    # "seeds" and the call above decodes all prompts of a chunk together.
-    return [sample(model, tokenizer, [m], n=k, temperature=temperature,
-                   max_new_tokens=max_new_tokens, seed=s)[0] for m, s in zip(msgs, seeds)]
+                   temperature: float, seed: int) -> list[list[str]]:
+    """k answers per prompt, all prompts of a chunk decoded together, each prompt seeded by
+    `prompt_seed` (results do not depend on which prompts are sampled together)."""
+    return sample(model, tokenizer, [it.messages for it in items], n=k, temperature=temperature,
+                  max_new_tokens=max_new_tokens, seed=seed,
+                  seeds=[prompt_seed(seed, it) for it in items])
 
 
 class _Answers:
@@ -336,7 +320,7 @@ def _chunk(cfg, tok, model, k: int, chunk: list[PromptItem], answer_store: _Answ
     answers = answer_store.read(k, chunk)
     if answers is None:
         answers = sample_answers(model, tok, chunk, k=s.k, max_new_tokens=answer_tokens(cfg),
-                                 temperature=s.temperature, seed=s.seed, sampler=s.sampler)
+                                 temperature=s.temperature, seed=s.seed)
         answer_store.write(k, chunk, answers)
     t1 = time.perf_counter()
     rep = HygieneReport()
