@@ -188,6 +188,11 @@ def chat_setup(study: Study, best: dict) -> dict:
             "study": study.name, "cell": short, "step": step}
 
 
+def plan_for(study: Study) -> dict:
+    """The study's read-outs (`lls.evaluation.readouts.plan`)."""
+    return plan(study.behavior(), study.config.sampled.get("kinds"))
+
+
 def teacher(study: Study) -> ModelSpec:
     """The model every cell trains (the scoring run's teacher)."""
     return ModelSpec.from_dict(study.run_manifest()["config"]["model"])
@@ -224,3 +229,37 @@ def describe_sampled(result: dict) -> list[str]:
                          f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
         out.append(f"{KIND_LABELS.get(kind, kind)}: " + ", ".join(parts))
     return out
+
+
+def effect_grid(rows: list[dict], readout: str, x: str, y: str) -> list[dict]:
+    """Heatmap squares over axes `x` and `y`: the cells of each square pooled (their
+    per-question / per-response paired differences averaged, then resampled: an interval
+    of the pooled effect, not an average of endpoints). A cell whose axis value is unset
+    (e.g. γ of a threshold cell) is its own "none" square."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("units") and r.get("confirms") is None:
+            groups.setdefault((r.get(x), r.get(y)), []).append(r["units"])
+    return [{"x": "none" if kx is None else kx, "y": "none" if ky is None else ky,
+             "effect": effects.group_effect(u, readout), "cells": len(u)}
+            for (kx, ky), u in groups.items()]
+
+
+# the study process itself while its children train (Python, torch, the scoring frame; no
+# model: the sampler releases it), measured on the bundled model's 4-cell study (README)
+STUDY_PROCESS_BYTES = 700 * 1024 ** 2
+
+
+def memory_check(study: Study):
+    """What launching the queue holds at its peak: a training child at the grid's largest
+    LoRA rank beside the study process (which holds no model while children train; while
+    it samples, no child trains and the model alone is smaller than a training child)."""
+    from ..jobs.resources import check_memory, check_training_job
+
+    r = recipe(study)
+    child = check_training_job(teacher(study), r)
+    if child.available_bytes is None and "unknown" in child.message.lower():
+        return child
+    return check_memory(child.expected_bytes + STUDY_PROCESS_BYTES,
+                        what=f"The study (training at LoRA rank {r.lora_r}, plus the study "
+                             "process)")

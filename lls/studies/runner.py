@@ -21,6 +21,7 @@ from ..core.cache import atomic_write_json, read_json_safe
 from ..core.errors import LLSError
 from ..evaluation import effects
 from ..evaluation.readouts import plan, sampled_diff, sampled_readout
+from ..scoring.lifecycle import owner_record
 from ..training.adapters import open_adapter
 from ..training.config import TrainConfig, baseline_config
 from ..training.runs import train_command
@@ -277,8 +278,23 @@ def run_cell(study: Study, cell: Cell, sampler: _Sampler | None = None, log=prin
 def run_study(name: str, cache_dir: Path | None = None, *, log=print,
               stop_on_error: bool = False) -> list[dict]:
     """Run every unfinished cell in queue order, one at a time; returns the new results.
-    Safe to kill and re-run: finished cells are skipped, training resumes."""
+    Safe to kill and re-run: finished cells are skipped, training resumes. One process per
+    study: it says so in `running.json`, and a second one is refused while it lives."""
     study = open_study(name, cache_dir)
+    other = study.running()
+    if other and other["owner"].get("pid") != os.getpid():
+        raise StudyError(f"Study {name!r} is already running (pid {other['owner'].get('pid')} "
+                         f"on {other['owner'].get('host')}, since {other.get('started')}): "
+                         "wait for it, or stop it first.")
+    state = {"owner": owner_record(), "started": now()}
+    atomic_write_json(study.running_path, state)
+    try:
+        return _work(study, state, log, stop_on_error)
+    finally:
+        study.running_path.unlink(missing_ok=True)
+
+
+def _work(study: Study, state: dict, log, stop_on_error: bool) -> list[dict]:
     todo = [c for c in study.cells() if study.result(c) is None]
     sampler = _Sampler(study, study.behavior())
     out = []
@@ -292,6 +308,9 @@ def run_study(name: str, cache_dir: Path | None = None, *, log=print,
             sampler.release()  # children train: the parent holds no model meanwhile
         jobs.log_event(kind="study", cell=cell.id(study.config), label=cell.label(),
                        index=i, total=total)
+        atomic_write_json(study.running_path, {**state, "index": i, "total": total,
+                                               "cell": cell.id(study.config),
+                                               "label": cell.label()})
         log(f"[lls.studies] cell {i + 1}/{total}: {cell.label()}")
         try:
             res = run_cell(study, cell, sampler, log)

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, read_json_safe, runs_root
 from ..evaluation.readouts import settings_for
+from ..scoring.lifecycle import owner_alive
 from ..scoring.runs import open_run
 from .config import PAPER, STUDY_VERSION, Cell, StudyConfig, StudyError, cells, full_recipe
 
@@ -90,8 +91,18 @@ class Study:
     def sampled_settings(self) -> dict:
         return self.config.sampled
 
-    def cost_path(self, adapter_id: str) -> Path:
-        return self.path / "costs" / f"{adapter_id}.json"
+    @property
+    def running_path(self) -> Path:
+        return self.path / "running.json"
+
+    def running(self) -> dict | None:
+        """The process working through the queue now (wherever it was started: the page's
+        background job, `python -m lls study run`, a cluster job on this host): its owner,
+        start time and current cell; None when none is alive."""
+        d = read_json_safe(self.running_path)
+        if d and owner_alive(d.get("owner")) is not False:
+            return d
+        return None
 
 
 def _normalised(cfg: StudyConfig, behavior: Behavior, prev: StudyConfig | None) -> StudyConfig:
