@@ -4,7 +4,6 @@ resamples, the best-cell rule and its N, confirmations, cell ids, costs, lifecyc
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -294,3 +293,44 @@ def test_owner_alive_pid_reuse_and_reboot(monkeypatch):
     assert L.owner_alive({**me, "host": socket.gethostname() + "-x"}) is None
     assert L.owner_alive(None) is None
     assert os.getpid() == me["pid"]
+
+
+# ----------------------------------------------------------------------------- figures
+
+def test_heatmap_with_gamma_and_threshold_cells_and_lines_by_the_second_axis():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from ui import charts
+
+    units = lambda v: {"margin": [v, v + 0.5, v - 0.5, v]}  # noqa: E731
+    rows = [{"gamma": 0.05, "threshold": None, "epochs": 1.0, "units": units(1.0)},
+            {"gamma": None, "threshold": 0.2, "epochs": 1.0, "units": units(0.5)},
+            {"gamma": 0.05, "threshold": None, "epochs": 3.0, "units": units(2.0)}]
+    squares = R.effect_grid(rows, "margin", "gamma", "epochs")
+    assert {(s["x"], s["y"]) for s in squares} == {(0.05, 1.0), ("none", 1.0), (0.05, 3.0)}
+    fig = charts.effect_heatmap(squares, "margin", "gamma", "epochs")
+    assert fig is not None and "undefined" not in str(fig.data[0].text)
+    lines = [{**r, "margin_diff": 1.0, "margin_lo": 0.5, "margin_hi": 1.5, "beta": b}
+             for r in rows[:1] for b in (0.04, 0.1)]
+    lines += [{**lines[0], "gamma": 0.1}, {**lines[1], "gamma": 0.1}]
+    fig = charts.effect_lines(lines, "margin", "gamma", "beta", "γ", "β")
+    assert len(fig.data) == 2 and fig.data[0].name.startswith("β")  # one line per β
+
+
+def test_one_step_curve_has_whole_step_ticks_and_no_band():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from ui import charts
+
+    curve = [{"step": 0, "margin": {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}},
+             {"step": 1, "margin": {"diff": 0.3, "ci_low": -0.1, "ci_high": 0.6}}]
+    fig = charts.paired_curve(curve, "margin")
+    assert [t.fill for t in fig.data if getattr(t, "fill", None)] == []  # no triangle
+    assert list(fig.layout.xaxis.tickvals) == [0, 1]
+    assert fig.data[0].error_y.array is not None

@@ -8,7 +8,7 @@ import json
 from ..core.cache import read_json_safe
 from ..evaluation.readouts import KIND_LABELS
 from ..studies.config import AXIS, GRID_FLAGS, StudyConfig, StudyError, parse_values
-from ..studies.report import (best_cell, confirm_best, describe_sampled, table, target)
+from ..studies.report import (best_cell, confirm_best, table, target)
 from ..studies.runner import run_study, submit_cells, submit_study
 from ..studies.store import create_study, list_studies, open_study
 

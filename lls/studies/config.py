@@ -124,7 +124,7 @@ class StudyConfig:
     control_run: str | None = None
     recipe: dict | None = None
     lr_scheduler: str = "constant"
-    sampled: dict = field(default_factory=lambda: {"questions": 32, "samples": 8, "seed": 0})
+    sampled: dict = field(default_factory=dict)  # empty: the stored study's, else defaults
     checkpoints_per_epoch: int | None = 2
 
     def __post_init__(self) -> None:

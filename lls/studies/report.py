@@ -13,7 +13,7 @@ from ..evaluation.readouts import KIND_LABELS, plan, sampled_diff
 from ..models.load import ModelSpec
 from ..training.adapters import open_adapter
 from ..training.config import TrainConfig
-from .config import Cell, StudyError, make_cell, varying_axes
+from .config import StudyError, make_cell, varying_axes
 from .plan import cell_status, group_config
 from .store import Study, checkpoint_dir, open_study
 

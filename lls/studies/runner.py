@@ -45,9 +45,13 @@ def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str
     log(f"[lls.studies] training {adapter_id} ({'random twin' if baseline_of else 'LLS'})")
     proc = subprocess.run(argv, stdout=sys.stdout, stderr=sys.stderr, env=os.environ.copy())
     if proc.returncode != 0:
-        info = open_adapter(adapter_id, study.cache_dir)
-        raise StudyError(f"training {adapter_id} exited with {proc.returncode}: "
-                         f"{info.manifest.get('error') or 'see the job log'}")
+        try:
+            why = open_adapter(adapter_id, study.cache_dir).manifest.get("error")
+        except LLSError:
+            why = "it stopped before creating the adapter"
+        raise StudyError(f"training {adapter_id} exited with {proc.returncode}"
+                         f"{' (killed: out of memory?)' if proc.returncode == -9 else ''}: "
+                         f"{why or 'see the job log'}; running the queue again resumes it.")
 
 
 def trained(study: Study, cell: Cell) -> bool:

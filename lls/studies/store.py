@@ -174,21 +174,16 @@ def _read(path: Path, cache_dir: Path | None) -> Study | None:
         raise StudyError(f"Study {path.name!r} was written by study version {version}, which "
                          f"this installation ({STUDY_VERSION}) cannot read: update LLS Studio.")
     # version 1: partial recipe, sampled settings without kinds, confirmations as bare
-    # settings (judged at the last step: re-queued as plain cells). The cells get new ids
-    # and are re-read when the queue runs; the adapters are reused.
+    # settings (kept as extra cells judged at their last step, as then). The cells get new
+    # ids and are re-read when the queue runs; the adapters are reused.
     c = dict(d["config"])
-    c["recipe"] = {k: v for k, v in (c.get("recipe") or {}).items()}
     c.setdefault("checkpoints_per_epoch", 2)
-    grid = {a: list(v) for a, v in (c.get("grid") or {}).items()}
-    for s in d.get("extra", []):
-        for a, v in s.items():
-            if v is not None and a in grid and v not in grid[a]:
-                grid[a].append(v)
-    c["grid"] = grid
+    extra = [{"settings": s, "confirms": None, "judge_step": None, "every": None}
+             for s in d.get("extra", [])]
     run = open_run(c["run"], cache_dir)
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
     cfg = _normalised(StudyConfig.from_dict(c), behavior, None)
-    study = Study(path, cfg, [], upgraded_from=version)
+    study = Study(path, cfg, extra, upgraded_from=version)
     study.save()
     return study
 
