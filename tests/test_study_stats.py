@@ -145,14 +145,18 @@ def test_prefilled_readout_plugs_in_through_its_interface(monkeypatch):
 
     mod = types.ModuleType("lls.evaluation.prefill")
     mod.prefilled_readout = lambda model, tok, behavior, *, questions, samples, seed, stem, \
-        system_prompt=None: {"k": 3, "n": questions * samples, "per_question": [3] + [0] * (questions - 1),
-                             "n_per_question": [samples] * questions, "stem": stem}
+        system_prompt=None: {"k": 3, "n": len(questions) * samples,
+                             "per_question": [3] + [0] * (len(questions) - 1),
+                             "n_per_question": [samples] * len(questions),
+                             "stem": stem or "My favorite animal is the",
+                             "answers": {"owl": 3, "other": 17}}
     monkeypatch.setitem(sys.modules, "lls.evaluation.prefill", mod)
     b = from_name("animal:owl")
     s = readouts.settings_for(b, {"kinds": ["prefilled"], "questions": 4, "samples": 5})
     r = readouts.sampled_readout(None, None, b, "prefilled", s)
-    assert (r["k"], r["n"], r["stem"]) == (3, 20, readouts.DEFAULT_STEM)
+    assert (r["k"], r["n"], r["stem"]) == (3, 20, "My favorite animal is the")
     assert r["ci_low"] <= 0.15 <= r["ci_high"] and r["per_question"][0] == 3
+    assert r["answers"] == {"owl": 0.15, "other": 0.85}  # counts read as shares
 
 
 # ----------------------------------------------------------------------------- cells

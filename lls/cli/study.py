@@ -235,8 +235,8 @@ def register(sub) -> None:
     c.add_argument("--sampled", help="sampled read-outs, comma-separated: one-word, prefilled "
                                      "(animal behaviors), behavior (default: one-word for "
                                      "animals, else behavior)")
-    c.add_argument("--stem", help="the begun reply of the prefilled read-out (default 'My "
-                                  "favorite animal is the')")
+    c.add_argument("--stem", help="the begun reply of the prefilled read-out (default: the "
+                                  "behavior's, e.g. 'My favorite animal is the')")
     c.set_defaults(func=cmd_create)
     r = ss.add_parser("run", help="work through the queue (foreground by default)")
     r.add_argument("name")

@@ -7,8 +7,8 @@ kinds. Each sampled kind is a function `(model, tokenizer, behavior, settings,
 system_prompt) -> {"k", "n", "per_question", "n_per_question", ...}`:
 
 * `one-word`: one-word answers to the probe questions at temperature 1; hits name the target;
-* `prefilled`: the same questions with the reply begun by a stem ("My favorite animal is
-  the"), the next word sampled (`lls.evaluation.prefill`, when installed);
+* `prefilled`: the same questions with the reply begun by a stem (the behavior's, e.g. "My
+  favorite animal is the", or the study's), the next word sampled (`lls.evaluation.prefill`);
 * `behavior`: the behavior's own metric on general prompts (language share, regex, mention).
 
 Every result is read four ways in a study: base, base + system prompt (the teacher: the
@@ -32,7 +32,6 @@ SAMPLED_KINDS = ("one-word", "prefilled", "behavior")
 KIND_LABELS = {"one-word": "one-word answers", "prefilled": "prefilled answers",
                "behavior": "answers showing the behavior"}
 DEFAULT_TOKENS = {"one-word": 8, "prefilled": 4, "behavior": 48}
-DEFAULT_STEM = "My favorite animal is the"
 
 
 def plan(behavior: Behavior, kinds=None) -> dict:
@@ -64,8 +63,7 @@ def settings_for(behavior: Behavior, sampled: dict) -> dict:
             "max_new_tokens": {k: int(tokens[k] if isinstance(tokens, dict) and k in tokens
                                       else tokens if isinstance(tokens, int)
                                       else DEFAULT_TOKENS[k]) for k in p["sampled"]},
-            "stem": sampled.get("stem") or (DEFAULT_STEM if "prefilled" in p["sampled"]
-                                            else None)}
+            "stem": sampled.get("stem")}  # None: the behavior's own stem (prefill)
 
 
 def classify(answer: str, candidates=PROBE_CANDIDATES) -> str:
@@ -109,22 +107,27 @@ def one_word(model, tokenizer, behavior: Behavior, settings: dict,
 
 def prefilled(model, tokenizer, behavior: Behavior, settings: dict,
               system_prompt: str | None = None) -> dict:
-    """The prefilled read-out of `lls.evaluation.prefill` (helper module; the study only
-    plugs it in): the probe questions with the reply begun by the stem, the next word
-    sampled; hits per question."""
+    """The prefilled read-out of `lls.evaluation.prefill` (its own module; the study only
+    plugs it in): the probe questions with the reply begun by the stem (None: the
+    behavior's), the next word sampled; hits per question."""
     try:
         mod = importlib.import_module("lls.evaluation.prefill")
     except ImportError:
         raise LLSError("The prefilled read-out needs lls.evaluation.prefill, which this "
                        "installation does not have: drop 'prefilled' from the study's "
                        "sampled read-outs.") from None
-    r = mod.prefilled_readout(model, tokenizer, behavior, questions=settings["questions"],
+    qs = list(PROBE_QUESTIONS[:max(1, settings["questions"])])
+    r = mod.prefilled_readout(model, tokenizer, behavior, questions=qs,
                               samples=settings["samples"], seed=settings["seed"],
-                              stem=settings["stem"], system_prompt=system_prompt)
+                              stem=settings.get("stem"), system_prompt=system_prompt)
     n_per = r.get("n_per_question") or [settings["samples"]] * len(r["per_question"])
     n_per = n_per if isinstance(n_per, list) else [int(n_per)] * len(r["per_question"])
-    keep = {k: v for k, v in r.items() if k in ("answers", "examples", "stem", "probs")}
-    return _counted(list(r["per_question"]), n_per, kind="prefilled", **keep)
+    keep = {k: v for k, v in r.items() if k in ("examples", "stem", "lens", "first_words")}
+    answers = r.get("answers") or {}
+    total = sum(answers.values()) or 1
+    if total > 1.0 + 1e-6:  # counts per candidate: as shares, like the one-word read-out
+        answers = {k: v / total for k, v in answers.items()}
+    return _counted(list(r["per_question"]), n_per, kind="prefilled", answers=answers, **keep)
 
 
 def behavior_metric(model, tokenizer, behavior: Behavior, settings: dict,
