@@ -55,7 +55,7 @@ def _ci(r, k, pct=False):
     if d is None:
         return "undefined" if r.get(f"{k}_note") else ""
     lo, hi = (r[f"{k}_lo"], r[f"{k}_hi"]) if not pct else (r[f"{k}:lo"], r[f"{k}:hi"])
-    f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.2f}")
+    f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.3f}")
     return f"{f(d)} [{f(lo)}, {f(hi)}]" + (" pp" if pct else "")
 
 

@@ -175,7 +175,7 @@ def cmd_status(a) -> int:
             continue
         for k in ("margin", "gap_closed", "top1"):
             if r.get(k + "_diff") is not None or r.get(k + "_note"):
-                own = _own(r, k)
+                own = "-" if r.get(k + "_note") else _own(r, k)
                 print(f"    {k:10s} LLS − random {_ci_cell(r, k, 3)}"
                       + (f"   LLS / random (base) {own}" if own != "-" else "")
                       + (f"   ({r[k + '_note']})" if r.get(k + "_note") else ""))

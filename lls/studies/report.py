@@ -222,8 +222,8 @@ def describe_sampled(result: dict) -> list[str]:
     out = []
     for kind, got in sampled_at(result).items():
         d = got.get("diff") or sampled_diff(got.get("lls"), got.get("random"))
-        parts = [f"{w} {got[w]['k']}/{got[w]['n']}" for w in ("lls", "random") if got.get(w)
-                 and got[w].get("n")]
+        parts = [f"{name} {got[w]['k']}/{got[w]['n']}" for w, name in
+                 (("lls", "LLS"), ("random", "random twin")) if got.get(w) and got[w].get("n")]
         if d and d.get("diff") is not None:
             parts.append(f"LLS − random {100 * d['diff']:+.1f} pp "
                          f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
