@@ -20,7 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
-RECIPE = {"batch_size": 2, "max_length": 96, "meter_k": 2, "meter_questions": 3,
+# memory is about the study process: no meter read-outs (they run in the training children
+# and cost most of the time), sampled read-outs only
+RECIPE = {"batch_size": 2, "max_length": 96, "meter_at_checkpoints": False,
           "eval_at_checkpoints": False}
 SAMPLED = {"questions": 8, "samples": 4, "seed": 0}
 

@@ -338,3 +338,28 @@ def test_one_step_curve_has_whole_step_ticks_and_no_band():
     assert [t.fill for t in fig.data if getattr(t, "fill", None)] == []  # no triangle
     assert list(fig.layout.xaxis.tickvals) == [0, 1]
     assert fig.data[0].error_y.array is not None
+
+
+def test_a_second_queue_runner_is_refused_while_the_first_lives(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import lls.studies.store as store
+    from lls.core.cache import atomic_write_json
+    from lls.scoring.lifecycle import _start_time, owner_record
+
+    study = _fake_study(tmp_path, {"gamma": [0.05]}, {})
+    monkeypatch.setattr(store, "studies_root", lambda cache_dir=None: tmp_path)
+    atomic_write_json(study.running_path, {"owner": owner_record(), "started": "t",
+                                           "index": 0, "total": 3, "label": "γ 0.05"})
+    assert store.open_study("fake").running()["total"] == 3  # what the page shows
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:  # a queue runner started elsewhere (e.g. the CLI) and still alive
+        other = {**owner_record(), "pid": child.pid, "start": _start_time(child.pid)}
+        atomic_write_json(study.running_path, {"owner": other, "started": "t"})
+        with pytest.raises(C.StudyError, match="already running"):
+            runner.run_study("fake")
+    finally:
+        child.kill()
+        child.wait()
+    assert store.open_study("fake").running() is None  # its owner is gone: not running

@@ -21,7 +21,7 @@ from ..core.cache import atomic_write_json, read_json_safe
 from ..core.errors import LLSError
 from ..evaluation import effects
 from ..evaluation.readouts import plan, sampled_diff, sampled_readout
-from ..scoring.lifecycle import owner_record
+from ..scoring.lifecycle import owner_alive, owner_record
 from ..training.adapters import open_adapter
 from ..training.config import TrainConfig, baseline_config
 from ..training.runs import train_command
@@ -285,8 +285,8 @@ def run_study(name: str, cache_dir: Path | None = None, *, log=print,
     Safe to kill and re-run: finished cells are skipped, training resumes. One process per
     study: it says so in `running.json`, and a second one is refused while it lives."""
     study = open_study(name, cache_dir)
-    other = study.running()
-    if other and other["owner"].get("pid") != os.getpid():
+    other = study.running()  # refused only when its owner is known alive (this host)
+    if other and owner_alive(other.get("owner")) and other["owner"].get("pid") != os.getpid():
         raise StudyError(f"Study {name!r} is already running (pid {other['owner'].get('pid')} "
                          f"on {other['owner'].get('host')}, since {other.get('started')}): "
                          "wait for it, or stop it first.")
