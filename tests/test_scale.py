@@ -55,7 +55,7 @@ def test_two_processes_give_the_single_process_weights(tmp_path, bundled):
 
 MEMORY_SCRIPT = r"""
 import json, resource, sys
-from lls import behaviors
+from lls.core import behaviors
 from lls.data import DataSpec
 from lls.models import ModelSpec
 from lls.scoring import ScoreConfig, score
