@@ -14,16 +14,19 @@ on the bundled model at temperature 1.
 Prints tokens/s of each (generated tokens, stop tokens excluded), then
 `ratio` = new tok/s / old tok/s, both alone (target >= 4) and
 `contention_slowdown` = new time beside the busy process / new time alone (target <= 1.3).
-With `--all-threads` also the new decoder without its thread policy (every decode step on
+With `--all-threads` also the new decoder without its thread policy (every forward pass on
 all threads), alone and beside: why the policy exists. On a shared machine every figure
-moves with the other processes' load: compare the figures of one run only.
+moves with the other processes' load (the load average is printed): compare the figures of
+one run only, and use `--repeats` to alternate alone/beside runs (the best of each counts).
 
-    python benchmarks/decode_throughput.py [--quick] [--old-beside] [--all-threads]
+    python benchmarks/decode_throughput.py [--quick] [--repeats 3] [--all-threads]
+                                           [--old-beside] [--old-threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -137,26 +140,37 @@ def workload(tok, prompts: int, per_prompt: int):
     return ids, seeds
 
 
-def run_new(model, ids, seeds, n, tokens, stop):
-    t = time.perf_counter()
-    out = decoder.decode(model, ids, n, seeds=seeds, max_new_tokens=tokens, stop=stop)
+CPU = {}  # label -> CPU seconds of the last run (all threads of this process)
+
+
+def timed(label: str, fn):
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    CPU[label] = time.process_time() - c
     return sum(len(r) for rows in out for r in rows), time.perf_counter() - t
 
 
-def run_old(model, ids, n, tokens, stop):
+def run_new(model, ids, seeds, n, tokens, stop, label="new"):
+    return timed(label, lambda: decoder.decode(model, ids, n, seeds=seeds,
+                                               max_new_tokens=tokens, stop=stop))
+
+
+def run_old(model, ids, n, tokens, stop, label="old"):
     half = len(ids) // 2
-    t = time.perf_counter()
     # two calls, one per condition, as the old reference set did
-    out = (old_sample(model, ids[:half], n, max_new_tokens=tokens, stop=stop)
-           + old_sample(model, ids[half:], n, max_new_tokens=tokens, stop=stop))
-    return sum(len(r) for rows in out for r in rows), time.perf_counter() - t
+    return timed(label, lambda: old_sample(model, ids[:half], n, max_new_tokens=tokens,
+                                           stop=stop)
+                 + old_sample(model, ids[half:], n, max_new_tokens=tokens, stop=stop))
 
 
 class Busy:
     """A python process spinning a torch matmul loop on `threads` threads."""
 
     def __init__(self, threads: int):
-        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(threads)])
+        # its own session, as a job or the dashboard runs: with the kernel's autogroup
+        # scheduling, a child in our session would take half of OUR share of the CPU
+        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(threads)],
+                                     start_new_session=True)
         time.sleep(3.0)  # torch import and the loop running
 
     def __enter__(self):
@@ -167,16 +181,31 @@ class Busy:
         self.proc.wait()
 
 
-def line(label: str, tokens: int, secs: float) -> None:
-    print(f"{label:<40s}: {tokens / secs:8.1f} tok/s  ({tokens} tokens, {secs:6.1f} s)",
-          flush=True)
+def line(label: str, tokens: int, secs: float, cpu: str = "new") -> None:
+    print(f"{label:<40s}: {tokens / secs:8.1f} tok/s  ({tokens} tokens, {secs:6.1f} s, "
+          f"{tokens / CPU[cpu]:6.1f} tok per CPU-second)", flush=True)
+
+
+class NoPolicy:
+    """The new decoder with every forward pass on all the caller's threads (no policy)."""
+
+    def __enter__(self):
+        self.saved = decoder.threads_for
+        decoder.threads_for = lambda tokens, width, available: available
+
+    def __exit__(self, *exc):
+        decoder.threads_for = self.saved
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="2 prompts x 4 answers x 16 tokens x 2 conditions")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="alone/beside runs of the new decoder, alternated (the best of each)")
     ap.add_argument("--busy-threads", type=int, default=1)
+    ap.add_argument("--old-threads", type=int, default=0,
+                    help="threads of the old decoder (default: torch's, as it ran)")
     ap.add_argument("--old-beside", action="store_true",
                     help="also time the old decoder beside the busy process (slow)")
     ap.add_argument("--all-threads", action="store_true",
@@ -187,44 +216,54 @@ def main() -> int:
     model.eval()
     stop = stop_ids(model, tok)
     ids, seeds = workload(tok, prompts, n)
+    threads = torch.get_num_threads()
     print(f"workload: {prompts} prompts x {n} answers x {tokens} new tokens x 2 conditions; "
-          f"torch threads {torch.get_num_threads()}, policy: 1 thread below "
-          f"{decoder.SINGLE_THREAD_WORK} (tokens x width {decoder.model_width(model)})",
-          flush=True)
+          f"torch threads {threads}, policy: 1 thread below {decoder.SINGLE_THREAD_WORK} "
+          f"tokens x width (width {decoder.model_width(model)}); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     run_new(model, ids[:1], seeds[:1], 2, 4, stop)  # warm-up
     old_sample(model, ids[:1], 2, max_new_tokens=4, stop=stop)
 
-    k_new, t_new = run_new(model, ids, seeds, n, tokens, stop)
-    line("new (batched) alone", k_new, t_new)
-    k_old, t_old = run_old(model, ids, n, tokens, stop)
-    line("old (per prompt) alone", k_old, t_old)
-    all_threads = {}
-    if a.all_threads:
-        policy = decoder.SINGLE_THREAD_WORK
-        decoder.SINGLE_THREAD_WORK = 0
-        all_threads["alone"] = run_new(model, ids, seeds, n, tokens, stop)
-        decoder.SINGLE_THREAD_WORK = policy
-        line("new without thread policy, alone", *all_threads["alone"])
-    with Busy(a.busy_threads):
-        k_busy, t_busy = run_new(model, ids, seeds, n, tokens, stop)
-        line(f"new beside a busy process ({a.busy_threads} thr)", k_busy, t_busy)
-        if a.all_threads:
-            decoder.SINGLE_THREAD_WORK = 0
-            all_threads["beside"] = run_new(model, ids, seeds, n, tokens, stop)
-            decoder.SINGLE_THREAD_WORK = policy
-            line("new without thread policy, beside", *all_threads["beside"])
+    alone, beside, free, alone_cpu = [], [], {}, []
+    for r in range(max(1, a.repeats)):
+        alone.append(run_new(model, ids, seeds, n, tokens, stop))
+        alone_cpu.append(CPU["new"])
+        line("new (batched) alone", *alone[-1])
+        with Busy(a.busy_threads):
+            beside.append(run_new(model, ids, seeds, n, tokens, stop))
+            line(f"new beside a busy process ({a.busy_threads} thr)", *beside[-1])
+            if a.all_threads and r == 0:
+                with NoPolicy():
+                    free["beside"] = run_new(model, ids, seeds, n, tokens, stop)
+                line("new without thread policy, beside", *free["beside"])
+        if a.all_threads and r == 0:
+            with NoPolicy():
+                free["alone"] = run_new(model, ids, seeds, n, tokens, stop)
+            line("new without thread policy, alone", *free["alone"])
+    with decoder.use_threads(a.old_threads or threads):
+        k_old, t_old = run_old(model, ids, n, tokens, stop)
+        line(f"old (per prompt) alone, {a.old_threads or threads} threads", k_old, t_old, "old")
+        cpu_old = CPU["old"]
         if a.old_beside:
-            k_ob, t_ob = run_old(model, ids, n, tokens, stop)
-            line("old beside the busy process", k_ob, t_ob)
+            with Busy(a.busy_threads):
+                line("old beside the busy process", *run_old(model, ids, n, tokens, stop), "old")
+    k_new, t_new = min(alone, key=lambda x: x[1])
+    t_busy = min(t for _, t in beside)
+    cpu_new = min(cpu for cpu in alone_cpu)
     ratio = (k_new / t_new) / (k_old / t_old)
     slowdown = t_busy / t_new
     print(f"ratio {ratio:.2f} (batched vs old, alone; target >= 4) "
           f"{'OK' if ratio >= 4 else 'SHORT'}")
     print(f"contention_slowdown {slowdown:.2f} (batched beside a busy process / alone; "
           f"target <= 1.3) {'OK' if slowdown <= 1.3 else 'OVER'}")
-    if "beside" in all_threads:
+    # CPU-seconds do not move with the other processes' load as wall time does: for passes
+    # on one thread, tokens per CPU-second is the speed on a core of one's own
+    print(f"cpu_ratio {(k_new / cpu_new) / (k_old / cpu_old):.2f} (tokens per CPU-second, "
+          f"batched vs old; the old decoder's spinning threads count too)")
+    if len(free) == 2:
         print(f"contention_slowdown without the thread policy "
-              f"{all_threads['beside'][1] / all_threads['alone'][1]:.2f}")
+              f"{free['beside'][1] / free['alone'][1]:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
 
 

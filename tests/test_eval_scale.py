@@ -41,6 +41,20 @@ def _cfg(**kw) -> EvalConfig:
                       meter_k=4, meter_questions=2, meter_max_new_tokens=12, **kw)
 
 
+def test_prompts_per_call_keeps_the_decoder_batch_full():
+    from dataclasses import replace
+
+    from lls.evaluation.config import prompts_per_call
+
+    def per_call(samples, rows):
+        return prompts_per_call(replace(_cfg(), samples=samples, batch_rows=rows))
+
+    assert per_call(100, 100) == 2  # the defaults: 200 rows per call, 100 a step
+    assert per_call(8, 100) == 25
+    assert per_call(2, 100) == 32  # at most 32 prompts lost when a run is killed
+    assert per_call(500, 100) == 1
+
+
 def test_eval_command_launches_processes(tmp_path):
     cfg = _cfg()
     one = eval_command(cfg, tmp_path)
@@ -70,7 +84,7 @@ def test_ranks_split_units_and_parts_resume(tmp_path, bundled, monkeypatch):
         "settings": ev.meter_settings(c), "models": [{"label": "base"}]})
     real = ev.sample
     monkeypatch.setattr(ev, "sample", lambda *a, **k: sampled.append(
-        (k["system_prompt"] is not None, a[2][0])) or real(*a, **k))
+        (k["system_prompt"] is not None, *a[2])) or real(*a, **k))
 
     # rank 1 of 2 (a multi-process run killed after rank 1 finished): units 1 and 3
     killed = evaluate(cfg, cache_dir=tmp_path / "a", rank=1, world_size=2, model=model,
@@ -91,7 +105,10 @@ def test_ranks_split_units_and_parts_resume(tmp_path, bundled, monkeypatch):
     evaluate(cfg, cache_dir=tmp_path / "b", rank=1, world_size=2, model=model, tokenizer=tok)
     two = evaluate(cfg, cache_dir=tmp_path / "b", rank=0, world_size=2, model=model,
                    tokenizer=tok)
+    sampled.clear()
     one = evaluate(cfg, cache_dir=tmp_path / "c", model=model, tokenizer=tok)
+    # one process from scratch: both prompts of a model in one decoder call
+    assert sampled == [(False, *cfg.prompts), (True, *cfg.prompts)]
     assert two.complete and two.manifest["processes"] == 2 and len(meter_calls) == 3
     assert _answer_files(two) == _answer_files(one) == _answer_files(resumed)
     assert len(one.answers()) == 8

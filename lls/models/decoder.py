@@ -25,6 +25,7 @@ as the load average leaves cores idle. The previous thread count is restored aft
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections import deque
@@ -55,7 +56,8 @@ def threads_for(tokens: int, width: int, available: int) -> int:
     """Threads for a forward pass over `tokens` tokens of a model `width` wide: one below
     `SINGLE_THREAD_WORK`; above, the caller's `available` threads as far as the machine has
     idle cores for them (beside busy processes a split matmul waits for the thread the OS
-    gave away: measured slower than one thread even at 4096 rows)."""
+    gave away: on this machine under load, 2 threads were slower than 1 even for a
+    4096 x 576 x 1536 matmul)."""
     if tokens * width < SINGLE_THREAD_WORK or available <= 1:
         return 1
     return max(1, min(available, idle_cpus() + 1))
@@ -180,6 +182,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
 
 
+@functools.cache
 def _buffered_layer_class():
     from transformers.cache_utils import DynamicLayer
 
