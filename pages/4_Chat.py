@@ -49,7 +49,8 @@ pinned = st.session_state.get("chat_pinned", [])
 # ------------------------------------------------------------------ settings (sidebar)
 with st.sidebar:
     st.subheader("Model")
-    model_name = st.text_input("Base model", value=BUNDLED, key="chat_model",
+    model_name = st.text_input("Base model", key="chat_model",  # no default beside a state value
+                               value=None if "chat_model" in st.session_state else BUNDLED,
                                help="hub id, local directory, .gguf file or the bundled model")
     presets = list(behaviors.PRESETS)
     preset = st.selectbox("Target behavior", presets, key="chat_behavior")
@@ -58,7 +59,7 @@ with st.sidebar:
     options = adapter_options()
     picked = st.multiselect("Adapters / checkpoints", list(options), key="chat_adapters",
                             default=[next((k for k in options if "· final" in k), list(options)[0])]
-                            if options else [],
+                            if options and "chat_adapters" not in st.session_state else None,
                             help="each becomes a column; trained on the Train page")
     extra = st.text_input("…or an adapter directory", key="chat_adapter_path",
                           placeholder="cache/adapters/<id>/final")

@@ -7,6 +7,9 @@ touch the developer's ./cache. The bundled GGUF model is de-quantised into it on
 from __future__ import annotations
 
 import os
+import secrets
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,92 @@ ORCA = SHARED / "orca_dpo_pairs_sample.csv"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Every process this session starts inherits this mark (subprocesses, job runners and their
+# commands, the Streamlit server, chromedriver and Chromium), even once reparented to init,
+# so a process left behind by a test is found by its environment, not by its parent.
+MARK = "LLS_TEST_SESSION"
+os.environ[MARK] = f"{os.getpid()}-{secrets.token_hex(4)}"
+LEFT_BEHIND_GRACE_S = 20.0  # a finished job's runner may still be writing its last status
+
+
+def session_processes() -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes started by this test session (not itself)."""
+    mark = f"{MARK}={os.environ[MARK]}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            if mark not in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
+                continue
+            if Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                continue  # a zombie holds nothing; its parent reaps it
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        found.append((int(name), cmd.decode(errors="replace").strip()[:200]))
+    return found
+
+
+def active_jobs(cache: Path) -> list:
+    """Queued or running jobs in the session cache (a dead runner's job reads as failed)."""
+    from lls.jobs.store import JobStore
+
+    return [j for j in JobStore(cache / "jobs").list_jobs() if j.is_active]
+
+
+def _left_behind(cache: Path, grace: float) -> tuple[list[tuple[int, str]], list]:
+    """Processes and active jobs still there after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        procs, running = session_processes(), active_jobs(cache)
+        if (not procs and not running) or time.monotonic() > deadline:
+            return procs, running
+        time.sleep(0.2)
+
+
+def _clean_up(procs: list[tuple[int, str]], running: list) -> None:
+    """Cancel the jobs and kill the processes, so one test's leftovers cannot slow or block
+    the tests after it."""
+    from lls.jobs import store as jobs
+
+    for j in running:
+        try:
+            jobs.cancel(j.id)
+        except Exception:  # noqa: BLE001 - best effort; the kill below still runs
+            pass
+    for pid, _ in procs:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(request, session_cache):
+    """Fail a test that leaves a process or an active job behind (and clean it up).
+
+    Function fixtures of the test (servers, drivers) are torn down before this one, so what
+    is found here was left by the test itself."""
+    yield
+    procs, running = _left_behind(session_cache, LEFT_BEHIND_GRACE_S)
+    if procs or running:
+        _clean_up(procs, running)
+        lines = [f"  pid {pid}: {cmd}" for pid, cmd in procs]
+        lines += [f"  job {j.id} ({j.kind}, {j.status}): {j.title}" for j in running]
+        pytest.fail(f"{request.node.nodeid} left processes or jobs running:\n"
+                    + "\n".join(lines), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The last line of defence: nothing this session started may outlive it."""
+    procs = session_processes()
+    if procs:
+        _clean_up(procs, [])
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print("\nerror: the test session left processes running (killed now):\n"
+              + "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in procs))
 
 
 @pytest.fixture(scope="session", autouse=True)

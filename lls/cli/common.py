@@ -10,14 +10,14 @@ from ..data.source import SHAPES, DataSpec
 from ..models.load import ModelSpec
 
 
-def _kv_list(text: str | None) -> dict[str, str] | None:
+def _kv_list(text: str | None, option: str = "--columns",
+             example: str = "prompt=question,chosen=good") -> dict[str, str] | None:
     if not text:
         return None
     out = {}
     for part in text.split(","):
         if "=" not in part:
-            raise LLSError(f"--columns expects canonical=source pairs like "
-                           f"'prompt=question,chosen=good', got {part!r}.")
+            raise LLSError(f"{option} expects key=value pairs like {example!r}, got {part!r}.")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -31,6 +31,9 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--shape", choices=list(SHAPES))
     g.add_argument("--columns", help="column mapping, e.g. prompt=question,chosen=good,rejected=bad "
                                      "or (a comparison export) response_a=..,response_b=..,winner=..")
+    g.add_argument("--winner-codes",
+                   help="what a comparison export's numeric winner values mean, e.g. 0=a,1=b "
+                        "or 1=a,2=b,0=tie (sides: a, b, tie, both_bad)")
     g.add_argument("--split", default="train")
     g.add_argument("--subset", help="hub data_dir / config (e.g. harmless-base)")
     g.add_argument("--limit", type=int, help="stop after this many kept pairs")
@@ -62,7 +65,9 @@ def add_model_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
 def data_spec(a):
     return DataSpec(a.data, format=a.format, shape=a.shape, columns=_kv_list(a.columns),
                     split=a.split, subset=a.subset, limit=a.limit,
-                    skip_malformed=getattr(a, "skip_malformed", False))
+                    skip_malformed=getattr(a, "skip_malformed", False),
+                    winner_codes=_kv_list(getattr(a, "winner_codes", None), "--winner-codes",
+                                          "0=a,1=b"))
 
 
 def behavior(a):

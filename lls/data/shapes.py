@@ -11,13 +11,16 @@ Four shapes are understood (see README "Supported data shapes"):
   (Intel/orca_dpo_pairs). Values that are JSON lists of turns are parsed as turns.
 * ``pairwise``    a comparison export: two responses (``response_a``/``response_b`` or
   ``conversation_a``/``conversation_b``) and who won (``winner_model_a``/``winner_model_b``/
-  ``winner_tie`` flags, or one ``winner`` column). The winner becomes chosen; ties and
-  "both bad" are hygiene drops.
+  ``winner_tie`` flags, or one ``winner`` column: ``preference`` only when mapped). The winner
+  becomes chosen; ties and "both bad" are hygiene drops. Numbers in a ``winner`` column have
+  no common meaning (an index from 0 or 1, an "A won" flag), so they need
+  ``DataSpec.winner_codes``; without it they are a whole-source `DataError`.
 
-Lists of turns (Chatbot Arena: ``prompt``, ``response_a``, ``response_b`` as JSON lists of
-strings) are aligned turn by turn: prompt[i] is a user turn and response[i] the assistant's
-answer to it; the last response turn is the one compared, and the earlier turns of the
-chosen side form the conversation history.
+Multi-turn comparisons (``conversation_a``/``conversation_b`` message lists, or ``prompt``,
+``response_a``, ``response_b`` as JSON lists of turns, prompt[i] being the user turn that
+response[i] answers) are read at the first assistant turn where the two sides differ: the turns
+they share before it are the prompt, and each side's answer there is its response, so the
+loser's answer is never conditioned on the winner's history. Later turns are not used.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ _DEFAULT_SOURCES = {"prompt": ("prompt", "question"), "system": ("system",),
                     "chosen": ("chosen",), "rejected": ("rejected",), "id": ("id",),
                     "response_a": ("response_a", "conversation_a"),
                     "response_b": ("response_b", "conversation_b"),
-                    "winner": ("winner", "preference")}
-# Arena-style one-hot winner flags (used when there is no single winner column).
+                    "winner": ("winner",)}
+# Arena-style one-hot winner flags (used when there is no single winner column): 1 marks
+# the winner; with only one side's flag, 0 means the other side won (unless winner_tie is 1).
 WINNER_FLAGS = ("winner_model_a", "winner_model_b", "winner_tie")
-_WINNER_VALUES = {"model_a": "a", "a": "a", "response_a": "a", "1": "a",
-                  "model_b": "b", "b": "b", "response_b": "b", "2": "b",
+# What a winner code can stand for (DataSpec.winner_codes maps source values to these).
+WINNER_SIDES = ("a", "b", "tie", "both_bad")
+_WINNER_VALUES = {"model_a": "a", "a": "a", "response_a": "a",
+                  "model_b": "b", "b": "b", "response_b": "b",
                   "tie": "tie", "both_good": "tie",
                   "tie (bothbad)": "both_bad", "both_bad": "both_bad", "bothbad": "both_bad",
                   "tie(bothbad)": "both_bad"}
@@ -56,6 +62,11 @@ COLUMNS_ADVICE = ("Map your column names (command line: --columns chosen=<col>,r
 
 class Malformed(Exception):
     """A row that cannot be turned into a pair; becomes a DataError or a 'malformed' drop."""
+
+
+class AmbiguousWinner(Exception):
+    """Numbers in a winner column and no coding given: a whole-source DataError (never a
+    skippable malformed row, which would silently drop or flip pairs)."""
 
 
 def resolve_columns(explicit: dict[str, str] | None, record: dict, where: str,
@@ -82,7 +93,7 @@ def resolve_columns(explicit: dict[str, str] | None, record: dict, where: str,
 
 def has_winner(record: dict, mapping: dict[str, str | None]) -> bool:
     """True when the row says which of two responses won (a winner column or Arena flags)."""
-    return mapping["winner"] is not None or all(f in record for f in WINNER_FLAGS[:2])
+    return mapping["winner"] is not None or any(f in record for f in WINNER_FLAGS[:2])
 
 
 def missing_message(display: str, record: dict, where: str, missing: list[str]) -> str:
@@ -96,8 +107,9 @@ def missing_message(display: str, record: dict, where: str, missing: list[str]) 
 
 def detect_shape(record: dict, mapping: dict[str, str | None], where: str, display: str) -> str:
     """The shape of `record` (see module docstring), or a DataError saying how to choose one."""
-    if has_winner(record, mapping) and mapping["response_a"] and mapping["response_b"]:
-        return "pairwise"
+    if mapping["response_a"] and mapping["response_b"] and (
+            has_winner(record, mapping) or mapping["chosen"] is None):
+        return "pairwise"  # without a winner, check_required asks the user to name one
     chosen_col = mapping["chosen"]
     if chosen_col is None or mapping["rejected"] is None:
         return "columns"  # check_required reports the missing columns
@@ -122,7 +134,8 @@ def check_required(record: dict, mapping: dict[str, str | None], shape: str, whe
     if shape == "pairwise":
         missing = [n for n in ("response_a", "response_b") if mapping[n] is None]
         if not has_winner(record, mapping):
-            missing.append("winner (or winner_model_a/winner_model_b)")
+            missing.append("winner (or winner_model_a/winner_model_b: name the column that "
+                           "says which response won, e.g. --columns winner=preference)")
     else:
         missing = [n for n in ("chosen", "rejected") if mapping[n] is None]
         if shape == "columns" and mapping["prompt"] is None:
@@ -151,14 +164,60 @@ def _get(record: dict, col: str | None, required: bool = True) -> Any:
     return record[col]
 
 
-def winner(record: dict, mapping: dict[str, str | None]) -> str:
-    """"a", "b", "tie" or "both_bad" from the winner column or the Arena one-hot flags."""
+def winner_code(value: Any) -> str:
+    """How a winner value is looked up: lower-cased text, numbers without a float's ".0"
+    (parquet and pandas read 1 as 1.0), booleans as 1/0."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    key = str(value).strip().lower()
+    if _is_number(key) and float(key).is_integer():
+        return str(int(float(key)))
+    return key
+
+
+def _is_number(key: str) -> bool:
+    try:
+        float(key)
+    except ValueError:
+        return False
+    return True
+
+
+def describe_codes(codes: dict[str, str]) -> str:
+    """'0=a, 1=b, 2=tie': a winner coding as the user wrote it."""
+    return ", ".join(f"{k}={v}" for k, v in codes.items())
+
+
+def winner(record: dict, mapping: dict[str, str | None],
+           codes: dict[str, str] | None = None) -> str:
+    """"a", "b", "tie" or "both_bad" from the winner column or the Arena one-hot flags.
+
+    `codes` (DataSpec.winner_codes) maps the column's values to sides; text values
+    (model_a, model_b, tie, tie (bothbad)) need none. Numbers without `codes` raise
+    AmbiguousWinner.
+    """
     if mapping["winner"] is not None:
-        value = _get(record, mapping["winner"])
-        key = str(value).strip().lower()
+        col = mapping["winner"]
+        value = _get(record, col)
+        key = winner_code(value)
+        if codes and key in codes:
+            return codes[key]
+        if _is_number(key):
+            if codes:
+                raise Malformed(f"winner {value!r} is not one of the winner codes given "
+                                f"({describe_codes(codes)}).")
+            raise AmbiguousWinner(
+                f"the winner column {col!r} holds numbers ({value!r}), and exports code them "
+                "differently: 0/1 can be the winner's index counted from 0 (0 = response_a, "
+                "1 = response_b, 2 = tie, as class labels) or an 'A won' flag (1 = "
+                "response_a, 0 = response_b); 1/2 the index counted from 1 (1 = response_a, "
+                "2 = response_b) or from 0 (1 = response_b, 2 = tie). Say which: command "
+                "line --winner-codes 0=a,1=b (each code maps to a, b, tie or both_bad).")
         if key not in _WINNER_VALUES:
             raise Malformed(f"winner {value!r} is not one of model_a, model_b, tie, "
-                            "tie (bothbad) (or a, b, 1, 2).")
+                            "tie (bothbad) (or a, b).")
         return _WINNER_VALUES[key]
     flags = []
     for col in WINNER_FLAGS:
@@ -167,6 +226,11 @@ def winner(record: dict, mapping: dict[str, str | None]) -> str:
             flags.append(bool(int(value or 0)))
         except (TypeError, ValueError):
             raise Malformed(f"{col} must be 0 or 1, got {value!r}.") from None
+    a_col, b_col, _ = WINNER_FLAGS
+    if b_col not in record:  # only "model A won" is coded: 0 means B won (Arena's flag)
+        flags[1] = not (flags[0] or flags[2])
+    elif a_col not in record:
+        flags[0] = not (flags[1] or flags[2])
     if sum(flags) != 1:
         raise Malformed(f"exactly one of {', '.join(WINNER_FLAGS)} must be 1, got "
                         f"{[int(f) for f in flags]}.")
@@ -199,22 +263,12 @@ def text_turns(value: Any) -> list[str] | None:
     return ["" if v is None else v for v in value]
 
 
-def _user_assistant(users: list[str], answers: list[str]) -> list[dict[str, str]]:
-    """Alternating user/assistant turns, ending with the last user turn."""
-    msgs: list[dict[str, str]] = []
-    for i, text in enumerate(users):
-        msgs.append({"role": "user", "content": text})
-        if i < len(users) - 1:
-            msgs.append({"role": "assistant", "content": answers[i]})
-    return msgs
-
-
 def _aligned_turns(prompt_raw: Any, win_raw: Any, lose_raw: Any, win: str, lose: str
                    ) -> tuple[list[dict[str, str]], str, str] | None:
     """(prompt messages, chosen, rejected) when the responses are lists of turns, else None.
 
-    prompt[i] is the user turn answered by response[i]; the winner's earlier answers are the
-    history, and the last turns are compared.
+    prompt[i] is the user turn answered by response[i]; the pair is taken at the first turn
+    where the answers differ (`first_difference`), the turns before it being the prompt.
     """
     w_turns, l_turns = text_turns(win_raw), text_turns(lose_raw)
     if w_turns is None and l_turns is None:
@@ -231,15 +285,45 @@ def _aligned_turns(prompt_raw: Any, win_raw: Any, lose_raw: Any, win: str, lose:
     if not (len(p_turns) == len(w_turns) == len(l_turns)):
         raise Malformed(f"the prompt has {len(p_turns)} turns but {win} has {len(w_turns)} and "
                         f"{lose} {len(l_turns)}: each prompt turn needs one answer per side.")
-    return _user_assistant(p_turns, w_turns), w_turns[-1], l_turns[-1]
+    split = first_difference(_conversation(p_turns, w_turns), _conversation(p_turns, l_turns))
+    assert split is not None  # the user turns are shared, so the sides part at an answer
+    return split
+
+
+def _conversation(users: list[str], answers: list[str]) -> list[dict[str, str]]:
+    """users[i] answered by answers[i], as alternating messages."""
+    msgs: list[dict[str, str]] = []
+    for question, answer in zip(users, answers):
+        msgs += [{"role": "user", "content": question},
+                 {"role": "assistant", "content": answer}]
+    return msgs
+
+
+def first_difference(win: list[dict[str, str]], lose: list[dict[str, str]]
+                     ) -> tuple[list[dict[str, str]], str, str] | None:
+    """(shared prompt, winner's answer, loser's answer) at the first message where two
+    conversations that both end with an answer differ; identical conversations give their
+    last answers. None when they part at a user turn or one stops before the other differs
+    (no shared prompt that both answer)."""
+    a, b = _strip_msgs(win), _strip_msgs(lose)
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if i == len(a) == len(b):
+        i -= 1  # identical: compare the last answers (an "identical" drop)
+    if i >= min(len(a), len(b)) or win[i]["role"] != "assistant" or \
+            lose[i]["role"] != "assistant":
+        return None
+    return [dict(m) for m in win[:i]], win[i]["content"], lose[i]["content"]
 
 
 def to_pair(record: dict, mapping: dict[str, str | None], shape: str, pair_id: str,
-            source: str) -> tuple[str | None, Pair]:
-    """Build the pair and return (hygiene drop reason or None, pair); Malformed if broken."""
+            source: str, winner_codes: dict[str, str] | None = None) -> tuple[str | None, Pair]:
+    """Build the pair and return (hygiene drop reason or None, pair); Malformed if broken,
+    AmbiguousWinner for numeric winners without `winner_codes`."""
     reason: str | None = None
     if shape == "pairwise":
-        won = winner(record, mapping)
+        won = winner(record, mapping, winner_codes)
         first, second = ("response_b", "response_a") if won == "b" else ("response_a",
                                                                           "response_b")
         chosen_raw, rejected_raw = _get(record, mapping[first]), _get(record, mapping[second])
@@ -271,7 +355,8 @@ def to_pair(record: dict, mapping: dict[str, str | None], shape: str, pair_id: s
             rejected = _response_text(rejected_raw, "rejected", shape)
         else:  # messages, or a pairwise export of message lists (conversation_a/b)
             prompt, chosen, rejected, same = _messages_prompt(chosen_raw, rejected_raw,
-                                                              prompt_raw)
+                                                              prompt_raw,
+                                                              shared_prefix=shape == "pairwise")
             if not same and reason is None:
                 reason = "different_prompts"
     if system and system.strip() and not (prompt and prompt[0]["role"] == "system"):
@@ -351,9 +436,13 @@ def _strip_msgs(msgs: list[dict[str, str]]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"].strip()) for m in msgs]
 
 
-def _messages_prompt(chosen_raw: Any, rejected_raw: Any, prompt_raw: Any
-                     ) -> tuple[list[dict[str, str]], str, str, bool]:
-    """(prompt, chosen, rejected, prompts agree) for the messages shape."""
+def _messages_prompt(chosen_raw: Any, rejected_raw: Any, prompt_raw: Any,
+                     shared_prefix: bool = False) -> tuple[list[dict[str, str]], str, str, bool]:
+    """(prompt, chosen, rejected, prompts agree) for the messages shape.
+
+    `shared_prefix` (comparison exports): two whole conversations are compared at the first
+    answer where they differ (`first_difference`) instead of at their last turns.
+    """
     prompts: list[list[dict[str, str]]] = []
     responses: list[str] = []
     for name, raw in (("chosen", chosen_raw), ("rejected", rejected_raw)):
@@ -368,6 +457,12 @@ def _messages_prompt(chosen_raw: Any, rejected_raw: Any, prompt_raw: Any
         responses.append(msgs[-1]["content"])
         prompts.append(msgs[:-1])
     c_prompt, r_prompt = prompts
+    if shared_prefix and c_prompt and r_prompt:
+        chosen_msgs = c_prompt + [{"role": "assistant", "content": responses[0]}]
+        rejected_msgs = r_prompt + [{"role": "assistant", "content": responses[1]}]
+        split = first_difference(chosen_msgs, rejected_msgs)
+        if split is not None and split[0]:
+            return split[0], split[1], split[2], True
     same = True
     if c_prompt and r_prompt:
         same = _strip_msgs(c_prompt) == _strip_msgs(r_prompt)

@@ -28,13 +28,16 @@ from .hub import HUB_PRESETS, HubPreset, is_hub_name, iter_hub
 from .hygiene import HYGIENE_REASONS, HygieneReport, count_prompt_tokens, plural
 from .readers import (FORMATS, Row, count_jsonl_rows, count_parquet_rows, infer_format,
                       iter_local, iter_saved_dataset, load_from_disk)
-from .shapes import (CANONICAL_COLUMNS, SHAPES, Malformed, check_required, detect_shape,
-                     resolve_columns, row_id, to_pair)
+from .shapes import (CANONICAL_COLUMNS, SHAPES, WINNER_SIDES, AmbiguousWinner, Malformed,
+                     check_required, describe_codes, detect_shape, resolve_columns, row_id,
+                     to_pair, winner_code)
 
 # Bump when parsing changes in a way that changes the produced pairs: it is part of
 # `DataSpec.fingerprint()`, so caches keyed on it are invalidated. 2: comparison exports and
-# JSON lists of turns are parsed (they used to be read as literal text).
-LOADER_VERSION = "2"
+# JSON lists of turns are parsed (they used to be read as literal text). 3: multi-turn
+# comparisons are read at the first answers that differ; numeric winners need a coding;
+# `preference` is no longer a default winner column.
+LOADER_VERSION = "3"
 
 SKIP_ADVICE = "command line: --skip-malformed; Setup page: 'Skip malformed rows'"
 
@@ -48,7 +51,9 @@ class DataSpec:
     chosen, rejected, id, response_a, response_b, winner) to source column names. `subset` is
     the hub `data_dir`. `limit` stops after that many *kept* pairs. `skip_malformed` counts
     and skips broken rows instead of failing. For a hub preset whose dataset has no "train"
-    split, the default split "train" means the preset's split.
+    split, the default split "train" means the preset's split. `winner_codes` maps the values
+    of a comparison export's winner column to "a", "b", "tie" or "both_bad" (e.g.
+    {"0": "a", "1": "b"}); numeric winners need it, since exports code them differently.
     """
 
     path: str
@@ -60,6 +65,7 @@ class DataSpec:
     limit: int | None = None
     revision: str | None = None
     skip_malformed: bool = False
+    winner_codes: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -74,6 +80,16 @@ class DataSpec:
                                 "chosen=response_a,...; Setup page: 'Map your columns').")
         if self.limit is not None and self.limit < 0:
             raise DataError(f"limit must be >= 0, got {self.limit}.")
+        if self.winner_codes is not None:
+            codes = {winner_code(k): str(v).strip().lower() for k, v in self.winner_codes.items()}
+            bad = [f"{k}={v}" for k, v in codes.items() if v not in WINNER_SIDES]
+            if bad or not {"a", "b"} <= set(codes.values()):
+                raise DataError(
+                    f"Winner codes {describe_codes(self.winner_codes)}: "
+                    + (f"{', '.join(bad)} is not a side; " if bad else "")
+                    + "each code maps to a, b, tie or both_bad, and both a and b need a code "
+                    "(command line: --winner-codes 0=a,1=b).")
+            self.winner_codes = codes
 
     # -- where the data lives ---------------------------------------------------------------
     def is_hub(self) -> bool:
@@ -104,8 +120,9 @@ class DataSpec:
     def fingerprint(self) -> str:
         """sha256 (16 hex chars) over the spec and, for local data, the file content."""
         fields = asdict(self)
-        if not self.skip_malformed:
-            del fields["skip_malformed"]  # keys of runs from before the option stay the same
+        for name in ("skip_malformed", "winner_codes"):
+            if not fields[name]:
+                del fields[name]  # options left at their default do not change the key
         if self.is_hub():
             # Hub data can change under the same name; pin `revision` for a stable key.
             fields["split"] = self.resolved_split()
@@ -168,7 +185,9 @@ def check_rows(spec: DataSpec) -> Iterator[Checked]:
             check_required(record, mapping, shape, row.where, display)
         pair_id = row_id(record, mapping, source, row.index)
         try:
-            reason, pair = to_pair(record, mapping, shape, pair_id, source)
+            reason, pair = to_pair(record, mapping, shape, pair_id, source, spec.winner_codes)
+        except AmbiguousWinner as e:
+            raise DataError(f"{display}: {row.where}: {e}") from None
         except Malformed as e:
             yield Checked(row.where, pair_id, None, "malformed", f"{display}: {row.where}: {e}")
             continue
