@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jobs
 from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, fingerprint, read_json, runs_root
 from ..core.errors import LLSError
@@ -117,13 +118,17 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
         if d and d.get("key") == key:
             return Reference.from_dict(d, str(path))
     texts = {}
+    n = 2 * len(cfg.prompts) * cfg.per_prompt
     with eval_mode(model), base_weights(model) as base:
-        for cond, sp in (("behavior", behavior.system_prompt), ("neutral", None)):
+        for ci, (cond, sp) in enumerate((("behavior", behavior.system_prompt), ("neutral", None))):
+            jobs.report_progress(ci * n // 2, n, unit="answers", phase="meter reference set",
+                                 message=f"{cond} condition", force=True)
             answers = sample(base, tokenizer, list(cfg.prompts), n=cfg.per_prompt,
                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                              seed=cfg.seed, system_prompt=sp)
             texts[cond] = [{"prompt_index": i, "text": t} for i, group in enumerate(answers)
                            for t in group]
+    jobs.report_progress(n, n, unit="answers", phase="meter reference set", force=True)
     ref = Reference(key, behavior.system_prompt, cfg, texts["behavior"], texts["neutral"],
                     str(path) if path else None)
     if path is not None:

@@ -99,6 +99,7 @@ class _Sampler:
             from ..models.load import ModelSpec, load_model
 
             run = open_run(self.study.config.run, self.study.cache_dir)
+            jobs.report_phase("loading model", "for the sampled read-outs")
             model, tok = load_model(ModelSpec.from_dict(run.manifest["config"]["model"]))
             self.host = AdapterHost(model, tok)
         return self.host
@@ -151,6 +152,7 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
                          f"{cell.s['epochs']}): the group's checkpoint interval misses it.")
     best = effects.best_step([r for r in curve if r["step"] in ckpts], key,
                              effects.base_row(curve))
+    jobs.report_phase("sampled read-outs", cell.label())
     levels = reference_samples(study, sampler)
     t = time.time()
     sampled = {}
@@ -205,6 +207,8 @@ def run_study(name: str, cache_dir: Path | None = None, *, log=print,
         log(f"[lls.studies.study] cell {i + 1}/{total}: {cell.label()}")
         try:
             out.append(run_cell(study, cell, sampler, log))
+            jobs.report_progress(i + 1, total, unit="cells", phase="study", force=True,
+                                 message=f"{cell.label()} done")
         except LLSError as e:
             log(f"[lls.studies.study] cell failed: {e}")
             if stop_on_error:

@@ -38,7 +38,8 @@ from ..evaluation import effects
 from ..models.load import ModelSpec
 from ..scoring.runs import open_run
 from ..training.adapters import open_adapter
-from ..training.config import (SelectionSpec, TrainConfig, baseline_config, selection_count)
+from ..training.config import (LEGACY_FIELDS, SelectionSpec, TrainConfig, baseline_config,
+                               selection_count)
 from ..training.runs import adapter_id_for, selection_frame
 
 STUDY_VERSION = "1"
@@ -111,7 +112,7 @@ class StudyConfig:
         if "contrastive" in grid.get("ranking", []) and not self.control_run:
             raise StudyError("Contrastive ranking needs a control run: score one with "
                              "`python -m lls score ... --control` and pass --control-run.")
-        bad = set(self.recipe) - {f for f in TrainConfig.__dataclass_fields__} | \
+        bad = set(self.recipe) - {*TrainConfig.__dataclass_fields__, *LEGACY_FIELDS} | \
             ({"selection", "student"} & set(self.recipe))
         if bad:
             raise StudyError(f"recipe fields {sorted(bad)} are not TrainConfig fields a study "
