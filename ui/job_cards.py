@@ -37,7 +37,8 @@ def progress_text(job) -> tuple[float, str]:
         frac = 1.0
     rate = p.get("rate")
     unit = p.get("unit") or "pairs"
-    parts = [f"{done}/{total if total is not None else '?'} {unit} done"] + ([phase] if phase else [])
+    parts = [f"{done}/{total if total is not None else '?'} {unit} done"]
+    parts += [phase] if phase else []
     if not job.is_active and done and job.elapsed:
         parts.append(f"{done / job.elapsed:.2f} {unit}/s on average (incl. model loading)")
     else:

@@ -66,10 +66,11 @@ def _number(v: Any) -> str:
 
 def progress_line(p: dict) -> str:
     """The text of one progress report (the fields of progress.json)."""
-    parts = [p.get("phase") or "progress"]
+    head = p.get("phase") or ""
     done, total, unit = p.get("done"), p.get("total"), p.get("unit") or ""
     if done is not None:
-        parts[0] += f" {done}/{total if total is not None else '?'} {unit}".rstrip()
+        head += f" {done}/{total if total is not None else '?'} {unit}".rstrip()
+    parts = [head.strip() or "progress"]
     if p.get("message"):
         parts.append(str(p["message"]))
     rate = p.get("rate")

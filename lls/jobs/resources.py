@@ -166,7 +166,8 @@ class TrainingPlan:
             "no activation checkpointing"
         over = "" if self.fits else " (over the budget: the smallest plan there is)"
         return (f"{self.micro_batch * self.grad_accum} pairs per step as {steps}, {ck}; "
-                f"expected peak {self.expected_bytes / GB:.1f} GB of a {self.budget_bytes / GB:.1f} GB budget"
+                f"expected peak {self.expected_bytes / GB:.1f} GB of a "
+                f"{self.budget_bytes / GB:.1f} GB budget"
                 f"{over} (sequences up to {self.seq_len} tokens)")
 
     def to_dict(self) -> dict:

@@ -184,20 +184,22 @@ class TrainConfig:
     def identity(self) -> dict:
         """What the adapter id fingerprints: the recipe without how its steps are computed
         (the memory plan). Ids made before the plan carried `gradient_checkpointing` (True by
-        default); it stays in, so those adapters keep their ids and resume."""
+        default, false: "off"); it stays in, so those adapters keep their ids and resume."""
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
         d["gradient_checkpointing"] = self.activation_checkpointing != "off"
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From `to_dict` output; also reads configs written before the memory plan (a
-        boolean `gradient_checkpointing` forces checkpointing on or off)."""
+        """From `to_dict` output; also reads configs written before the memory plan
+        (`gradient_checkpointing: false` means activation checkpointing off)."""
         names = {f.name for f in fields(cls)}
         out = {k: v for k, v in d.items() if k in names}
-        legacy = d.get("gradient_checkpointing")
-        if isinstance(legacy, bool) and out.get("activation_checkpointing", "auto") == "auto":
-            out["activation_checkpointing"] = "on" if legacy else "off"
+        # True was the default that bounded memory, which the plan now does; False asked for
+        # no recompute (the plan still keeps to the budget with smaller micro-batches).
+        if d.get("gradient_checkpointing") is False and \
+                out.get("activation_checkpointing", "auto") == "auto":
+            out["activation_checkpointing"] = "off"
         return cls(**out)
 
 
