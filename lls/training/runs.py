@@ -48,7 +48,7 @@ COMPACT_LM_HEAD = True
 LOG_FILES = ("metrics.jsonl", "evals.jsonl", "meter.jsonl")
 
 __all__ = ["TrainConfig", "SelectionSpec", "TrainingError", "TrainingCancelled", "baseline_config",
-           "estimate_steps", "selection_indices", "selection_count", "adapter_id_for",
+           "estimate_steps", "selection_indices", "selection_count", "adapter_id_for", "memory_plan",
            "selection_frame", "train", "train_command", "submit_training", "submit_baseline"]
 
 
