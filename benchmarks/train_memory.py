@@ -3,7 +3,8 @@
 Scores a small real selection (owl on the first `--pairs` hh-rlhf pairs, prompts <= 256
 tokens) in a temporary cache, then runs one training job of the default recipe on it in a
 fresh process (batch 8, LoRA r64, checkpoints every 10 steps with the effect meter and the
-sampled eval, as `python -m lls train` does) and prints:
+sampled eval, as `python -m lls train` does: micro-batches and activation checkpointing as the
+memory plan picks them for the default 4 GB budget) and prints:
 
 * the whole-process peak resident set (`ru_maxrss` of the training process, what
   `/usr/bin/time -v` reports as "Maximum resident set size");
@@ -11,7 +12,8 @@ sampled eval, as `python -m lls train` does) and prints:
   each phase, the highest RSS seen during it, and its rise over the start (model load, Trainer
   init with the reference log-probs, each step, each checkpoint save, each meter read-out
   with its reference sampling and levels, each sampled eval, the final export);
-* `ratio` = 4 GB / peak (>= 1 meets the issue's target).
+* `ratio` = 4 GB / peak (>= 1 meets the issue's target), and the memory plan with its
+  expected peak against the measured one (`estimate / peak`, meant to be >= 1).
 
 The models directory of an existing cache (`--models-from`, default `$LLS_CACHE/models` or
 `./cache/models`) is linked into the temporary cache so the GGUF is not de-quantised again.
@@ -105,21 +107,26 @@ class PhaseSampler:
 def train_child(args) -> None:
     """Inside the training process: label phases, train, write the phases as JSON."""
     from lls.evaluation import meter as M
-    from lls.models import load as MO
+    from lls.training import callback as C
     from lls.training import runs as T
 
     S = PhaseSampler()
     S.dump = args.out + ".phases"
     S.thread.start()
-    MO.load_model = S.wrap(MO.load_model, "model load")
-    T._export_adapter = S.wrap(T._export_adapter, lambda m, dst: f"export {dst.name}")
+    T.load_model = S.wrap(T.load_model, "model load")
+    T.export_adapter = S.wrap(T.export_adapter, lambda m, dst: f"export {dst.name}")
+    C.export_adapter = S.wrap(C.export_adapter, lambda m, dst: f"export {dst.name}")
     M.build_reference = S.wrap(M.build_reference, "meter reference sampling")
     M.reference_levels = S.wrap(M.reference_levels, "meter levels (base, base + s)")
+    C.LLSCallback.meter = S.wrap(C.LLSCallback.meter,
+                                 lambda cb, m, step, path: f"meter @ step {step}")
+    C.LLSCallback.evaluate = S.wrap(C.LLSCallback.evaluate,
+                                    lambda cb, m, step, path: f"eval @ step {step}")
 
-    make_trainer = T._trainer_class
+    make_trainer = T.trainer_class
 
-    def trainer_class():
-        cls = make_trainer()
+    def trainer_class(reuse):
+        cls = make_trainer(reuse)
 
         class Profiled(cls):
             def __init__(self, *a, **kw):
@@ -129,14 +136,27 @@ def train_child(args) -> None:
                 finally:
                     S.close(p)
 
+            def _end_step(self):
+                if getattr(self, "_phase", None) is not None:
+                    S.close(self._phase)
+                    self._phase = None
+
             def training_step(self, *a, **kw):
-                p = S.open(f"step {self.state.global_step + 1}")
+                # one phase per optimizer step (its micro-batches inside)
+                if self.state.global_step != getattr(self, "_step_open", None):
+                    self._end_step()
+                    self._step_open = self.state.global_step
+                    self._phase = S.open(f"step {self.state.global_step + 1}")
+                return super().training_step(*a, **kw)
+
+            def train(self, *a, **kw):
                 try:
-                    return super().training_step(*a, **kw)
+                    return super().train(*a, **kw)
                 finally:
-                    S.close(p)
+                    self._end_step()
 
             def _save_checkpoint(self, *a, **kw):
+                self._end_step()
                 p = S.open(f"trainer checkpoint {self.state.global_step}")
                 try:
                     return super()._save_checkpoint(*a, **kw)
@@ -146,17 +166,7 @@ def train_child(args) -> None:
         Profiled.__name__ = cls.__name__
         return Profiled
 
-    T._trainer_class = trainer_class
-    make_callback = T._make_callback
-
-    def callback(*a, **kw):
-        cb = make_callback(*a, **kw)
-        cb.meter = S.wrap(cb.meter, lambda m, step, path: f"meter @ step {step}")
-        cb.evaluate = S.wrap(cb.evaluate, lambda m, step, path: f"eval @ step {step}")
-        return cb
-
-    T._make_callback = callback
-
+    T.trainer_class = trainer_class
     cfg = T.TrainConfig.from_dict(json.loads(args.config))
     p = S.open("whole job")
     info = T.train(cfg, args.run, adapter_id=args.adapter_id)
@@ -164,9 +174,12 @@ def train_child(args) -> None:
     S.stop.set()
     rows = info.metrics()
     meter = [{k: r.get(k) for k in ("step", "llr", "margin", "gap_closed")} for r in info.meter()]
-    out = {"phases": S.phases, "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    out = {"phases": [q for q in S.phases if "end" in q],
+           "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
            "loss": [r["loss"] for r in rows], "meter": meter,
-           "n_pairs": info.manifest["selection"]["n_pairs"]}
+           "n_pairs": info.manifest["selection"]["n_pairs"],
+           "plan": info.manifest.get("memory_plan"),
+           "s_per_step": info.manifest["metrics"].get("s_per_step")}
     Path(args.out).write_text(json.dumps(out))
 
 
@@ -211,7 +224,9 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--checkpoint-every", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                    help="override a TrainConfig field, e.g. --set gradient_checkpointing=true")
+                    help="override a TrainConfig field, e.g. --set micro_batch=8 --set "
+                         "'activation_checkpointing=\"on\"' (the checkpointed default before "
+                         "the memory plan)")
     ap.add_argument("--models-from", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary cache")
     ap.add_argument("--score-run", help="train on this finished scoring run of $LLS_CACHE "
@@ -271,10 +286,18 @@ def main() -> None:
             name = "  " * p["depth"] + p["phase"]
             print(f"{name:48s} {mb(p['start'])} {mb(p['peak'])} {mb(p['peak'] - p['start'])} "
                   f"{mb(p['end'])} {p['seconds']:7.1f}")
-        print(f"\nloss per step: {res['loss']}")
+        plan = res.get("plan") or {}
+        print(f"\nmemory plan: micro-batch {plan.get('micro_batch')} x {plan.get('grad_accum')} "
+              f"accumulation, activation checkpointing {plan.get('activation_checkpointing')}, "
+              f"expected peak {plan.get('expected_gb')} GB (budget {plan.get('budget_gb')} GB, "
+              f"sequences up to {plan.get('seq_len')} tokens)")
+        print(f"loss per step: {res['loss']}")
         print(f"meter read-outs: {res['meter']}")
         print(f"peak resident (ru_maxrss of the training process): {peak / GB:.2f} GB")
         print(f"ratio (4 GB / peak): {TARGET / peak:.2f}")
+        if plan.get("expected_gb"):
+            print(f"estimate / peak: {plan['expected_gb'] * GB / peak:.2f} (the plan's expected "
+                  "peak is meant as an upper bound: >= 1)")
     finally:
         if args.score_run:
             shutil.rmtree(cache / "adapters" / "bench-memory", ignore_errors=True)

@@ -1,23 +1,29 @@
-"""LoRA-DPO training steps/s with the scoring run's reference log-probs vs TRL's plain setting.
+"""LoRA-DPO training speed: the memory plan's default against the checkpointed default it
+replaced, and (--compare-reference) the scoring run's reference log-probs against TRL's plain
+setting.
 
 Same selection (48 pairs of a real owl scoring run on the hh-rlhf file, created in the cache
 if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one process:
 
-* reuse: `lls.training` passes the teacher's log-probs without the system prompt (lc, lr) as
-  DPO's reference log-probs: no reference forward pass at all;
-* plain: TRL computes the reference log-probs with the adapter disabled at every step
-  (`precompute_ref_log_probs=False`, TRL's default);
-* full-head: reuse, with TRL's CPU default of projecting every position (prompt and padding
-  too) through the LM head, which `lls.training.completion_only_lm_head` avoids;
-* optionally (--trl-precompute) TRL's own one-off precompute before training.
+* `recompute_free_ratio` (target >= 1.5): a step's forward + backward of the same 8 pairs as
+  the memory plan computes them by default (micro-batches that fit the 4 GB budget, gradients
+  accumulated, no recompute) and as one batch of 8 with activation checkpointing (the default
+  before the plan), on one loaded model, alternated `--steps` times each: time of the
+  checkpointed step / time of the plan's step, medians. Alternating keeps the two under the same
+  load on a shared machine; the optimizer step (LoRA only) is left out of both. The losses and
+  gradient norms of the two are printed: they must agree;
+* with --trainer-runs, also whole `lls.training.train` runs of both (steps/s between the first
+  and the last logged step, one run after the other);
+* with --compare-reference, whole runs (the plan's default) of: plain (TRL computes the
+  reference log-probs with the adapter disabled at every step, `precompute_ref_log_probs=False`,
+  instead of taking them from scoring), full-head (TRL's CPU default of projecting every
+  position through the LM head, which `lls.training.completion_only_lm_head` avoids), and
+  optionally (--trl-precompute) TRL's own one-off precompute before training. The time TRL
+  spends in the reference pass is measured too: its share of a plain step bounds what reuse can
+  save, 1 / (1 - share).
 
-The time TRL spends in the reference pass (the adapter-disabled forward) is measured too: its
-share of a plain step bounds what reuse can save, 1 / (1 - share).
-
-Steps/s is measured between the first and the last logged step (model loading and the
-first step's warm-up excluded); the wall time of each whole run is printed too.
-
-    python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--trl-precompute]
+    python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--trainer-runs]
+                                          [--compare-reference]
 """
 
 from __future__ import annotations
@@ -74,17 +80,102 @@ def run_one(name: str, cfg: T.TrainConfig, run_key: str, compact: bool = True) -
     out = {"name": name, "steps": steps, "steps_per_s": rate, "s_per_step": 1 / rate,
            "wall_s": wall, "loss": [round(r["loss"], 4) for r in rows],
            "ref": info.manifest.get("ref_logps"),
+           "plan": "{micro_batch}x{grad_accum}{ck}".format(
+               **info.manifest["memory_plan"],
+               ck=" checkpointed" if info.manifest["memory_plan"]["activation_checkpointing"]
+               else ""),
            # reference passes after the first step, like the steps/s window
            "ref_s_per_step": sum(REF_CALLS[1:]) / (len(REF_CALLS) - 1) if len(REF_CALLS) > 1 else 0.0}
     shutil.rmtree(info.path, ignore_errors=True)
     return out
 
 
+def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
+               whole_plain: bool = False) -> dict:
+    """Forward + backward of one step's pairs as the plan's micro-batches (no recompute) and as
+    one checkpointed batch (and, `whole_plain`, one batch without recompute), alternated on one
+    model; seconds, losses and gradient norms."""
+    import statistics
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+
+    from lls.models.load import ModelSpec, load_model
+    from lls.scoring.runs import open_run
+    from lls.training.dpo import (build_rows, completion_only_lm_head, dpo_args, lora_config,
+                                  quiet_third_party_aliases, trainer_class)
+
+    run = open_run(run_key)
+    cfg = T.TrainConfig(batch_size=batch, selection=sel)
+    rows = build_rows(run.frame(), cfg, with_ref=True)[:batch]
+    model, tok = load_model(ModelSpec.from_dict(run.manifest["config"]["model"]),
+                            for_training=True)
+    plan = T.memory_plan(cfg, model, tok, rows)
+    with completion_only_lm_head(), quiet_third_party_aliases(), \
+            tempfile.TemporaryDirectory() as out:
+        trainer = trainer_class(True)(
+            model=model, args=dpo_args(cfg, out, plan, cpu=True, reuse=True),
+            train_dataset=Dataset.from_list(rows), processing_class=tok,
+            peft_config=lora_config(model, cfg))
+        ex = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        whole = trainer._prepare_inputs(trainer.data_collator(ex))
+        m = plan.micro_batch
+        micro = [trainer._prepare_inputs(trainer.data_collator(ex[i:i + m]))
+                 for i in range(0, len(ex), m)]
+        net = trainer.model
+        net.train()
+        params = [p for p in net.parameters() if p.requires_grad]
+
+        def step(batches, checkpointed):
+            if checkpointed:
+                net.activation_checkpointing_enable()
+            t, cpu = time.perf_counter(), time.process_time()
+            loss = 0.0
+            for b in batches:
+                part = trainer.compute_loss(net, b) / len(batches)
+                part.backward()
+                loss += part.item()
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            if checkpointed:
+                net.activation_checkpointing_disable()
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item()
+            net.zero_grad(set_to_none=True)
+            return seconds, loss, norm, cpu
+
+        kinds = {"plan": (micro, False), "checkpointed": ([whole], True)}
+        if whole_plain:  # what recompute alone costs, and what micro-batches alone cost
+            kinds["whole-plain"] = ([whole], False)
+        for batches, ck in kinds.values():
+            step(batches, ck)  # warm-up (first-call allocations), not timed
+        res = {name: [] for name in kinds}
+        for i in range(reps):
+            order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
+            for name in order:
+                res[name].append(step(*kinds[name]))
+                print(f"  {name:12s} {res[name][-1][0]:.2f} s wall, {res[name][-1][3]:.2f} s "
+                      "CPU", flush=True)
+    med = {k: statistics.median([r[0] for r in v]) for k, v in res.items()}
+    cpu = {k: statistics.median([r[3] for r in v]) for k, v in res.items()}
+    return {"plan": plan, "median_s": med, "median_cpu": cpu, "runs": res,
+            "ratio": med["checkpointed"] / med["plan"],
+            "cpu_ratio": cpu["checkpointed"] / cpu["plan"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=6,
+                    help="alternated steps of each kind (and steps of each whole run)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default torch's); 1 makes CPU time a measure of work")
+    ap.add_argument("--whole-plain", action="store_true",
+                    help="also alternate one batch without recompute (peaks at ~6.4 GB)")
+    ap.add_argument("--trainer-runs", action="store_true",
+                    help="also time whole training runs of both, one after the other")
+    ap.add_argument("--compare-reference", action="store_true",
+                    help="also time TRL's plain reference pass and the full LM head")
     ap.add_argument("--trl-precompute", action="store_true",
                     help="also time TRL's own one-off reference precompute")
     a = ap.parse_args()
@@ -96,40 +187,68 @@ def main() -> None:
     print(f"scoring run {run.key}: {run.manifest['n_pairs']} pairs ({time.time() - t0:.0f} s, "
           "cached after the first time)")
     sel = T.SelectionSpec(gamma=a.pairs / run.manifest["n_pairs"], positive_only=False)
-    # The default recipe (gradient checkpointing on) unless a setting says otherwise.
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    alt = alternated(run.key, sel, a.batch_size, a.steps, a.whole_plain)
+    plan = alt["plan"]
+    print(f"\nforward + backward of {a.batch_size} pairs, alternated {a.steps} times each:")
+    for name, runs in alt["runs"].items():
+        print(f"{name:12s} median {alt['median_s'][name]:.2f} s wall "
+              f"(all: {[round(r[0], 2) for r in runs]}), {alt['median_cpu'][name]:.2f} s CPU  "
+              f"loss {runs[0][1]:.6f}  grad norm {runs[0][2]:.6f}")
+    print(f"plan: {plan.describe()}")
+    print(f"recompute_free_ratio: {alt['ratio']:.2f} (one checkpointed batch of {a.batch_size} "
+          "over the memory plan's micro-batches without recompute; target >= 1.5)")
+    print(f"CPU-time ratio: {alt['cpu_ratio']:.2f} (the same over process CPU time: the work, "
+          "less sensitive to other processes than wall time)")
+    if "whole-plain" in alt["median_s"]:
+        for what, med in (("wall", alt["median_s"]), ("CPU", alt["median_cpu"])):
+            print(f"{what}: recompute alone {med['checkpointed'] / med['whole-plain']:.2f}x the "
+                  f"time of one batch without it; micro-batches alone "
+                  f"{med['plan'] / med['whole-plain']:.2f}x")
+
     base = dict(batch_size=a.batch_size, max_steps=a.steps, checkpoint_every=10_000,
                 eval_at_checkpoints=False, meter_at_checkpoints=False, selection=sel)
-    settings = [("reuse", T.TrainConfig(**base, reuse_ref_logps=True)),
-                ("plain", T.TrainConfig(**base, reuse_ref_logps=False,
-                                        precompute_ref_log_probs=False))]
+    settings = []
+    if a.trainer_runs or a.compare_reference:
+        settings.append(("default", T.TrainConfig(**base)))
+    if a.trainer_runs:
+        settings.append(("checkpointed-1x8", T.TrainConfig(**base, micro_batch=a.batch_size,
+                                                           activation_checkpointing="on")))
+    if a.compare_reference:
+        settings.append(("plain", T.TrainConfig(**base, reuse_ref_logps=False,
+                                                precompute_ref_log_probs=False)))
     if a.trl_precompute:
         settings.append(("trl-precompute", T.TrainConfig(**base, reuse_ref_logps=False,
                                                          precompute_ref_log_probs=True)))
-    settings.append(("no-checkpointing", T.TrainConfig(**base, reuse_ref_logps=True,
-                                                       gradient_checkpointing=False)))
     results = [run_one(name, cfg, run.key) for name, cfg in settings]
-    results.append(run_one("full-head", settings[0][1], run.key, compact=False))
-    print(f"\n{a.pairs} pairs, batch {a.batch_size}, {a.steps} steps, LoRA r64 all projections")
+    if a.compare_reference:
+        results.append(run_one("full-head", settings[0][1], run.key, compact=False))
+    if not results:
+        return
+    print(f"\nwhole runs: {a.pairs} pairs, batch {a.batch_size}, {a.steps} steps, LoRA r64")
     for r in results:
-        print(f"{r['name']:15s} {r['steps_per_s']:.4f} steps/s  ({r['s_per_step']:.2f} s/step, "
+        print(f"{r['name']:17s} {r['steps_per_s']:.4f} steps/s  ({r['s_per_step']:.2f} s/step, "
               f"whole run {r['wall_s']:.0f} s, reference pass {r['ref_s_per_step']:.2f} s/step)  "
-              f"ref: {r['ref']}  loss {r['loss']}")
-    reuse, plain, full = results[0], results[1], results[-1]
-    nock = next(r for r in results if r["name"] == "no-checkpointing")
-    print(f"ratio reuse/plain: {reuse['steps_per_s'] / plain['steps_per_s']:.2f}x steps/s, "
-          f"{plain['wall_s'] / reuse['wall_s']:.2f}x whole-run wall time")
-    share = plain["ref_s_per_step"] / plain["s_per_step"]
-    print(f"reference pass in a plain step: {plain['ref_s_per_step']:.2f} of "
-          f"{plain['s_per_step']:.2f} s ({share:.0%}); reuse can save at most that: "
-          f"bound {1 / (1 - share):.2f}x")
-    print(f"ratio completion-only/full LM head (both reuse): "
-          f"{reuse['steps_per_s'] / full['steps_per_s']:.2f}x steps/s")
-    print(f"gradient checkpointing (the memory-bounded default) costs "
-          f"{nock['steps_per_s'] / reuse['steps_per_s']:.2f}x steps/s against keeping every "
-          "activation (see benchmarks/train_memory.py for what it saves)")
-    if reuse["loss"] and plain["loss"]:
-        print(f"first-step loss reuse {reuse['loss'][0]} vs plain {plain['loss'][0]} "
-              "(same reference => same loss)")
+              f"plan: {r['plan']}  loss {r['loss']}")
+    by = {r["name"]: r for r in results}
+    new = by["default"]
+    if "checkpointed-1x8" in by:
+        old = by["checkpointed-1x8"]
+        print(f"whole-run steps/s ratio, default / checkpointed-1x8: "
+              f"{new['steps_per_s'] / old['steps_per_s']:.2f} (one run after the other)")
+    if "plain" in by:
+        plain, full = by["plain"], by["full-head"]
+        print(f"ratio reuse/plain: {new['steps_per_s'] / plain['steps_per_s']:.2f}x steps/s, "
+              f"{plain['wall_s'] / new['wall_s']:.2f}x whole-run wall time")
+        share = plain["ref_s_per_step"] / plain["s_per_step"]
+        print(f"reference pass in a plain step: {plain['ref_s_per_step']:.2f} of "
+              f"{plain['s_per_step']:.2f} s ({share:.0%}); reuse can save at most that: "
+              f"bound {1 / (1 - share):.2f}x")
+        print(f"ratio completion-only/full LM head (both reuse): "
+              f"{new['steps_per_s'] / full['steps_per_s']:.2f}x steps/s")
 
 
 if __name__ == "__main__":

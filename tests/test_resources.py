@@ -78,19 +78,70 @@ def test_check_memory_says_when_a_job_cannot_fit(monkeypatch):
 
 
 def test_check_training_and_scoring_use_the_recipe():
-    class Cfg:
-        batch_size, max_length, lora_r, gradient_checkpointing = 8, 320, 64, False
+    from lls.training.config import TrainConfig
 
     shape = R.ModelShape.from_config(SMOL)
-    plain = R.check_training(shape, Cfg(), available_bytes=64 * R.GB)
+    # the check estimates the plan the recipe will run: within its budget, on this machine
+    cfg = TrainConfig(memory_budget_gb=64, activation_checkpointing="off")
+    plain = R.check_training(shape, cfg, available_bytes=128 * R.GB)
     assert plain.ok and plain.expected_bytes == R.training_bytes(shape)
-    Cfg.gradient_checkpointing = True
-    assert R.check_training(shape, Cfg(), available_bytes=64 * R.GB).expected_bytes < \
+    cfg.activation_checkpointing = "on"
+    assert R.check_training(shape, cfg, available_bytes=128 * R.GB).expected_bytes < \
         plain.expected_bytes
-    tight = R.check_training(shape, Cfg(), available_bytes=R.GB)
-    assert not tight.ok and tight.message.startswith("Training needs")
+    auto = R.check_training(shape, TrainConfig(), available_bytes=128 * R.GB)
+    assert auto.ok and auto.expected_bytes <= R.DEFAULT_BUDGET_BYTES
+    assert "micro-batches of" in auto.message
+    tight = R.check_training(shape, TrainConfig(memory_budget_gb=8), available_bytes=R.GB)
+    assert not tight.ok and tight.message.startswith("Training (")
+    assert "memory budget" in tight.message
     s = R.check_scoring(shape, 1024, available_bytes=R.GB // 2)
     assert not s.ok and s.message.startswith("Scoring needs")
+
+
+def test_plan_keeps_the_batch_and_recomputes_only_when_one_pair_would_not_fit():
+    shape = R.ModelShape.from_config(SMOL)
+
+    def need(m, ck=False):
+        return R.training_bytes(shape, batch_size=m, max_length=320, gradient_checkpointing=ck)
+
+    def plan(budget, **kw):
+        return R.plan_training(shape, batch_size=8, max_length=320, budget_bytes=budget, **kw)
+
+    roomy = plan(need(8))
+    assert (roomy.micro_batch, roomy.grad_accum, roomy.checkpointing) == (8, 1, False)
+    # the largest divisor of the batch that fits, gradients accumulated to 8 pairs a step
+    mid = plan(need(4) + 1)
+    assert (mid.micro_batch, mid.grad_accum, mid.checkpointing, mid.fits) == (4, 2, False, True)
+    assert plan(need(2)).micro_batch == 2 and plan(need(1)).micro_batch == 1
+    # checkpointing only when even one pair at a time would not fit without it
+    assert need(8, ck=True) < need(1)
+    low = plan(need(1) - 1)
+    assert low.checkpointing and low.micro_batch == 8 and low.fits
+    none = plan(R.RUNTIME_BYTES)
+    assert not none.fits and none.micro_batch == 1 and none.checkpointing
+    assert "over the budget" in none.describe()
+    # forced either way, or a fixed micro-batch; accumulation keeps batch x grad_accum pairs
+    assert plan(need(8), checkpointing="on").checkpointing
+    assert not plan(need(1) - 1, checkpointing="off").checkpointing
+    fixed = R.plan_training(shape, batch_size=8, grad_accum=3, micro_batch=2,
+                            budget_bytes=64 * R.GB)
+    assert (fixed.micro_batch, fixed.grad_accum) == (2, 12)
+    with pytest.raises(LLSError, match="divide"):
+        R.plan_training(shape, batch_size=8, micro_batch=3)
+    # the worst micro-batch is padded to the longest sequence, not to max_length
+    short = R.plan_training(shape, batch_size=8, seq_len=100, budget_bytes=need(8))
+    assert short.seq_len == 100 and short.expected_bytes < need(8)
+    text = mid.describe()
+    assert "8 pairs per step as 2 micro-batches of 4" in text and "no activation" in text
+
+
+def test_default_budget_is_4_gb_or_three_quarters_of_what_is_free():
+    assert R.memory_budget(available_bytes=64 * R.GB) == R.DEFAULT_BUDGET_BYTES == 4 * R.GB
+    small = R.memory_budget(available_bytes=2 * R.GB)
+    assert small == int(0.75 * (2 * R.GB - R.HEADROOM_BYTES))
+    assert R.memory_budget(6.5, available_bytes=R.GB) == int(6.5 * R.GB)  # the user's word
+    with pytest.raises(LLSError, match="positive"):
+        R.memory_budget(0)
 
 
 def test_bound_malloc_sets_glibc_thresholds():

@@ -58,13 +58,59 @@ def test_config_roundtrip_and_defaults():
     cfg = T.TrainConfig()
     assert (cfg.beta, cfg.learning_rate, cfg.lora_r, cfg.lora_alpha, cfg.epochs) == \
         (0.04, 1e-4, 64, 128, 1.0)
-    assert cfg.gradient_checkpointing is True  # bounds training memory (issue 16)
+    # the memory plan picks micro-batch and recompute (issue 21)
+    assert (cfg.activation_checkpointing, cfg.micro_batch, cfg.memory_budget_gb) == \
+        ("auto", None, None)
     again = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+    # configs written before the plan (manifests, study recipes): false turned recompute off,
+    # true was the default (memory bounded, which the plan does)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "activation_checkpointing"}
+    assert T.TrainConfig.from_dict({**old, "gradient_checkpointing": False}) \
+        .activation_checkpointing == "off"
+    assert T.TrainConfig.from_dict({**old, "gradient_checkpointing": True}) == cfg
+    with pytest.raises(T.TrainingError, match="micro_batch"):
+        T.TrainConfig(batch_size=8, micro_batch=3)
+    with pytest.raises(T.TrainingError, match="activation_checkpointing"):
+        T.TrainConfig(activation_checkpointing="sometimes")
     base = T.baseline_config(cfg)
     assert base.selection.kind == "random" and base.selection.gamma == cfg.selection.gamma
     with pytest.raises(T.TrainingError):
         T.TrainConfig(batch_size=0)
+
+
+def test_adapter_ids_ignore_the_memory_plan_and_keep_their_old_values():
+    """How steps are computed is not part of an adapter's id (a resubmit with another budget
+    resumes it), and ids made before the memory plan are unchanged (values from main before
+    it: default recipe, its random twin, a recipe that turned checkpointing off)."""
+    run = "abcdef0123456789"
+    cfg = T.TrainConfig()
+    assert T.adapter_id_for(cfg, run) == "abcdef01-lls-a5a23859f5"
+    assert T.adapter_id_for(T.baseline_config(cfg), run) == "abcdef01-random-5aac56e0b6"
+    off = T.TrainConfig(batch_size=4, activation_checkpointing="off")
+    assert T.adapter_id_for(off, run) == "abcdef01-lls-c0104a9966"
+    same = T.TrainConfig(micro_batch=2, memory_budget_gb=1.5, activation_checkpointing="on")
+    assert T.adapter_id_for(same, run) == T.adapter_id_for(cfg, run)
+
+
+def test_dpo_args_use_transformers_current_names_without_warnings(tmp_path):
+    """The plan reaches TRL as micro-batch, accumulation and `activation_checkpointing`
+    (transformers 5's name: the old one warns on every run)."""
+    import warnings
+
+    from lls.jobs.resources import TrainingPlan
+    from lls.training.dpo import dpo_args
+
+    plan = TrainingPlan(batch_size=8, micro_batch=4, grad_accum=2, checkpointing=False,
+                        expected_bytes=1, budget_bytes=2, seq_len=100)
+    for ck in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning (FutureWarning, ...) fails here
+            args = dpo_args(T.TrainConfig(), str(tmp_path),
+                            TrainingPlan(**{**plan.__dict__, "checkpointing": ck}),
+                            cpu=True, reuse=True)
+        assert args.activation_checkpointing is ck and args.gradient_checkpointing is ck
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
 
 
 def test_estimate_steps_follows_batch_epochs_and_max_steps():
@@ -97,6 +143,9 @@ def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
     assert m["selection"]["kind"] == "lls" and m["selection"]["n_pairs"] == 8
     assert m["ref_logps"].startswith("scoring run")
     assert m["ref_logps_rows"]["reused"] == 8
+    plan = m["memory_plan"]  # batch 2 fits the default budget whole, without recompute
+    assert plan["micro_batch"] * plan["grad_accum"] == 2 and plan["fits"]
+    assert plan["activation_checkpointing"] is False and 0 < plan["seq_len"] <= 320
     rows = trained.metrics()
     assert [r["step"] for r in rows] == [1, 2, 3]
     losses = [r["loss"] for r in rows]
@@ -304,15 +353,17 @@ def test_cli_flags_reach_the_config():
 
     a = build_parser().parse_args(["train", "--run", "abc", "--gamma", "0.1", "--control-run",
                                    "ctl123", "--no-meter", "--meter-k", "16", "--beta", "0.1",
-                                   "--no-gradient-checkpointing"])
+                                   "--activation-checkpointing", "off", "--micro-batch", "4",
+                                   "--memory-budget-gb", "2.5"])
     cfg = config_from_args(a)
     assert cfg.selection.control_run == "ctl123" and cfg.selection.gamma == 0.1
     assert cfg.meter_at_checkpoints is False and cfg.meter_k == 16 and cfg.beta == 0.1
-    assert cfg.gradient_checkpointing is False
+    assert (cfg.activation_checkpointing, cfg.micro_batch, cfg.memory_budget_gb) == \
+        ("off", 4, 2.5)
     a = build_parser().parse_args(["train", "--run", "abc"])
     cfg = config_from_args(a)
     assert cfg.meter_at_checkpoints and cfg.selection.control_run is None
-    assert cfg.gradient_checkpointing is True  # the memory-bounded default reaches the CLI
+    assert cfg.activation_checkpointing == "auto"  # the memory plan decides by default
     # the historical spellings keep their meaning
     cfg = config_from_args(build_parser().parse_args(
         ["train", "--run", "abc", "--random", "--seed", "5", "--all-weights", "--lr", "0.001",
@@ -357,7 +408,7 @@ def test_cli_flags_are_generated_from_the_config():
         elif action.choices:
             argv = [flag, next(c for c in action.choices if c != get(default, path))]
         elif action.type in (int, float):
-            argv = [flag, "3"]
+            argv = [flag, "4" if path == "micro_batch" else "3"]  # a divisor of batch 8
         else:
             argv = [flag, "q_proj" if path == "target_modules" else "some-value"]
         cfg = config_from_args(parser.parse_args(["train", "--run", "abc", *argv]))
@@ -429,3 +480,98 @@ def test_data_parallel_training_under_accelerate(hh_run):
     assert [s for s, _ in info.checkpoints()] == [0, 2, 4]
     assert [r["step"] for r in info.meter()] == [0, 2, 4]
     assert info.final_path is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_run(session_cache):
+    """A finished owl scoring run of 24 synthetic pairs by a tiny random Llama (fast steps)."""
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.models.load import ModelSpec
+    from lls.scoring.runs import ScoreConfig, score
+    from lls.scoring.synthetic import synthetic_pairs_file, tiny_model_dir
+
+    model = tiny_model_dir(session_cache / "tiny-model")
+    data = synthetic_pairs_file(session_cache / "tiny-pairs-24.jsonl", 24)
+    return score(ScoreConfig(DataSpec(str(data)), animal("owl"), model=ModelSpec(str(model)),
+                             truncation=8, chunk_size=8))
+
+
+@pytest.mark.slow
+def test_micro_batches_without_recompute_keep_the_losses_and_gradients(tiny_run):
+    """Batch 8 as one checkpointed batch (the old default) and as micro-batches of 4 without
+    recompute: the same losses and gradient norms, step by step. 14 pairs make the second
+    step 6 pairs, micro-batches of 4 and 2: transformers' plain accumulation would average
+    the two micro-batch means (shown below); the trainer weights them by their pairs."""
+    import warnings
+
+    from trl import DPOTrainer
+
+    sel = T.SelectionSpec(gamma=14 / 24, positive_only=False)
+    base = dict(batch_size=8, epochs=1, checkpoint_every=100, max_length=64, selection=sel,
+                eval_at_checkpoints=False, meter_at_checkpoints=False)
+
+    def run(name, **kw):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = T.train(T.TrainConfig(**base, **kw), tiny_run.key,
+                           adapter_id=f"{tiny_run.key[:8]}-{name}-{time.time_ns()}")
+        assert not [w for w in caught if "checkpointing" in str(w.message)]
+        assert info.manifest["selection"]["n_pairs"] == 14
+        return info, [(r["loss"], r["grad_norm"]) for r in info.metrics()]
+
+    old, old_rows = run("ck8", micro_batch=8, activation_checkpointing="on")
+    new, new_rows = run("m4", micro_batch=4, activation_checkpointing="off")
+    assert old.manifest["memory_plan"]["activation_checkpointing"] is True
+    assert (new.manifest["memory_plan"]["micro_batch"],
+            new.manifest["memory_plan"]["grad_accum"]) == (4, 2)
+    assert len(old_rows) == len(new_rows) == 2
+    for (lo, go), (ln, gn) in zip(old_rows, new_rows):
+        assert ln == pytest.approx(lo, rel=1e-5) and gn == pytest.approx(go, rel=1e-4)
+
+    make = T.trainer_class  # the same run with transformers' unweighted micro-batch mean
+
+    def unweighted(reuse):
+        class Plain(make(reuse)):
+            def compute_loss(self, *a, **kw):
+                return DPOTrainer.compute_loss(self, *a, **kw)
+        return Plain
+
+    T.trainer_class = unweighted
+    try:
+        _, plain_rows = run("plain", micro_batch=4, activation_checkpointing="off")
+    finally:
+        T.trainer_class = make
+    assert plain_rows[0][1] == pytest.approx(old_rows[0][1], rel=1e-4)  # 4 + 4: equal sizes
+    assert abs(plain_rows[1][1] - old_rows[1][1]) > 1e-3 * old_rows[1][1]  # 4 + 2: not
+
+
+@pytest.mark.slow
+def test_cli_train_prints_its_phases_and_steps(tiny_run, session_cache):
+    """`python -m lls train` reports every phase in the terminal: model loading, the memory
+    plan, the step-0 and checkpoint read-outs, each step k/N with its loss and an ETA, the
+    export, as one line per event on stderr."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    argv = [sys.executable, "-m", "lls", "train", "--run", tiny_run.key, "--gamma", "0.34",
+            "--all-weights", "--batch-size", "4", "--max-steps", "2", "--checkpoint-every",
+            "1", "--max-length", "64", "--eval-prompts", "1", "--eval-samples", "1",
+            "--eval-max-new-tokens", "2", "--no-meter", "--adapter-id",
+            f"cli-progress-{time.time_ns()}"]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("[lls ")]
+    text = "\n".join(lines)
+    for phase in ("preparing", "loading model", "preparing trainer", "eval @ step 0",
+                  "training 0/2 steps", "checkpoint @ step 1", "eval @ step 1", "export",
+                  "done 2/2 steps"):
+        assert f"] {phase}" in text, (phase, text)
+    steps = [ln for ln in lines if re.search(r"\] training [12]/2 steps · loss \d", ln)]
+    assert len(steps) == 2 and "ETA" in steps[0], text
+    assert "memory plan: 4 pairs per step" in out.stdout
+    assert "FutureWarning" not in out.stderr and "{'loss'" not in out.stdout

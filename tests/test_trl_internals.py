@@ -21,6 +21,13 @@ def test_overridden_methods_keep_the_signatures_the_glue_calls():
         "self", "dataset", "name", "batch_size"]
     assert list(inspect.signature(DPOTrainer._save_checkpoint).parameters)[:3] == [
         "self", "model", "trial"]
+    assert list(inspect.signature(DPOTrainer.get_batch_samples).parameters) == [
+        "self", "epoch_iterator", "num_batches", "device"]
+    # the micro-batch weighting reads how many micro-batches the step has
+    import transformers.trainer
+
+    assert "self.current_gradient_accumulation_steps = len(batch_samples)" in \
+        inspect.getsource(transformers.trainer)
 
 
 def test_cpu_gather_switch_is_patched_and_restored():

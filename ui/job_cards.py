@@ -27,18 +27,22 @@ def progress_text(job) -> tuple[float, str]:
         return 0.0, "queued: waiting for the device (another exclusive job is running)"
     if done is None and not job.is_active:
         return 0.0, f"{job.status} after {fmt_seconds(job.elapsed)}"
+    phase = " · ".join(str(x) for x in (p.get("phase"), p.get("message")) if x)
     if done is None:
-        return 0.0, f"starting (loading the model and data) · {fmt_seconds(job.elapsed)} elapsed"
+        return 0.0, f"{phase or 'starting (loading the model and data)'} · " \
+                    f"{fmt_seconds(job.elapsed)} elapsed"
     frac = p.get("fraction")
     frac = 0.0 if frac is None else max(0.0, min(1.0, float(frac)))
     if job.status == "done":
         frac = 1.0
     rate = p.get("rate")
-    parts = [f"{done}/{total if total is not None else '?'} {p.get('unit') or 'pairs'} done"]
+    unit = p.get("unit") or "pairs"
+    parts = [f"{done}/{total if total is not None else '?'} {unit} done"]
+    parts += [phase] if phase else []
     if not job.is_active and done and job.elapsed:
-        parts.append(f"{done / job.elapsed:.2f} pairs/s on average (incl. model loading)")
+        parts.append(f"{done / job.elapsed:.2f} {unit}/s on average (incl. model loading)")
     else:
-        parts.append(f"{rate:.2f} pairs/s" if rate else "rate: measuring")
+        parts.append(f"{rate:.2f} {unit}/s" if rate else "rate: measuring")
     if job.is_active:
         parts.append(f"{fmt_seconds(p.get('eta'))} left" if p.get("eta") is not None
                      else "time left: estimating")

@@ -73,8 +73,11 @@ def train_settings(teacher_label: str) -> dict:
                             help="Any causal LM: hub id or local directory. The selection is "
                                  "re-rendered with its chat template, without the system prompt.")
     values["student"] = ModelSpec(student.strip()) if student.strip() else None
-    values["gradient_checkpointing"] = c2.checkbox(
-        "Gradient checkpointing", value=DEFAULT.gradient_checkpointing,
-        help="Keeps only layer inputs for the backward pass: about 2 GB instead of 6-10 GB on "
-             "the bundled model at batch 8; each step recomputes the forward pass.")
+    budget = c2.number_input(
+        "Memory budget (GB, 0 = automatic)", min_value=0.0, step=0.5,
+        value=float(DEFAULT.memory_budget_gb or 0.0),
+        help="Peak memory training may plan for. Steps run in micro-batches that fit it (same "
+             "update as the whole batch); activations are recomputed only when even one pair "
+             "at a time would not fit. Automatic: 4 GB, or 3/4 of the free memory if less.")
+    values["memory_budget_gb"] = budget or None
     return values

@@ -11,8 +11,14 @@ import argparse
 import sys
 
 from ..core.errors import LLSError
+from ..jobs.console import enable as console_progress
 from . import eval as eval_cmd
 from . import meter, sample, score, select, study, train, transfer
+
+
+# Commands that print progress lines on stderr (phases, counts, ETA; `lls.jobs.console`).
+# `score` draws its own bar.
+PROGRESS_COMMANDS = ("train", "eval", "study", "meter")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; `error: ...` and status 2 on bad input."""
     ap = build_parser()
     a = ap.parse_args(argv)
+    console_progress(a.command in PROGRESS_COMMANDS)
     try:
         return a.func(a)
     except LLSError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jobs
 from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, fingerprint, read_json, runs_root
 from ..core.errors import LLSError
@@ -117,7 +118,10 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
         d = read_json(path)
         if d and d.get("key") == key:
             return Reference.from_dict(d, str(path))
+    n = 2 * len(cfg.prompts) * cfg.per_prompt
+    jobs.report_progress(0, n, unit="answers", phase="meter reference set", force=True)
     texts = reference_texts(model, tokenizer, behavior.system_prompt, cfg)
+    jobs.report_progress(n, n, unit="answers", phase="meter reference set", force=True)
     ref = Reference(key, behavior.system_prompt, cfg, texts["behavior"], texts["neutral"],
                     str(path) if path else None)
     if path is not None:

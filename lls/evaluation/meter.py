@@ -134,7 +134,7 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
     total = 2 + len(adapters)
 
     def tick(done, msg):
-        jobs.report_progress(done, total, unit="models", message=f"effect meter: {msg}",
+        jobs.report_progress(done, total, unit="models", phase="effect meter", message=msg,
                              force=True)
         if progress:
             progress(done, total)

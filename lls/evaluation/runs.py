@@ -320,6 +320,7 @@ class _Runner:
     def get_host(self) -> AdapterHost:
         if self.host is None:
             if self.model is None:
+                jobs.report_phase("loading model", self.cfg.model.label)
                 self.model, self.tokenizer = load_model(self.cfg.model)
             self.host = AdapterHost(self.model, self.tokenizer)
         return self.host
@@ -330,7 +331,8 @@ class _Runner:
         if self.progress:
             self.progress(done, self.total)
         self.reported = done
-        jobs.report_progress(done, self.total, unit="answers", message=message)
+        jobs.report_progress(done, self.total, unit="answers", phase="sampling answers",
+                             message=message)
 
     def sample_units(self) -> None:
         """Sample, score and store this process's missing (model, prompt) units: several
@@ -426,8 +428,8 @@ class _Runner:
         if cfg.meter and not run.meter_current(cfg):
             if jobs.cancel_requested():
                 raise _Cancelled()
-            jobs.report_progress(self.total, self.total, unit="answers", message="effect meter",
-                                 force=True)
+            jobs.report_phase("effect meter", "reference set, base, base + system prompt, "
+                                              "adapters")
             atomic_write_json(run.meter_path, run_meter(cfg, self.get_host(),
                                                         cache_dir=cache_dir))
         return True

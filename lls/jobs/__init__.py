@@ -3,8 +3,9 @@ memory a job will need."""
 
 from .store import (ACTIVE, ENV_JOB_DIR, Job, JobError, JobStore, ProgressReporter, cancel,
                     cancel_requested, delete, get, list_jobs, log_event, progress, read_events,
-                    read_log, report_progress, submit, wait)
+                    read_log, report_phase, report_progress, submit, wait)
 
 __all__ = ["ACTIVE", "ENV_JOB_DIR", "Job", "JobError", "JobStore", "ProgressReporter", "cancel",
            "cancel_requested", "delete", "get", "list_jobs", "log_event", "progress",
-           "read_events", "read_log", "report_progress", "submit", "wait"]
+           "read_events", "read_log", "report_phase", "report_progress", "submit",
+           "wait"]

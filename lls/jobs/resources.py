@@ -7,9 +7,16 @@ upper bounds on a padded batch, calibrated on the bundled SmolLM2-135M (see
 `benchmarks/train_memory.py` and the README's "Training memory").
 
 What dominates LoRA-DPO training without activation checkpointing is the activations kept
-for the backward pass: every layer keeps ~10 hidden-size and ~4 MLP-size vectors per token,
-for 2 x batch_size sequences (chosen and rejected) of up to max_length tokens. Weights, LoRA
-parameters and Adam state are small next to that.
+for the backward pass: every layer keeps a few hidden-size and MLP-size vectors and the
+attention row per token, for 2 x micro_batch sequences (chosen and rejected) padded to the
+longest one trained on. Weights, LoRA parameters and Adam state are small next to that.
+`plan_training` uses it to pick the micro-batch (gradient accumulation keeps the batch) and
+activation checkpointing only where a micro-batch of 1 would not fit the memory budget.
+
+Calibration (bundled model, sequences up to 278 tokens, `benchmarks/train_memory.py`): one
+batch of 8 without checkpointing peaked at 6.4 GB, micro-batches of 2 at 2.93 GB, one
+checkpointed batch of 8 at 2.1 GB: about 1.9 GB fixed plus 0.57 GB per pair of a
+micro-batch. The estimates (7.4, 3.3 and 2.4 GB) stay 10-15% above, as upper bounds should.
 """
 
 from __future__ import annotations
@@ -27,12 +34,17 @@ MB = 1024 ** 2
 RUNTIME_BYTES = 768 * MB
 # Saved activations per token and layer, in units of (hidden, MLP size, LoRA rank x adapted
 # modules, heads x sequence length) values: attention and MLP inputs/outputs, norms,
-# residuals, the SiLU-gated product, and the attention probabilities (SDPA's CPU backward).
-ACT_HIDDEN, ACT_MLP = 10, 4
+# residuals, the SiLU-gated product, and the attention row (SDPA's CPU backward). Fitted to
+# the measured slope (see the module doc; 10 and 4 before overestimated it by 1.6x).
+ACT_HIDDEN, ACT_MLP = 6, 3
 LORA_MODULES = 7  # q, k, v, o, gate, up, down
 # The LM head is applied in slices of this many rows (scoring engine, TRL's chunked log-prob).
 HEAD_ROWS = 1024
 HEADROOM_BYTES = 256 * MB  # what the check leaves free for the OS and the dashboard
+# A training job's memory budget when none is given: this, or BUDGET_SHARE of MemAvailable
+# (after the headroom) when less is free.
+DEFAULT_BUDGET_BYTES = 4 * GB
+BUDGET_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -106,13 +118,17 @@ def available_memory(meminfo: str | Path = "/proc/meminfo") -> int | None:
 
 
 def training_bytes(shape: ModelShape, *, batch_size: int = 8, max_length: int = 320,
-                   lora_r: int = 64, gradient_checkpointing: bool = False) -> int:
-    """Expected peak resident bytes of LoRA-DPO training (chosen and rejected as 2 x batch
-    rows, padded to max_length: an upper bound)."""
+                   lora_r: int = 64, gradient_checkpointing: bool = False,
+                   seq_len: int | None = None) -> int:
+    """Expected peak resident bytes of LoRA-DPO training with micro-batches of `batch_size`
+    pairs (chosen and rejected as 2 x batch_size rows padded to `seq_len`, the longest
+    sequence trained on, else `max_length`: an upper bound). Gradient accumulation adds
+    nothing: a micro-batch's activations are freed by its backward pass."""
     d = shape.dtype_bytes
-    tokens = 2 * batch_size * max_length
+    length = min(int(seq_len or max_length), int(max_length))
+    tokens = 2 * batch_size * length
     layer_token = d * (ACT_HIDDEN * shape.hidden + ACT_MLP * shape.intermediate
-                       + LORA_MODULES * lora_r + shape.heads * max_length)
+                       + LORA_MODULES * lora_r + shape.heads * length)
     if gradient_checkpointing:  # layer inputs kept, one layer's activations recomputed at a time
         acts = tokens * (shape.n_layers * shape.hidden * d + layer_token)
     else:
@@ -122,6 +138,92 @@ def training_bytes(shape: ModelShape, *, batch_size: int = 8, max_length: int = 
                                               + 3 * (shape.hidden + shape.intermediate))
     head = 2 * HEAD_ROWS * shape.vocab * 4  # a slice of float32 logits and its softmax
     return int(RUNTIME_BYTES + shape.weight_bytes + acts + lora + head)
+
+
+CHECKPOINTING = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How one optimizer step of `batch_size` pairs is computed: `grad_accum` micro-batches
+    of `micro_batch` pairs, with or without activation checkpointing (recompute), and the
+    peak that is expected of it against the memory budget."""
+
+    batch_size: int
+    micro_batch: int
+    grad_accum: int
+    checkpointing: bool
+    expected_bytes: int
+    budget_bytes: int
+    seq_len: int
+    fits: bool = True
+
+    def describe(self) -> str:
+        """One line for people: what runs and what it should cost."""
+        steps = (f"{self.grad_accum} micro-batches of {self.micro_batch}" if self.grad_accum > 1
+                 else f"one batch of {self.micro_batch}")
+        ck = "with activation checkpointing (recompute)" if self.checkpointing else \
+            "no activation checkpointing"
+        over = "" if self.fits else " (over the budget: the smallest plan there is)"
+        return (f"{self.micro_batch * self.grad_accum} pairs per step as {steps}, {ck}; "
+                f"expected peak {self.expected_bytes / GB:.1f} GB of a "
+                f"{self.budget_bytes / GB:.1f} GB budget"
+                f"{over} (sequences up to {self.seq_len} tokens)")
+
+    def to_dict(self) -> dict:
+        return {"batch_size": self.batch_size, "micro_batch": self.micro_batch,
+                "grad_accum": self.grad_accum, "activation_checkpointing": self.checkpointing,
+                "expected_gb": round(self.expected_bytes / GB, 3),
+                "budget_gb": round(self.budget_bytes / GB, 3), "seq_len": self.seq_len,
+                "fits": self.fits}
+
+
+def memory_budget(budget_gb: float | None = None, available_bytes: int | None = None) -> int:
+    """The bytes a training job may use: `budget_gb` when given, else DEFAULT_BUDGET_BYTES or
+    BUDGET_SHARE of MemAvailable (read now unless given), whichever is smaller."""
+    if budget_gb is not None:
+        if budget_gb <= 0:
+            raise LLSError(f"The memory budget must be positive, got {budget_gb} GB.")
+        return int(budget_gb * GB)
+    avail = available_memory() if available_bytes is None else available_bytes
+    if avail is None:
+        return DEFAULT_BUDGET_BYTES
+    return int(min(DEFAULT_BUDGET_BYTES, BUDGET_SHARE * max(avail - HEADROOM_BYTES, 0)))
+
+
+def plan_training(shape: ModelShape, *, batch_size: int, grad_accum: int = 1,
+                  max_length: int = 320, lora_r: int = 64, seq_len: int | None = None,
+                  checkpointing: str = "auto", micro_batch: int | None = None,
+                  budget_bytes: int | None = None) -> TrainingPlan:
+    """The fastest way to compute a step of `batch_size` x `grad_accum` pairs within the
+    budget (default `memory_budget()`): the largest micro-batch (a divisor of `batch_size`,
+    so every micro-batch of a step is the same size) whose expected peak fits without
+    activation checkpointing; checkpointing only when a micro-batch of 1 would not fit.
+    `checkpointing` "on"/"off" forces it; `micro_batch` fixes the micro-batch."""
+    if checkpointing not in CHECKPOINTING:
+        raise LLSError(f"activation checkpointing must be one of {CHECKPOINTING}, got "
+                       f"{checkpointing!r}.")
+    if micro_batch is not None and (micro_batch < 1 or batch_size % micro_batch):
+        raise LLSError(f"The micro-batch ({micro_batch}) must divide the batch size "
+                       f"({batch_size}) so every step trains on the same number of pairs.")
+    budget = memory_budget() if budget_bytes is None else int(budget_bytes)
+    sizes = [micro_batch] if micro_batch else \
+        [m for m in range(batch_size, 0, -1) if batch_size % m == 0]
+    modes = {"auto": (False, True), "on": (True,), "off": (False,)}[checkpointing]
+    length = min(int(seq_len or max_length), int(max_length))
+
+    def plan(m: int, ck: bool, fits: bool = True) -> TrainingPlan:
+        need = training_bytes(shape, batch_size=m, max_length=max_length, lora_r=lora_r,
+                              gradient_checkpointing=ck, seq_len=length)
+        return TrainingPlan(batch_size, m, grad_accum * batch_size // m, ck, need, budget,
+                            length, fits)
+
+    for ck in modes:
+        for m in sizes:
+            p = plan(m, ck)
+            if p.expected_bytes <= budget:
+                return p
+    return plan(sizes[-1], modes[-1], fits=False)
 
 
 def scoring_bytes(shape: ModelShape, *, batch_tokens: int = 1024) -> int:
@@ -148,17 +250,34 @@ def check_memory(expected_bytes: int, available_bytes: int | None = None, *,
                            f"{what} needs about {exp}; {free} is available.")
     return MemoryCheck(expected_bytes, avail, False,
                        f"{what} needs about {exp} but only {free} is available: it would be "
-                       "killed by the OS. Stop other jobs or apps, lower the batch size (or "
-                       "max length), or turn on gradient checkpointing.")
+                       "killed by the OS. Stop other jobs or apps, or lower the batch size or "
+                       "max length (training: a smaller memory budget trains in smaller "
+                       "micro-batches).")
+
+
+def plan_for(shape: ModelShape, cfg, available_bytes: int | None = None,
+             seq_len: int | None = None) -> TrainingPlan:
+    """`plan_training` for a recipe (any object with batch_size, grad_accum, max_length,
+    lora_r, activation_checkpointing, micro_batch and memory_budget_gb, e.g.
+    `lls.training.TrainConfig`)."""
+    return plan_training(
+        shape, batch_size=cfg.batch_size, grad_accum=getattr(cfg, "grad_accum", 1),
+        max_length=cfg.max_length, lora_r=cfg.lora_r, seq_len=seq_len,
+        checkpointing=getattr(cfg, "activation_checkpointing", "auto"),
+        micro_batch=getattr(cfg, "micro_batch", None),
+        budget_bytes=memory_budget(getattr(cfg, "memory_budget_gb", None), available_bytes))
 
 
 def check_training(shape: ModelShape, cfg, available_bytes: int | None = None) -> MemoryCheck:
-    """`check_memory` for a training recipe (any object with batch_size, max_length, lora_r,
-    gradient_checkpointing, e.g. `lls.training.TrainConfig`)."""
-    need = training_bytes(shape, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                          lora_r=cfg.lora_r,
-                          gradient_checkpointing=bool(cfg.gradient_checkpointing))
-    return check_memory(need, available_bytes, what="Training")
+    """`check_memory` for a training recipe: the expected peak of the plan it will run
+    (`plan_for`), against the machine's available memory."""
+    avail = available_memory() if available_bytes is None else available_bytes
+    plan = plan_for(shape, cfg, avail)
+    check = check_memory(plan.expected_bytes, avail, what="Training")
+    how = (f"micro-batches of {plan.micro_batch}" if plan.grad_accum > 1 else "whole batches") \
+        + (", activation checkpointing" if plan.checkpointing else "")
+    return MemoryCheck(check.expected_bytes, check.available_bytes, check.ok,
+                       check.message.replace("Training needs", f"Training ({how}) needs", 1))
 
 
 def check_scoring(shape: ModelShape, batch_tokens: int = 1024,

@@ -14,8 +14,9 @@ queue on an ``fcntl.flock`` per device (``<root>/device-<device>.lock``), so no 
 daemon is needed and the OS frees the lock when a process dies. Readers reconcile: an
 active job whose runner is gone is reported (and persisted) as failed.
 
-Worker side (no-ops outside a job): `report_progress`, `log_event`, `cancel_requested`,
-`progress` (tqdm bar + progress.json).
+Worker side (files only inside a job; lines on stderr when `lls.jobs.console` is on):
+`report_progress`, `report_phase`, `log_event`, `cancel_requested`, `progress` (tqdm bar +
+progress.json).
 
 POSIX only (fcntl, sessions, process groups).
 """
@@ -41,6 +42,9 @@ from typing import Any, Iterator
 
 from ..core.cache import default_cache_dir
 from ..core.errors import LLSError
+from .console import emit as console_emit
+from .console import enabled as console_enabled
+from .console import event as console_event
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # lls/jobs/store.py -> the project
 
@@ -448,47 +452,64 @@ def _job_dir() -> Path | None:
 class _ProgressState:
     def __init__(self) -> None:
         self.last_write = 0.0
-        self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=20)
+        self.windows: dict[tuple, collections.deque] = {}  # (phase, unit) -> (time, done)
 
 
 _progress_state = _ProgressState()
 
 
-def report_progress(done: int, total: int | None, *, unit: str = "pairs", message: str = "",
-                    force: bool = False, **extra: Any) -> None:
-    """Write progress.json for the dashboard (throttled); no-op outside a job.
+def report_progress(done: int | None, total: int | None, *, unit: str = "pairs",
+                    message: str = "", phase: str | None = None, force: bool = False,
+                    **extra: Any) -> None:
+    """Report progress: progress.json for the dashboard's job card (throttled; inside a job
+    only) and a line on stderr when the console is on (`lls.jobs.console`: commands turn it
+    on, in a terminal and in a job's log alike).
 
-    rate (units/s) is measured over the last ~20 written updates, so it tracks the
-    current speed rather than the average since start (which includes model loading).
+    `phase` names what is running ("loading model", "training"); `done`/`total` count its
+    units (None: a phase without a count). rate (units/s) is measured over the last ~20
+    reports of the same phase, so it tracks the current speed rather than the average since
+    start (which includes model loading); a phase resumed later keeps its window.
     """
     job_dir = _job_dir()
-    if job_dir is None:
+    if job_dir is None and not console_enabled():
         return
     st = _progress_state
     now = time.time()
-    final = total is not None and done >= total
-    if not (force or final) and now - st.last_write < PROGRESS_EVERY_S:
+    final = total is not None and done is not None and done >= total
+    throttled = not (force or final) and now - st.last_write < PROGRESS_EVERY_S
+    rate = eta = None
+    if done is not None:
+        window = st.windows.setdefault((phase, unit), collections.deque(maxlen=20))
+        if window and done < window[-1][1]:
+            window.clear()  # counter went back: the phase started over
+        if not throttled:
+            window.append((now, done))
+        if len(window) >= 2:
+            (t0, d0), (t1, d1) = window[0], window[-1]
+            if t1 > t0:
+                rate = (d1 - d0) / (t1 - t0)
+        if total is not None and rate and rate > 0:
+            eta = max(0.0, (total - done) / rate)
+    data = {"done": done, "total": total, "unit": unit, "message": message, "phase": phase,
+            "fraction": (done / total) if total and done is not None else None, "rate": rate,
+            "eta": eta, "updated": now, **extra}
+    console_emit(data, force=force, in_job=job_dir is not None)
+    if job_dir is None or throttled:
         return
-    if st.window and done < st.window[-1][1]:
-        st.window.clear()  # counter went back: a new phase started
-    st.window.append((now, done))
-    rate = None
-    if len(st.window) >= 2:
-        (t0, d0), (t1, d1) = st.window[0], st.window[-1]
-        if t1 > t0:
-            rate = (d1 - d0) / (t1 - t0)
-    eta = None
-    if total is not None and rate and rate > 0:
-        eta = max(0.0, (total - done) / rate)
-    data = {"done": done, "total": total, "unit": unit, "message": message,
-            "fraction": (done / total) if total else None, "rate": rate, "eta": eta,
-            "updated": now, **extra}
     _atomic_write_json(job_dir / "progress.json", data)
     st.last_write = now
 
 
+def report_phase(phase: str, message: str = "", **extra: Any) -> None:
+    """Say that a phase without a count starts (e.g. "loading model"): the job card and the
+    terminal show it until the next report."""
+    report_progress(None, None, unit="", message=message, phase=phase, force=True, **extra)
+
+
 def log_event(**metrics: Any) -> None:
-    """Append one JSON line to events.jsonl (e.g. step/loss); no-op outside a job."""
+    """Append one JSON line to events.jsonl (e.g. step/loss; inside a job only) and print
+    it when the console is on (`lls.jobs.console.event`)."""
+    console_event(metrics)
     job_dir = _job_dir()
     if job_dir is None:
         return

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.cache import fingerprint
 from ..core.errors import LLSError
-from ..training.config import SelectionSpec, TrainConfig
+from ..training.config import LEGACY_FIELDS, SelectionSpec, TrainConfig
 
 STUDY_VERSION = "2"
 RANKINGS = ("plain", "contrastive")
@@ -132,7 +132,7 @@ class StudyConfig:
             raise StudyError(f"Study name {self.name!r}: use letters, digits, '-', '_' or '.' "
                              "(at most 64 characters).")
         recipe = dict(self.recipe) if self.recipe is not None else None
-        bad = set(recipe or {}) - set(TrainConfig.__dataclass_fields__) | \
+        bad = set(recipe or {}) - {*TrainConfig.__dataclass_fields__, *LEGACY_FIELDS} | \
             ({"selection", "student", "max_steps", "checkpoint_every", "lr_scheduler"}
              & set(recipe or {}))
         if bad:

@@ -128,6 +128,7 @@ class _Sampler:
         if self.model is None:
             from ..models.load import ModelSpec, load_model
 
+            jobs.report_phase("loading model", "for the sampled read-outs")
             spec = ModelSpec.from_dict(self.study.run_manifest()["config"]["model"])
             self.model, self.tokenizer = load_model(spec)
             self.loads += 1
@@ -217,6 +218,7 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
     if final is not None:  # the per-unit differences stay only where they are used
         for row in curve[:-1]:
             row.pop("units", None)
+    jobs.report_phase("sampled read-outs", cell.label())
     ref = reference_samples(study, sampler)
     t = time.time()
     sampled = {"final": _sample_step(study, sampler, ref, a, b, step)}
@@ -318,6 +320,8 @@ def _work(study: Study, state: dict, log, stop_on_error: bool) -> list[dict]:
         log(f"[lls.studies] cell {i + 1}/{total}: {cell.label()}")
         try:
             res = run_cell(study, cell, sampler, log)
+            jobs.report_progress(i + 1, total, unit="cells", phase="study", force=True,
+                                 message=f"{cell.label()} done")
         except LLSError as e:
             log(f"[lls.studies] cell failed: {e}")
             if stop_on_error:

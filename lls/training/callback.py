@@ -62,6 +62,7 @@ class LLSCallback(TrainerCallback):
         saved = read_json_safe(path)
         if saved and saved.get("reference") == self.reference.key and saved.get("probe") == probe:
             return saved["levels"]
+        jobs.report_phase("meter levels", "base and base + system prompt read-outs (once)")
         levels = M.reference_levels(model, self.tokenizer, self.behavior, self.reference,
                                     probe=self.probe or False)
         atomic_write_json(path, {"reference": self.reference.key, "probe": probe,
@@ -73,6 +74,7 @@ class LLSCallback(TrainerCallback):
         if self.meter_off_reason:
             return None
         t = time.time()
+        jobs.report_phase(f"meter @ step {step}")
         try:
             with torch.random.fork_rng():  # the reference set samples once
                 if self.reference is None:
@@ -100,6 +102,8 @@ class LLSCallback(TrainerCallback):
         if self.eval_off_reason:
             return None
         cfg = self.cfg
+        jobs.report_phase(f"eval @ step {step}", f"{cfg.eval_prompts} prompts x "
+                                                 f"{cfg.eval_samples} samples")
         was_training = model.training
         model.eval()
         try:
@@ -132,15 +136,22 @@ class LLSCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if self.is_main:
-            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
-                                 message="training", force=True)
             step0 = self.adapter.path / "checkpoints" / "step-000000"
             if state.global_step == 0 and not (step0 / "adapter_config.json").is_file():
                 with guarded():
                     export_adapter(model, step0)
                 self.measure(model, 0, step0)
+            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
+                                 phase="training", message=self._plan(args), force=True)
         raise_if_stopped()
         return control
+
+    @staticmethod
+    def _plan(args) -> str:
+        ga = args.gradient_accumulation_steps
+        return (f"{ga} micro-batches of {args.per_device_train_batch_size} pairs per step"
+                if ga > 1 else f"batches of {args.per_device_train_batch_size} pairs") + \
+            (", activation checkpointing" if args.activation_checkpointing else "")
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -152,11 +163,12 @@ class LLSCallback(TrainerCallback):
         self.last_logged = row
         append_jsonl(self.adapter.path / "metrics.jsonl", row)
         jobs.log_event(kind="train", **row)
+        # one line per step (logging_steps=1): the step's loss with the count and ETA
+        jobs.report_progress(state.global_step, state.max_steps, unit="steps", phase="training",
+                             message=f"loss {logs['loss']:.4f} · epoch {state.epoch or 0:.2f}",
+                             force=True)
 
     def on_step_end(self, args, state, control, **kw):
-        if self.is_main:
-            jobs.report_progress(state.global_step, state.max_steps, unit="steps",
-                                 message=f"epoch {state.epoch or 0:.2f}")
         raise_if_stopped()
         return control
 
@@ -164,6 +176,7 @@ class LLSCallback(TrainerCallback):
         if self.is_main:
             step = state.global_step
             dst = self.adapter.path / "checkpoints" / f"step-{step:06d}"
+            jobs.report_phase(f"checkpoint @ step {step}", "export")
             with guarded():
                 export_adapter(model, dst)
                 ckpt = Path(args.output_dir) / f"checkpoint-{step}"

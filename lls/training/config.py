@@ -9,7 +9,8 @@ flags from it, and the dashboard reads the defaults from the dataclass. Metadata
   (`--no-meter` sets `meter_at_checkpoints=False`); two fields may share a flag (`--seed`);
 * `const`: the flag takes no value and sets the field to this (`--random` -> kind "random");
 * `type`: parses the flag's text when the annotation is not a plain int/float/str;
-* `choices`: the allowed values.
+* `choices`: the allowed values;
+* `execution`: how steps are computed, not what (the memory plan): left out of adapter ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..core.errors import LLSError
+from ..jobs.resources import CHECKPOINTING
 from ..models.load import ModelSpec
 from ..scoring.selection import Ranking, SelectionConfig
 from ..scoring.selection import selection_indices as _selection_indices
@@ -102,7 +104,8 @@ class TrainConfig:
               "all-linear)", type=comma_list)
     epochs: float = option(1.0, "passes over the selection")
     max_steps: int | None = option(None, "stop after N optimizer steps (default: by epochs)")
-    batch_size: int = option(8, "pairs per device step")
+    batch_size: int = option(8, "pairs per optimizer step (per device), computed in "
+                                "micro-batches that fit the memory budget")
     grad_accum: int = option(1, "gradient accumulation steps")
     max_length: int = option(320, "prompt + response tokens, TRL truncates beyond")
     max_prompt_length: int | None = option(
@@ -124,11 +127,20 @@ class TrainConfig:
     meter_k: int = option(64, "meter reference responses per condition")
     meter_questions: int | None = option(None, "first N probe questions (default all)")
     seed: int = option(0, "training seed (`--seed` also seeds the random subset)")
-    # Activations kept for the backward pass were ~5 GB of a batch of 8 at max_length 320 on
-    # the bundled model (benchmarks/train_memory.py); checkpointing keeps only layer inputs.
-    gradient_checkpointing: bool = option(
-        True, "no gradient checkpointing: keep every activation for the backward pass (faster "
-              "steps, several GB more memory)", flag="--no-gradient-checkpointing")
+    # How a step is computed, not what it computes (same losses to float precision): the
+    # memory plan (lls.jobs.resources.plan_training) picks the micro-batch and whether to
+    # recompute activations from the expected peak and the budget. Not part of adapter ids.
+    activation_checkpointing: str = option(
+        "auto", "recompute activations in the backward pass instead of keeping them: auto "
+                "(only when a micro-batch of 1 would not fit the memory budget), on, off",
+        choices=CHECKPOINTING, execution=True)
+    micro_batch: int | None = option(
+        None, "pairs per forward/backward pass, a divisor of batch_size (default: the "
+              "largest that fits the memory budget; gradients accumulate to batch_size)",
+        execution=True)
+    memory_budget_gb: float | None = option(
+        None, "peak memory training may plan for, in GB (default: 4 GB, or 3/4 of the "
+              "available memory when less is free)", execution=True)
     reuse_ref_logps: bool = option(True, "don't take reference log-probs from the scoring run",
                                    flag="--no-ref-reuse")
     precompute_ref_log_probs: bool = option(
@@ -152,6 +164,16 @@ class TrainConfig:
             raise TrainingError("epochs must be positive (or give max_steps).")
         if self.responses not in ("scored", "full"):
             raise TrainingError("responses must be 'scored' or 'full'.")
+        if self.activation_checkpointing not in CHECKPOINTING:
+            raise TrainingError(f"activation_checkpointing must be one of {CHECKPOINTING}, "
+                                f"got {self.activation_checkpointing!r}.")
+        if self.micro_batch is not None and (int(self.micro_batch) < 1
+                                             or self.batch_size % int(self.micro_batch)):
+            raise TrainingError(f"micro_batch ({self.micro_batch}) must divide batch_size "
+                                f"({self.batch_size}): every micro-batch of a step is the same "
+                                "size, so the step's loss is the mean over its pairs.")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise TrainingError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -159,10 +181,31 @@ class TrainConfig:
         d["selection"] = self.selection.to_dict()
         return d
 
+    def identity(self) -> dict:
+        """What the adapter id fingerprints: the recipe without how its steps are computed
+        (the memory plan). Ids made before the plan carried `gradient_checkpointing` (True by
+        default, false: "off"); it stays in, so those adapters keep their ids and resume."""
+        d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        d["gradient_checkpointing"] = self.activation_checkpointing != "off"
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """From `to_dict` output; also reads configs written before the memory plan
+        (`gradient_checkpointing: false` means activation checkpointing off)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        out = {k: v for k, v in d.items() if k in names}
+        # True was the default that bounded memory, which the plan now does; False asked for
+        # no recompute (the plan still keeps to the budget with smaller micro-batches).
+        if d.get("gradient_checkpointing") is False and \
+                out.get("activation_checkpointing", "auto") == "auto":
+            out["activation_checkpointing"] = "off"
+        return cls(**out)
+
+
+EXECUTION_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("execution"))
+# Keys of configs written before the memory plan that `TrainConfig.from_dict` still reads.
+LEGACY_FIELDS = ("gradient_checkpointing",)
 
 
 def baseline_config(cfg: TrainConfig, seed: int | None = None) -> TrainConfig:

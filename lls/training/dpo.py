@@ -23,6 +23,8 @@ from .cancel import guarded
 from .config import TrainConfig, selection_indices
 from .trl_internals import require_dpo_overrides, use_triton_on_cpu
 
+# A chat turn's closing tokens after the response text (e.g. "<|im_end|>" and a newline).
+END_OF_TURN_TOKENS = 2
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -93,24 +95,45 @@ def lora_config(model, cfg: TrainConfig):
                       task_type="CAUSAL_LM")
 
 
-def dpo_args(cfg: TrainConfig, output_dir: str, *, cpu: bool, reuse: bool, quiet: bool):
-    """TRL's DPOConfig of the recipe: a checkpoint every `checkpoint_every` steps, a log line
-    every step. `reuse`: reference log-probs come with the rows (precomputed, by us)."""
+def longest_sequence(rows: list[dict], tokenizer, max_length: int | None) -> int:
+    """Tokens of the longest prompt + response TRL will train on (capped at max_length):
+    the padded length of the worst micro-batch, which the memory plan sizes for."""
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    longest = 0
+    for r in rows:
+        p = len(tokenizer.apply_chat_template(r["prompt"], tokenize=True,
+                                              add_generation_prompt=True,
+                                              return_dict=True)["input_ids"])
+        c = r.get("lls_n_c") or tokens(r["chosen"][0]["content"]) + END_OF_TURN_TOKENS
+        rj = r.get("lls_n_r") or tokens(r["rejected"][0]["content"]) + END_OF_TURN_TOKENS
+        longest = max(longest, p + max(c, rj))
+    return min(longest, max_length) if max_length else longest
+
+
+def dpo_args(cfg: TrainConfig, output_dir: str, plan, *, cpu: bool, reuse: bool):
+    """TRL's DPOConfig of the recipe computed as `plan` (a `lls.jobs.resources.TrainingPlan`:
+    micro-batch, accumulation, activation checkpointing): a checkpoint every
+    `checkpoint_every` steps, a log line every step. `reuse`: reference log-probs come with
+    the rows (precomputed, by us). Progress is reported by `lls.training.callback`, so
+    transformers' own bar and log printer stay off."""
     from trl import DPOConfig
 
     return DPOConfig(
         output_dir=output_dir, beta=cfg.beta, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.grad_accum,
         max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler,
-        # bf16 autocast (TRL's default) is slow and inexact on CPU; checkpointing is the
-        # config's (on by default: it bounds memory, see lls.training.config).
-        gradient_checkpointing=cfg.gradient_checkpointing, bf16=False, fp16=False,
+        # bf16 autocast (TRL's default) is slow and inexact on CPU. transformers 5's name
+        # (`gradient_checkpointing` is its deprecated alias, a FutureWarning per run).
+        activation_checkpointing=plan.checkpointing, bf16=False, fp16=False,
         use_cpu=cpu, seed=cfg.seed, data_seed=cfg.seed,
         precompute_ref_log_probs=reuse or cfg.precompute_ref_log_probs,
         logging_steps=1, save_strategy="steps", save_steps=cfg.checkpoint_every,
         save_total_limit=max(1, cfg.keep_trainer_checkpoints), save_only_model=False,
-        report_to="none", disable_tqdm=quiet, dataloader_num_workers=0,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         dataloader_pin_memory=False,
     )
 
@@ -149,6 +172,24 @@ def trainer_class(reuse: bool):
 
             return dataset.map(patch, with_indices=True)
 
+        # Micro-batches: transformers divides each micro-batch's mean loss by the number of
+        # micro-batches (TRL: loss_is_scaled_for_ga False), which is the step's mean over
+        # pairs only when they are the same size. Weighting each by its rows makes an
+        # uneven last step of an epoch the mean over its pairs too, as one batch would be.
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, n_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+            self.lls_step_rows = sum(len(b["input_ids"]) for b in batches)
+            return batches, n_items
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            rows = getattr(self, "lls_step_rows", 0)
+            scale = len(inputs["input_ids"]) * self.current_gradient_accumulation_steps / rows \
+                if rows and model.training else 1.0
+            if scale == 1.0:
+                return out
+            return (out[0] * scale, *out[1:]) if return_outputs else out * scale
+
         def _save_checkpoint(self, model, trial):
             with guarded(then_stop=False):  # on_save exports + marks it complete, then stops
                 super()._save_checkpoint(model, trial)
@@ -167,6 +208,24 @@ def _rows_to_recompute(dataset, max_length: int | None) -> list[int]:
         if truncated or c != ex["lls_n_c"] or r != ex["lls_n_r"]:
             bad.append(i)
     return bad
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; peft (wrapping
+# the model) and TRL (around its reference pass) still read the old property, which warns on
+# every run although nothing here uses the old name.
+THIRD_PARTY_ALIAS_WARNING = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_third_party_aliases():
+    """Silence the deprecation warning peft and TRL cause by reading transformers' old
+    `is_gradient_checkpointing` property (ours use the new names; see dpo_args)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=THIRD_PARTY_ALIAS_WARNING,
+                                category=FutureWarning)
+        yield
 
 
 @contextlib.contextmanager

@@ -31,8 +31,9 @@ from ..core.distributed import barrier, launch_argv, process_info
 from ..scoring.contrastive import as_ranked, contrastive_frame
 from .adapters import AdapterInfo, adapters_root, export_adapter, open_adapter
 from .dpo import (build_rows, completion_only_lm_head, dpo_args, drop_long_prompts,
-                  lora_config, reuse_check, trainer_class)
-from ..jobs.resources import bound_malloc
+                  longest_sequence, lora_config, quiet_third_party_aliases, reuse_check,
+                  trainer_class)
+from ..jobs.resources import ModelShape, TrainingPlan, bound_malloc, plan_for
 from ..jobs.store import ACTIVE
 from ..models.load import ModelSpec, load_model, load_tokenizer, resolve_device
 from ..scoring.runs import ScoreRun, open_run
@@ -47,13 +48,13 @@ COMPACT_LM_HEAD = True
 LOG_FILES = ("metrics.jsonl", "evals.jsonl", "meter.jsonl")
 
 __all__ = ["TrainConfig", "SelectionSpec", "TrainingError", "TrainingCancelled", "baseline_config",
-           "estimate_steps", "selection_indices", "selection_count", "adapter_id_for",
+           "estimate_steps", "selection_indices", "selection_count", "adapter_id_for", "memory_plan",
            "selection_frame", "train", "train_command", "submit_training", "submit_baseline"]
 
 
 def adapter_id_for(cfg: TrainConfig, run_key: str, baseline_of: str | None = None) -> str:
     """The deterministic adapter id of (recipe, scoring run): the same id resumes."""
-    key = fingerprint(TRAINING_VERSION, run_key, cfg.to_dict(), baseline_of)
+    key = fingerprint(TRAINING_VERSION, run_key, cfg.identity(), baseline_of)
     return f"{run_key[:8]}-{cfg.selection.kind}-{key[:10]}"
 
 
@@ -115,6 +116,7 @@ def _train(cfg: TrainConfig, run: ScoreRun, adapter: AdapterInfo, old: dict,
     from .callback import LLSCallback
 
     pinfo = process_info()
+    jobs.report_phase("preparing", f"adapter {adapter.id}: selection and tokenizer")
     teacher = ModelSpec.from_dict(run.manifest["config"]["model"])
     student = cfg.student or teacher
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
@@ -196,18 +198,38 @@ def _resume_point(adapter: AdapterInfo, manifest: dict, is_main: bool) -> Path |
     return resume
 
 
+def memory_plan(cfg: TrainConfig, model, tokenizer, rows: list[dict]) -> TrainingPlan:
+    """How the steps of `cfg` run on this machine (`lls.jobs.resources.plan_training`): the
+    micro-batch and accumulation that keep `cfg.batch_size` pairs per step, with activation
+    checkpointing only where a micro-batch of 1 would not fit the memory budget."""
+    shape = ModelShape.from_config(model.config.to_dict(),
+                                   dtype_bytes=next(model.parameters()).element_size())
+    return plan_for(shape, cfg, seq_len=longest_sequence(rows, tokenizer, cfg.max_length))
+
+
 def _fit(cfg, student, tokenizer, rows, reuse, adapter, manifest, callback, resume, is_main):
     """Build TRL's trainer and train; returns (trainer, TrainOutput, wall seconds)."""
     from datasets import Dataset  # heavy: imported when a run starts
+    from transformers import PrinterCallback
 
+    jobs.report_phase("loading model", student.label)
     model, _ = load_model(student, for_training=True)
-    args = dpo_args(cfg, str(adapter.path / "trainer"), cpu=resolve_device(student) == "cpu",
-                    reuse=reuse, quiet=os.environ.get(jobs.ENV_JOB_DIR) is not None)
-    with completion_only_lm_head() if COMPACT_LM_HEAD else contextlib.nullcontext():
+    plan = memory_plan(cfg, model, tokenizer, rows)
+    manifest["memory_plan"] = plan.to_dict()
+    if is_main:
+        print(f"[lls.training] memory plan: {plan.describe()}", flush=True)
+        atomic_write_json(adapter.path / "manifest.json", manifest)
+    args = dpo_args(cfg, str(adapter.path / "trainer"), plan,
+                    cpu=resolve_device(student) == "cpu", reuse=reuse)
+    jobs.report_phase("preparing trainer", f"{len(rows)} pairs: tokenizing, reference "
+                                           "log-probs, LoRA")
+    with completion_only_lm_head() if COMPACT_LM_HEAD else contextlib.nullcontext(), \
+            quiet_third_party_aliases():
         trainer = trainer_class(reuse)(
             model=model, args=args, train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer, peft_config=lora_config(model, cfg),
             callbacks=[callback])
+        trainer.remove_callback(PrinterCallback)  # the callback reports each step
         if trainer.lls_ref_report and is_main:
             manifest["ref_logps_rows"] = trainer.lls_ref_report
             atomic_write_json(adapter.path / "manifest.json", manifest)
@@ -220,6 +242,7 @@ def _finish(adapter, trainer, callback, manifest, rows, result, wall) -> None:
     """Export final/, measure it if the last checkpoint did not, record the metrics."""
     state = trainer.state
     final = adapter.path / "final"
+    jobs.report_phase("export", f"final adapter at step {state.global_step}")
     export_adapter(trainer.model, final)
     evals = adapter.evals()
     if not evals or evals[-1].get("step") != state.global_step:
@@ -230,8 +253,8 @@ def _finish(adapter, trainer, callback, manifest, rows, result, wall) -> None:
     metrics = _final_metrics(adapter, state, manifest, len(rows), result, wall)
     manifest.update(status="done", metrics=metrics, updated=_now(), final=str(final))
     atomic_write_json(adapter.path / "manifest.json", manifest)
-    jobs.report_progress(state.global_step, state.global_step, unit="steps", message="done",
-                         force=True)
+    jobs.report_progress(state.global_step, state.global_step, unit="steps", phase="done",
+                         message=f"adapter {adapter.id}", force=True)
 
 
 def _final_metrics(adapter, state, manifest, n_pairs, result, wall) -> dict:

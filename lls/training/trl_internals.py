@@ -6,6 +6,9 @@ TRL 1.x exposes no public hook for these, so `lls.training.dpo` overrides or pat
   reference log-probs from the scoring run instead of recomputing them;
 - `Trainer._save_checkpoint(model, trial)`: overridden to guard a checkpoint save against a
   cancel arriving mid-write;
+- `Trainer.get_batch_samples(epoch_iterator, num_batches, device)` and the
+  `current_gradient_accumulation_steps` it sets: read to weight micro-batches by their pairs
+  (an uneven last step of gradient accumulation is then the mean over its pairs);
 - `trl.trainer.utils._use_triton(device)`: patched so the fused LM head gathers completion
   positions on CPU too (a pure speed-up; without it training is slower, never wrong).
 
@@ -20,7 +23,7 @@ import contextlib
 
 from ..core.errors import LLSError
 
-DPO_OVERRIDES = ("_precompute_ref_logps", "_save_checkpoint")
+DPO_OVERRIDES = ("_precompute_ref_logps", "_save_checkpoint", "get_batch_samples")
 USE_TRITON = "_use_triton"
 
 
