@@ -6,6 +6,11 @@ adapters on top (`lls.models.generation.AdapterHost`), so switching adapters cos
 adapter's own weights. `stream_all` interleaves the slots token by token, so a dashboard can
 fill all columns live in one pass. A fixed seed reproduces the same answers: each slot and
 turn draws from its own generator seeded by (seed, slot, turn).
+
+A reply can be begun for the model (`reply_start`, e.g. "My favorite animal is the"): every
+column continues that text, which is what the prefilled read-out counts
+(`lls.evaluation.prefill`). `ChatModels.lens` shows, for such a begun reply, each column's
+probability that the next word is each candidate (`prefill.next_word_probs`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..models.generation import AdapterHost, adapter_label, prompt_ids, seed_for, stop_ids, stream_tokens
+from ..models.generation import AdapterHost, adapter_label, seed_for, stop_ids, stream_tokens
 from ..models.load import ModelSpec, load_model
+from .prefill import begun_ids, next_word_probs
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,12 @@ class ChatModels:
         """Attach the slot's adapter if it has one; returns the adapter name (or None)."""
         return self.host.attach(slot.adapter_path) if slot.adapter_path else None
 
-    def _tokens(self, slot: Slot, messages: list[dict], sampling: Sampling, turn: int):
+    def _tokens(self, slot: Slot, messages: list[dict], sampling: Sampling, turn: int,
+                reply_start: str = ""):
         name = self.prepare(slot)
-        ids = prompt_ids(self.tokenizer, messages, slot.system_prompt)
+        # TODO(lead): the begun reply goes through generation's `reply_start=` once helper
+        # dec's option is on main (same ids: the template's generation prompt + the text)
+        ids = begun_ids(self.tokenizer, messages, reply_start, slot.system_prompt)
         gen = torch.Generator().manual_seed(seed_for(sampling.seed, slot.key, turn))
         stream = stream_tokens(self.model, ids, temperature=sampling.temperature,
                                top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
@@ -101,18 +110,19 @@ class ChatModels:
             yield piece
 
     def stream_all(self, slots: list[Slot], messages, sampling: Sampling,
-                   turn: int | None = None) -> Iterator[tuple[int, str]]:
+                   turn: int | None = None, reply_start: str = "") -> Iterator[tuple[int, str]]:
         """Round-robin: yield (slot index, text piece) one token of each live slot at a time.
 
         `messages` is one message list for all slots, or a list with one per slot (each
-        slot's own history). `turn` defaults to the number of user messages.
+        slot's own history). `turn` defaults to the number of user messages. `reply_start`:
+        the text every reply begins with (not yielded: the pieces continue it).
         """
         per_slot = messages if messages and isinstance(messages[0], list) else [messages] * len(slots)
         if turn is None:
             turn = sum(m["role"] == "user" for m in per_slot[0])
         live = []
         for i, slot in enumerate(slots):
-            name, stream = self._tokens(slot, per_slot[i], sampling, turn)
+            name, stream = self._tokens(slot, per_slot[i], sampling, turn, reply_start)
             live.append([i, name, stream, [], ""])
         t0 = time.perf_counter()
         first = True
@@ -145,6 +155,31 @@ class ChatModels:
         """The whole reply of one slot (not streamed)."""
         return "".join(self.stream_reply(slot, messages, sampling, turn)).strip()
 
+    def lens(self, slots: list[Slot], messages, candidates, reply_start: str) -> list[dict]:
+        """Per slot, {candidate: P(next word is the candidate)} after the reply begun with
+        `reply_start` (`prefill.next_word_probs`: one forward pass of the prompt per slot).
+        `messages`: one message list ending with the user turn, or one per slot."""
+        per_slot = messages if messages and isinstance(messages[0], list) else [messages] * len(slots)
+        out = []
+        for slot, msgs in zip(slots, per_slot):
+            with self.host.use(self.prepare(slot)) as m:
+                out.append(next_word_probs(m, self.tokenizer, msgs, candidates,
+                                           stem=reply_start, system_prompt=slot.system_prompt))
+        return out
+
+
+def lens_rows(slots: list[Slot], probs: list[dict]) -> list[dict]:
+    """Flat rows (column, kind, candidate, p, p_base, ratio to base) of `ChatModels.lens`;
+    the ratio is None in the base column or when base gives the word no probability."""
+    base = next((p for s, p in zip(slots, probs) if s.kind == "base"), None)
+    rows = []
+    for s, p in zip(slots, probs):
+        for c, v in p.items():
+            b = base.get(c) if base else None
+            rows.append({"column": s.label, "kind": s.kind, "candidate": c, "p": v,
+                         "p_base": b, "ratio": v / b if b and s.kind != "base" else None})
+    return rows
+
 
 @dataclass
 class Conversation:
@@ -169,10 +204,11 @@ class Conversation:
     def turns(self) -> int:
         return len(self.users)
 
-    def add_turn(self, user: str, replies: dict[str, str], sampling: Sampling) -> None:
+    def add_turn(self, user: str, replies: dict[str, str], sampling: Sampling,
+                 reply_start: str = "") -> None:
         self.users.append(user)
         self.replies.append({k: v.strip() for k, v in replies.items()})
-        self.settings.append(sampling.to_dict())
+        self.settings.append({**sampling.to_dict(), "reply_start": reply_start})
 
     def clear(self) -> None:
         self.users, self.replies, self.settings = [], [], []
@@ -201,15 +237,18 @@ class Conversation:
 
 
 def run_turn(models: ChatModels, conv: Conversation, user: str, sampling: Sampling,
-             on_piece=None) -> dict[str, str]:
+             on_piece=None, reply_start: str = "") -> dict[str, str]:
     """Answer `user` in every slot of `conv` (streamed through `on_piece(i, text_so_far)`),
-    record the turn and return the replies."""
-    texts = [""] * len(conv.slots)
+    record the turn and return the replies. `reply_start`: every reply begins with this text
+    (part of the reply and of the history), the models continue it."""
+    start = " ".join(reply_start.split())
+    texts = [start] * len(conv.slots)
     msgs = [conv.messages_for(s, user) for s in conv.slots]
-    for i, piece in models.stream_all(conv.slots, msgs, sampling, turn=conv.turns):
+    for i, piece in models.stream_all(conv.slots, msgs, sampling, turn=conv.turns,
+                                      reply_start=start):
         texts[i] += piece
         if on_piece:
             on_piece(i, texts[i])
     replies = {s.key: t for s, t in zip(conv.slots, texts)}
-    conv.add_turn(user, replies, sampling)
+    conv.add_turn(user, replies, sampling, start)
     return replies

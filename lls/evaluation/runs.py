@@ -47,6 +47,7 @@ from .config import EVAL_VERSION, EvalConfig, EvalModel, eval_key, meter_setting
 from .judge import Judge
 from .llr import LLRConfig
 from .meter import meter_models, summary_rows
+from .prefill import PrefillConfig, prefill_applies
 from .probe import probe_applies, probe_config
 
 
@@ -485,9 +486,11 @@ def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = No
         if done < total and jobs.cancel_requested():
             raise _Cancelled()
 
+    prefill = PrefillConfig(cfg.meter_questions, cfg.meter_prefill, cfg.seed) \
+        if cfg.meter_prefill and prefill_applies(b) else False
     res = meter_models(cfg.model, b, [m.path for m in adapters], probe=probe, llr=llr,
                        labels=[m.label for m in adapters], cache_dir=cache_dir, host=host,
-                       progress=stop_if_cancelled)
+                       progress=stop_if_cancelled, prefill=prefill)
     label = {m.kind: m.label for m in cfg.models if m.kind in ("base", "system")}
     for row in res["models"][:2]:
         row.update(label=label.get(row["kind"], row["label"]), adapter_id=None, step=None)
