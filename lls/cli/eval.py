@@ -70,7 +70,8 @@ def register(sub) -> None:
         meter = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
                   if k in ("label", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "margin",
                            "margin_ci_low", "margin_ci_high", "prefill_k", "prefill_n",
-                           "prefill_share", "prefill_ci_low", "prefill_ci_high", "lens_p")} for r in res.meter_rows()]
+                           "prefill_share", "prefill_ci_low", "prefill_ci_high", "lens_p")}
+                 for r in res.meter_rows()]
         print(json.dumps({"eval": res.key, "path": str(res.path),
                           "status": res.manifest.get("status"),
                           "summary": summary.round(4).to_dict("records"),

@@ -159,7 +159,8 @@ class ChatModels:
         """Per slot, {candidate: P(next word is the candidate)} after the reply begun with
         `reply_start` (`prefill.next_word_probs`: one forward pass of the prompt per slot).
         `messages`: one message list ending with the user turn, or one per slot."""
-        per_slot = messages if messages and isinstance(messages[0], list) else [messages] * len(slots)
+        per_slot = messages if messages and isinstance(messages[0], list) \
+            else [messages] * len(slots)
         out = []
         for slot, msgs in zip(slots, per_slot):
             with self.host.use(self.prepare(slot)) as m:
@@ -169,15 +170,16 @@ class ChatModels:
 
 
 def lens_rows(slots: list[Slot], probs: list[dict]) -> list[dict]:
-    """Flat rows (column, kind, candidate, p, p_base, ratio to base) of `ChatModels.lens`;
+    """Flat rows (column, key, kind, candidate, p, p_base, ratio to base) of `ChatModels.lens`;
     the ratio is None in the base column or when base gives the word no probability."""
     base = next((p for s, p in zip(slots, probs) if s.kind == "base"), None)
     rows = []
     for s, p in zip(slots, probs):
         for c, v in p.items():
             b = base.get(c) if base else None
-            rows.append({"column": s.label, "kind": s.kind, "candidate": c, "p": v,
-                         "p_base": b, "ratio": v / b if b and s.kind != "base" else None})
+            rows.append({"column": s.label, "key": s.key, "kind": s.kind, "candidate": c,
+                         "p": v, "p_base": b,
+                         "ratio": v / b if b and s.kind != "base" else None})
     return rows
 
 
@@ -188,7 +190,8 @@ class Conversation:
     slots: list[Slot]
     users: list[str] = field(default_factory=list)
     replies: list[dict[str, str]] = field(default_factory=list)  # per turn: slot key -> text
-    settings: list[dict] = field(default_factory=list)  # per turn: sampling used
+    settings: list[dict] = field(default_factory=list)  # per turn: sampling, begun text
+    lenses: list[list[dict] | None] = field(default_factory=list)  # per turn: `lens_rows`
 
     def messages_for(self, slot: Slot, pending_user: str | None = None) -> list[dict]:
         """This slot's own history (its replies), plus a new user turn if given."""
@@ -205,19 +208,25 @@ class Conversation:
         return len(self.users)
 
     def add_turn(self, user: str, replies: dict[str, str], sampling: Sampling,
-                 reply_start: str = "") -> None:
+                 reply_start: str = "", lens: list[dict] | None = None) -> None:
         self.users.append(user)
         self.replies.append({k: v.strip() for k, v in replies.items()})
         self.settings.append({**sampling.to_dict(), "reply_start": reply_start})
+        self.lenses.append(lens)
+
+    def lens(self, turn: int) -> list[dict] | None:
+        """The lens rows of `turn` (None if it had none)."""
+        return self.lenses[turn] if turn < len(self.lenses) else None
 
     def clear(self) -> None:
-        self.users, self.replies, self.settings = [], [], []
+        self.users, self.replies, self.settings, self.lenses = [], [], [], []
 
     def to_dict(self) -> dict:
         return {"exported": _dt.datetime.now().isoformat(timespec="seconds"),
                 "columns": [s.to_dict() for s in self.slots],
-                "turns": [{"user": u, "replies": r, "sampling": s}
-                          for u, r, s in zip(self.users, self.replies, self.settings)]}
+                "turns": [{"user": u, "replies": r, "sampling": s, "lens": self.lens(t)}
+                          for t, (u, r, s) in enumerate(zip(self.users, self.replies,
+                                                            self.settings))]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
@@ -237,10 +246,11 @@ class Conversation:
 
 
 def run_turn(models: ChatModels, conv: Conversation, user: str, sampling: Sampling,
-             on_piece=None, reply_start: str = "") -> dict[str, str]:
+             on_piece=None, reply_start: str = "", lens_words=()) -> dict[str, str]:
     """Answer `user` in every slot of `conv` (streamed through `on_piece(i, text_so_far)`),
     record the turn and return the replies. `reply_start`: every reply begins with this text
-    (part of the reply and of the history), the models continue it."""
+    (part of the reply and of the history), the models continue it. `lens_words`: also
+    record the lens (`ChatModels.lens`, `lens_rows`) of these candidates for the turn."""
     start = " ".join(reply_start.split())
     texts = [start] * len(conv.slots)
     msgs = [conv.messages_for(s, user) for s in conv.slots]
@@ -250,5 +260,7 @@ def run_turn(models: ChatModels, conv: Conversation, user: str, sampling: Sampli
         if on_piece:
             on_piece(i, texts[i])
     replies = {s.key: t for s, t in zip(conv.slots, texts)}
-    conv.add_turn(user, replies, sampling, start)
+    lens = lens_rows(conv.slots, models.lens(conv.slots, msgs, lens_words, start)) \
+        if lens_words else None
+    conv.add_turn(user, replies, sampling, start, lens)
     return replies

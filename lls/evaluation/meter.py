@@ -245,3 +245,23 @@ def prefill_row(pre: dict | None) -> dict:
                         f"prefill_diff_{name}_ci_low": d["ci_low"],
                         f"prefill_diff_{name}_ci_high": d["ci_high"]})
     return row
+
+
+def twin_differences(result: dict) -> list[dict]:
+    """LLS − random twin on the prefilled read-out, paired over questions, for each random
+    adapter row ("kind" "random", as the Evaluate page stores it) with exactly one LLS
+    adapter row ("adapter") at the same step: share difference and lens difference, each
+    with its 95% interval."""
+    rows = [r for r in result.get("models", []) if r.get("prefill")]
+    out = []
+    for rnd in (r for r in rows if r.get("kind") == "random"):
+        mates = [r for r in rows if r.get("kind") == "adapter" and r.get("step") == rnd.get("step")]
+        if len(mates) != 1:
+            continue
+        a, b = mates[0]["prefill"], rnd["prefill"]
+        d, ld = prefill_diff(a, b), lens_diff(a, b)
+        out.append({"lls": mates[0]["label"], "random": rnd["label"], "step": rnd.get("step"),
+                    "share_diff": d["diff"], "share_ci_low": d["ci_low"],
+                    "share_ci_high": d["ci_high"], "lens_diff": ld["diff"],
+                    "lens_ci_low": ld["ci_low"], "lens_ci_high": ld["ci_high"]})
+    return out

@@ -484,15 +484,16 @@ def chat_setup(study: Study, best: dict) -> dict:
     b = study.behavior()
     step = best["step"]
     paths, labels = [], []
-    for kind in ("lls", "random"):
+    for kind, name in (("lls", "LLS"), ("random", "random twin")):
         info = open_adapter(best["adapters"][kind], study.cache_dir)
         paths.append(str(info.path / "checkpoints" / f"step-{step:06d}"))
-        labels.append(f"{kind} · {info.id} · step {step}")
+        labels.append(f"{name} · {best['label']} · step {step}")  # the adapter id: its path
     prompts = (PROBE_QUESTIONS[:study.config.sampled.get("questions", 32)]
                if b.kind == "animal" else GENERAL_PROMPTS)
     model = open_run(study.config.run, study.cache_dir).manifest["config"]["model"]["name"]
     return {"model": model, "adapters": paths, "labels": labels, "system_prompt": b.system_prompt,
-            "behavior": b.to_dict(), "behavior_label": b.label(), "prompts": list(prompts)}
+            "behavior": b.to_dict(), "behavior_label": b.label(), "prompts": list(prompts),
+            "study": study.name, "cell": best["label"], "step": step}
 
 
 def teacher(study: Study):
