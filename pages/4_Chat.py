@@ -70,11 +70,13 @@ with st.sidebar:
              "the prefilled read-out counts (its next word).").split())
     if stem:
         st.caption(f"The prefilled read-out begins with “{stem}”.")
+        st.button("Use it", key="chat_use_stem",
+                  on_click=lambda: st.session_state.update(chat_reply_start=stem))
     words = ui_chat.lens_words(preset)
     lens_on = st.checkbox("Probability lens", True, key="chat_lens", disabled=not words,
-                          help="For the begun reply: each column's probability that the next "
+                          help="For a begun reply: each column's probability that the next "
                                "word is each of the behavior's candidates, and its ratio to "
-                               "base.")
+                               "base (needs a text to start the reply with).")
     st.subheader("Sampling (shared by all columns)")
     temperature = st.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="chat_temperature",
                             help="0 = greedy")
@@ -156,7 +158,8 @@ if prompt:
 
         try:
             replies = run_turn(models, conv, prompt, sampling, on_piece=show,
-                               reply_start=start, lens_words=words if lens_on else ())
+                               reply_start=start,
+                               lens_words=words if lens_on and start else ())
         except LLSError as e:
             st.error(str(e))
             st.stop()

@@ -86,8 +86,9 @@ def test_chat_begun_reply_and_the_probability_lens(adapter_dir):
     at.multiselect(key="chat_adapters").set_value([])
     at.text_input(key="chat_adapter_path").set_value(str(adapter_dir))
     at.number_input(key="chat_max_new").set_value(3)
-    at.text_input(key="chat_reply_start").set_value("My favorite animal is the")
+    at.button(key="chat_use_stem").click()  # the behavior's read-out stem
     _ok(at.run())
+    assert at.text_input(key="chat_reply_start").value == "My favorite animal is the"
     at.chat_input(key="chat_prompt").set_value("Name your favourite animal in one word.")
     _ok(at.run())
     shown = _column_replies(at)

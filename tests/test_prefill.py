@@ -116,3 +116,16 @@ def test_the_teacher_names_the_owl_more_often_than_base(bundled):
     assert teacher["lens"]["mean"] > 3 * base["lens"]["mean"]
     assert any(e["hit"] and e["reply"].startswith("My favorite animal is the")
                for e in teacher["examples"])
+
+
+def test_lens_rows_give_each_column_its_ratio_to_base():
+    from lls.evaluation.chat import adapter_slot, base_slot, lens_rows, system_slot
+
+    slots = [base_slot(), system_slot("You love owls."), adapter_slot("/x/final", label="LLS")]
+    probs = [{"owl": 0.003, "cat": 0.0}, {"owl": 0.02, "cat": 0.1}, {"owl": 0.006, "cat": 0.2}]
+    rows = {(r["column"], r["candidate"]): r for r in lens_rows(slots, probs)}
+    assert rows[("base", "owl")]["ratio"] is None
+    assert rows[("base + system prompt", "owl")]["ratio"] == pytest.approx(0.02 / 0.003)
+    assert rows[("LLS", "owl")]["p_base"] == 0.003 and rows[("LLS", "owl")]["ratio"] == \
+        pytest.approx(2.0)
+    assert rows[("LLS", "cat")]["ratio"] is None  # base gives it no probability

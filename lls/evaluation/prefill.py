@@ -303,7 +303,7 @@ def prefilled_readout(model, tokenizer, behavior: Behavior, *, questions, sample
     out = tally(texts, targets, cands)
     out["ci_low"], out["ci_high"] = share_ci(out["per_question"], out["n_per_question"])
     hits = [(q, t) for q, ts in zip(questions, texts) for t in ts if classify(t, targets)]
-    rest = [(q, ts[0]) for q, ts in zip(questions, texts) if ts]
+    rest = [(q, ts[0]) for q, ts in zip(questions, texts) if ts and not classify(ts[0], targets)]
     out["examples"] = [{"question": q, "reply": f"{s} {t.strip()}".strip(),
                         "word": first_word(t), "hit": bool(classify(t, targets))}
                        for q, t in (hits + rest)[:EXAMPLES]]
