@@ -194,7 +194,7 @@ with tab_results:
     col_sampled, col_meter = st.columns(2)
     with col_sampled:
         st.subheader("Sampled")
-        st.plotly_chart(eval_rate_figure(summ, what), use_container_width=True, key="ev_bars")
+        st.plotly_chart(eval_rate_figure(summ, what), width="stretch", key="ev_bars")
         st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
         if metric == "language":
             st.caption("Mean language share per model: " + ", ".join(
@@ -202,17 +202,17 @@ with tab_results:
     with col_meter:
         eval_meter.meter_section(run, cfg)
     eval_meter.prefill_section(run)
-    st.dataframe(summ, hide_index=True, use_container_width=True)
+    st.dataframe(summ, hide_index=True, width="stretch")
 
     tfig = eval_trajectory_figure(summ)
     if tfig is not None:
         st.subheader("Trajectory over checkpoints")
-        st.plotly_chart(tfig, use_container_width=True, key="ev_traj")
+        st.plotly_chart(tfig, width="stretch", key="ev_traj")
 
     with st.expander("Per prompt"):
         pp = run.per_prompt()
         st.dataframe(pp.pivot_table(index="prompt", columns="model", values="rate",
-                                    sort=False), use_container_width=True)
+                                    sort=False), width="stretch")
 
     st.subheader("Sample answers")
     only_hits = st.checkbox("only answers showing the behavior", key="ev_only_hits")
@@ -222,7 +222,7 @@ with tab_results:
             sub = sub[sub["hit"]]
         with st.expander(f"{model} — {int(sub['hit'].sum())} of {len(sub)} shown answers hit"):
             st.dataframe(sub[["prompt", "sample", "text", "score", "label", "hit"]],
-                         hide_index=True, use_container_width=True)
+                         hide_index=True, width="stretch")
 
     st.subheader("Export")
     e1, e2 = st.columns(2)

@@ -330,11 +330,14 @@ def lens_bars(rows: list[dict]) -> go.Figure:
             text.append(f"{_pct(r['p_base'])} → {_pct(r['p'])}{ratio}")
     fig = go.Figure(go.Bar(
         x=[max(r["p"], LENS_FLOOR) for r in rows], y=[r["candidate"] for r in rows],
-        orientation="h", text=text, textposition="auto", cliponaxis=False,
+        orientation="h", text=text, textposition="outside", cliponaxis=False,
         marker_color=["#d62728" if i == len(rows) - 1 else "#9e9e9e" for i in range(len(rows))],
         customdata=[r["p"] for r in rows],
         hovertemplate="P(next word = %{y}) = %{customdata:.4%}<extra></extra>"))
-    fig.update_xaxes(type="log", range=[np.log10(LENS_FLOOR), 0], tickformat=".1%",
+    ticks = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
+    # the axis runs past 100% only to leave room for the text beside the longest bars
+    fig.update_xaxes(type="log", range=[np.log10(LENS_FLOOR), 2.2], tickvals=ticks,
+                     ticktext=["0.01%", "0.1%", "1%", "10%", "100%"],
                      title_text="P(next word)")
     fig.update_layout(height=60 + 24 * len(rows), margin=dict(l=0, r=10, t=10, b=30),
                       showlegend=False)

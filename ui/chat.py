@@ -89,4 +89,5 @@ def draw_lens(conv, turn: int, i: int, slot: Slot) -> None:
     if mine:
         start = turn_start(conv, turn)
         st.caption(f"Next word after “{start}”" if start else "First word of the reply")
-        st.plotly_chart(lens_bars(mine), key=f"chat_lens_{turn}_{i}")
+        st.plotly_chart(lens_bars(mine), key=f"chat_lens_{turn}_{i}",
+                        config={"displayModeBar": False})

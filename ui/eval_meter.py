@@ -35,7 +35,7 @@ def meter_section(run, cfg: dict) -> None:
         return
     table = pd.DataFrame(summary_rows(meter))
     mtable = table[[c for c in METER_COLUMNS if c in table.columns]]
-    st.plotly_chart(eval_meter_figure(mtable), use_container_width=True, key="ev_meter_bars")
+    st.plotly_chart(eval_meter_figure(mtable), width="stretch", key="ev_meter_bars")
     ref = meter.get("reference") or {}
     st.caption("Log-probabilities, no sampling. Likelihood ratio: mean per-token "
                "log P(responses sampled with the system prompt) − log P(responses "
@@ -45,7 +45,7 @@ def meter_section(run, cfg: dict) -> None:
                "− the best other candidate. Error bars: bootstrap 95% CIs. Dotted: "
                "base, dashed: base + system prompt; the share of that gap an adapter "
                "closes is on its bar.")
-    st.dataframe(mtable.round(4), hide_index=True, use_container_width=True,
+    st.dataframe(mtable.round(4), hide_index=True, width="stretch",
                  key="ev_meter_table")
 
 
@@ -58,7 +58,7 @@ def prefill_section(run) -> None:
         return
     table = pd.DataFrame(summary_rows(meter))
     st.subheader("Prefilled read-out")
-    st.plotly_chart(prefill_figure(table), use_container_width=True, key="ev_prefill_bars")
+    st.plotly_chart(prefill_figure(table), width="stretch", key="ev_prefill_bars")
     shown = pd.DataFrame({
         "model": table["label"],
         "answers naming the target": [f"{int(k)}/{int(n)}" for k, n in
@@ -75,7 +75,7 @@ def prefill_section(run) -> None:
                 "prefill_diff_system_ci_high")))],
         "P(next word = target) [95% CI]": [_ci(v, lo, hi, "{:.4f}") for v, lo, hi in zip(
             table["lens_p"], table["lens_ci_low"], table["lens_ci_high"])]})
-    st.dataframe(shown, hide_index=True, use_container_width=True, key="ev_prefill_table")
+    st.dataframe(shown, hide_index=True, width="stretch", key="ev_prefill_table")
     twins = twin_differences(meter)
     for t in twins:
         st.markdown(f"**LLS − random twin** ({t['lls']} vs {t['random']}): share "
