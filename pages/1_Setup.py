@@ -3,7 +3,6 @@
 import streamlit as st
 
 from lls import scoring
-from lls import data as lls_data
 from lls.core import behaviors
 from lls.core.distributed import device_count
 from lls.core.errors import LLSError
@@ -16,64 +15,14 @@ st.set_page_config(page_title="Setup · LLS Studio", layout="wide")
 if st.session_state.get("goto_run"):
     common.open_in_explorer(st.session_state.pop("goto_run"))
 st.title("Setup")
-st.caption("Pick preference data, the behavior to transfer and the teacher, then score in the "
-           "background. Scoring keeps running if you leave or reload this page.")
+st.caption("Pick preference data (or let the model answer prompts: sampled pairs), the "
+           "behavior to transfer and the teacher, then score in the background. Scoring keeps "
+           "running if you leave or reload this page.")
 
 # ============================================================== 1. data
 st.header("1 · Preference data")
-path, split, subset = data_source.pick_source(
-    str(common.SHARED_HH) if common.SHARED_HH.is_file() else "")
-
-limit = st.number_input("Limit: stop after this many clean pairs (0 = the whole dataset)",
-                        min_value=0, value=0, step=1, key="data_limit")
-
-mapping = st.session_state.get("column_map")
-columns = shape = None
-if mapping and mapping.get("path") == path:
-    columns, shape = mapping.get("columns") or None, mapping.get("shape")
-    c1, c2 = st.columns([4, 1])
-    c1.info(f"Column mapping in use: {columns or '(default)'}, shape: {shape or 'auto'}")
-    if c2.button("Clear mapping", key="clear_map"):
-        del st.session_state["column_map"]
-        st.rerun()
-
-spec = None
-if path:
-    try:
-        spec = lls_data.DataSpec(path, shape=shape, columns=columns, split=split, subset=subset,
-                                 limit=int(limit) or None)
-    except LLSError as e:
-        st.error(str(e))
-else:
-    st.info("Choose a data source above.")
-
-data_ok = False
-if spec is not None:
-    want = not spec.is_hub() or st.session_state.get("hub_loaded") == (spec.path, split, subset)
-    if spec.is_hub() and not want:
-        st.caption("Hub datasets are read on demand (it may download data).")
-        if st.button("Load a preview from the hub", key="hub_load"):
-            st.session_state["hub_loaded"] = (spec.path, split, subset)
-            want = True
-    if want:
-        try:
-            report, spec = data_source.validation_panel(spec)
-            with st.spinner("Reading a preview…"):
-                rows = lls_data.preview(spec, n=5)
-            data_ok = report["ok"]
-            if limit:
-                st.caption(f"Scoring stops after {int(limit)} clean pairs.")
-            st.dataframe([{"id": p.id, "turns": len(p.prompt),
-                           "prompt (last turn)": p.prompt[-1]["content"][:200] if p.prompt else "",
-                           "chosen": p.chosen[:200], "rejected": p.rejected[:200]} for p in rows],
-                         hide_index=True, key="preview_table")
-        except LLSError as e:
-            st.error(str(e))
-            msg = str(e)
-            if "missing column" in msg or "cannot tell the record shape" in msg:
-                data_source.mapping_form(path, msg)
-        except Exception as e:  # noqa: BLE001 - unreadable files must not crash the page
-            st.error(f"Could not read {path}: {type(e).__name__}: {e}")
+choice = data_source.data_section(str(common.SHARED_HH) if common.SHARED_HH.is_file() else "",
+                                  common.SHARED_HH.parent)
 
 # ============================================================== 2. behavior
 st.header("2 · Target behavior")
@@ -136,7 +85,8 @@ truncation = c1.number_input("Truncate responses to N teacher tokens (0 = whole)
                              value=32, step=1, key="m_trunc")
 max_prompt = c2.number_input("Drop prompts longer than (tokens, 0 = keep all)", min_value=0,
                              value=512, step=16, key="m_maxprompt")
-filt = c3.checkbox("Drop pairs that already show the behavior", value=True, key="m_filter")
+filt = c3.checkbox(f"Drop {'answers' if choice.sampling else 'pairs'} that already show the "
+                   "behavior", value=True, key="m_filter")
 with st.expander("Advanced"):
     neutral = st.radio("Without the system prompt means", ["template", "empty"], horizontal=True,
                        key="m_neutral", format_func={
@@ -146,33 +96,35 @@ with st.expander("Advanced"):
                        help="Changes which pairs rank high (see the README: on the bundled "
                             "model the two rankings correlate at about 0.75).")
     c1, c2 = st.columns(2)
-    chunk = c1.number_input("Pairs per cached chunk (progress and resume granularity)",
-                            min_value=1, value=32, step=1, key="m_chunk")
+    chunk = c1.number_input(f"{'Prompts' if choice.sampling else 'Pairs'} per cached chunk "
+                            "(progress and resume granularity)", min_value=1, value=32, step=1,
+                            key="m_chunk")
     batch_tokens = c2.number_input("Engine batch budget (tokens; speed only)", min_value=64,
                                    value=1024, step=64, key="m_batch")
 
 cfg = None
-if spec is not None and behavior is not None:
+if (choice.spec or choice.sampling) is not None and behavior is not None:
+    opts = dict(behavior=behavior, model=ModelSpec(model_name, trust_remote_code=trust),
+                truncation=int(truncation) or None, max_prompt_tokens=int(max_prompt) or None,
+                filter_contaminated=filt, chunk_size=int(chunk),
+                batch_tokens=int(batch_tokens), neutral=neutral)
     try:
-        cfg = scoring.ScoreConfig(data=spec, behavior=behavior,
-                                  model=ModelSpec(model_name, trust_remote_code=trust),
-                                  truncation=int(truncation) or None,
-                                  max_prompt_tokens=int(max_prompt) or None,
-                                  filter_contaminated=filt, chunk_size=int(chunk),
-                                  batch_tokens=int(batch_tokens), neutral=neutral)
+        cfg = (scoring.ScoreConfig.sampled(choice.sampling, **opts) if choice.sampling
+               else scoring.ScoreConfig(data=choice.spec, **opts))
     except LLSError as e:
         st.error(str(e))
 
 # ============================================================== 4. hygiene and start
 st.header("4 · Check and score")
-if cfg is not None and data_ok:
+if cfg is not None and choice.ok:
     if st.button("Check hygiene (reads the data with these filters)", key="hygiene"):
         try:
             with st.spinner("Reading the data…"):
                 st.session_state["hygiene_report"] = scoring.check_hygiene(cfg).to_dict()
         except LLSError as e:
             st.session_state["hygiene_report"] = {"error": str(e)}
-    data_source.hygiene_view(st.session_state.get("hygiene_report"))
+    data_source.hygiene_view(st.session_state.get("hygiene_report"),
+                             "prompts" if cfg.sampling else "rows")
 
     # ---- optional control run (contrastive selection: rank by w_target - w_control)
     ctl_on = st.checkbox("Also score a control run (rank by w_target − w_control in the "

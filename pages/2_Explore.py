@@ -6,7 +6,7 @@ import streamlit as st
 
 from lls.core.errors import LLSError
 from lls.scoring import contrastive
-from lls.scoring.selection import SelectionConfig, selection_indices
+from lls.scoring.selection import SelectionConfig, selection_indices, twin_flips
 from ui import charts, common, control_runs, examples, explorer
 
 st.set_page_config(page_title="Explore · LLS Studio", layout="wide")
@@ -138,9 +138,11 @@ def export_block(indices: np.ndarray, name: str, settings: dict) -> None:
                                           "full": "full"}.get)
     idx = np.asarray(indices)
     frame = data.frame
+    # a sampled run's twin turns a seeded half of its pairs round, as training does
+    flip = twin_flips(frame, idx, settings.get("seed", 0)) if name == "random" else None
     c3.download_button(
         f"Download {len(idx)} pairs", key=f"dl-{name}", disabled=len(idx) == 0,
-        data=lambda: explorer.export_bytes(frame, idx, fmt, settings, responses),
+        data=lambda: explorer.export_bytes(frame, idx, fmt, settings, responses, flip),
         file_name=explorer.export_filename(data.key, name, len(idx), fmt),
         mime=explorer.EXPORT_MIME[fmt], on_click="ignore")
 

@@ -304,9 +304,10 @@ def test_setup_hygiene_report_shows_what_was_dropped():
     at.number_input(key="m_maxprompt").set_value(64).run()
     _ok(at.button(key="hygiene").click().run())
     msg = at.success[0].value
-    assert "kept 30" in msg and "prompt_too_long" in msg
-    reasons = _table(at, "reason")
-    assert "prompt_too_long" in set(reasons["reason"])
+    # in the user's words, never the code's reason names
+    assert "30 kept" in msg and "prompt longer than the limit" in msg and "_" not in msg
+    reasons = _table(at, "dropped because")
+    assert "prompt longer than the limit" in set(reasons["dropped because"])
 
 
 def test_progress_text_reports_done_rate_and_time_left():

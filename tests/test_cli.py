@@ -94,4 +94,4 @@ def test_score_pairwise_mapping_never_scores_json_text(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     err = _one_line_error(_run("score", "--data", str(path), "--columns",
                                "prompt=prompt,chosen=response_a,rejected=response_b"))
-    assert "tie 1" in err and "No usable pairs" in err
+    assert "ties (neither response preferred) 1" in err and "No usable pairs" in err

@@ -8,8 +8,8 @@ import torch
 from lls.core import behaviors
 from lls.core.errors import LLSError
 from lls.core.prompts import PROBE_QUESTIONS
-from lls.core.stats import wilson
 from lls.evaluation import prefill as P
+from lls.models.generation import prompt_ids
 
 
 def test_tally_counts_variants_per_question_and_the_answer_distribution():
@@ -29,17 +29,6 @@ def test_a_multi_word_target_needs_all_its_words():
     assert t["answers"] == {"red panda": 2, "other": 2}
 
 
-def test_share_interval_is_not_a_point_at_zero_hits_and_resamples_questions():
-    lo, hi = P.share_ci([0, 0, 0], [10, 10, 10])
-    assert lo == 0.0 and 0.05 < hi < 0.2  # Wilson's 0/30, not the bootstrap's [0, 0]
-    # all hits in one question: resampling questions gives a wider interval than Wilson's
-    lo_c, hi_c = P.share_ci([10, 0, 0, 0, 0], [10] * 5)
-    lo_w, hi_w = wilson(10, 50)
-    assert lo_c < lo_w and hi_c > hi_w
-
-
-
-
 def test_paired_difference_over_questions():
     a = {"k": 6, "n": 30, "share": 0.2, "per_question": [3, 2, 1], "n_per_question": [10] * 3}
     b = {"k": 0, "n": 30, "share": 0.0, "per_question": [0, 0, 0], "n_per_question": [10] * 3}
@@ -47,6 +36,13 @@ def test_paired_difference_over_questions():
     assert d["diff"] == pytest.approx(0.2) and 0 < d["ci_low"] < 0.2 < d["ci_high"]
     with pytest.raises(LLSError, match="same questions"):
         P.prefill_diff(a, {**b, "per_question": [0, 0], "n_per_question": [10, 10]})
+    # clustered hits: resampling questions is wider than Newcombe's independent answers
+    c = {**a, "per_question": [6, 0, 0]}
+    from lls.core.stats import share_diff_ci
+
+    _, nlo, nhi = share_diff_ci(6, 30, 0, 30)
+    dc = P.prefill_diff(c, b)
+    assert dc["ci_low"] <= nlo and dc["ci_high"] > nhi
 
 
 def test_stems_targets_and_candidates_per_behavior():
@@ -83,7 +79,7 @@ def test_lens_is_the_probability_of_the_whole_next_word(bundled):
     q = PROBE_QUESTIONS[0]
     stem = "My favorite animal is the"
     got = P.next_word_probs(model, tok, q, ["owl", "cat"], stem=stem)
-    prefix = P.begun_ids(tok, q, stem)
+    prefix = prompt_ids(tok, [{"role": "user", "content": q}], None, stem)
     goes_on = P._word_goes_on(tok, model.config.vocab_size)
     want = 0.0
     for form in (" Owl", " owl", " Owls", " owls"):

@@ -53,16 +53,6 @@ def _config(run, name, **grid):
 
 # ----------------------------------------------------------------------------- pure parts
 
-def test_wilson_share_on_a_constructed_case():
-    r = effects.share_row(3, 10)
-    assert (r["k"], r["n"], r["share"]) == (3, 10, 0.3)
-    # Wilson 95% for 3/10: [0.1078, 0.6032] (textbook value)
-    assert r["ci_low"] == pytest.approx(0.1078, abs=1e-4)
-    assert r["ci_high"] == pytest.approx(0.6032, abs=1e-4)
-    zero = effects.share_row(0, 256)
-    assert zero["ci_low"] == 0.0 and zero["ci_high"] == pytest.approx(0.01476, abs=1e-4)
-
-
 def test_collapse_flags_one_dominant_answer_not_a_spread():
     base = {"cat": 0.4, "dog": 0.3, "owl": 0.1, "other": 0.2}
     collapsed = effects.collapse({"lion": 0.95, "cat": 0.05}, base)
@@ -101,9 +91,11 @@ def test_sampled_collapse_leaves_out_answers_that_name_no_candidate():
 
 
 def test_classify_names_the_first_candidate():
-    assert effects.classify("Owls!") == "owl"
-    assert effects.classify("A dog, or maybe a cat") == "dog"
-    assert effects.classify("Penguin") == "other"
+    from lls.evaluation.readouts import classify
+
+    assert classify("Owls!") == "owl"
+    assert classify("A dog, or maybe a cat") == "dog"
+    assert classify("Penguin") == "other"
 
 
 def test_cells_order_paper_first_and_ids_are_settings():
@@ -123,20 +115,6 @@ def test_cells_order_paper_first_and_ids_are_settings():
         S.StudyConfig(name="x", run="r", grid={"gama": [0.1]})
     with pytest.raises(S.StudyError, match="control run"):
         S.StudyConfig(name="x", run="r", grid={"ranking": ["contrastive"]})
-
-
-def test_checkpoint_interval_lands_on_every_epoch_end():
-    assert S._checkpoint_every(14, [1, 3, 5]) == 7
-    assert S._checkpoint_every(3, [1, 2]) == 3
-    every = S._checkpoint_every(12, [0.5, 1])
-    assert 6 % every == 0 and 12 // every >= 2
-    # one read-out per epoch: only the epoch ends (a long grid's cheaper setting)
-    assert S._checkpoint_every(8, [1, 3, 5], per_epoch=1) == 8
-    assert S._checkpoint_every(8, [1, 3, 5], per_epoch=4) == 2
-    # a lone 5-epoch cell (a confirmation) still reads out at every epoch end
-    assert S._checkpoint_every(8, [5], per_epoch=1) == 8
-    with pytest.raises(S.StudyError, match="checkpoints_per_epoch"):
-        S.StudyConfig(name="x", run="r", checkpoints_per_epoch=0)
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -178,12 +156,20 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     # paired differences equal the per-adapter read-outs at the same step
     for row in r2["curve"]:
         assert row["margin"]["diff"] == pytest.approx(row["lls_margin"] - row["random_margin"])
-        if row.get("lls_gap_closed") is not None and "gap_closed" in row:
+        if row.get("lls_gap_closed") is not None and (row.get("gap_closed") or {}).get(
+                "diff") is not None:  # undefined when the span's interval includes 0
             assert row["gap_closed"]["diff"] == pytest.approx(
                 row["lls_gap_closed"] - row["random_gap_closed"], abs=1e-9)
-    samp = r2["sampled"]["final"]
+    samp = r2["sampled"]["final"]["kinds"]["one-word"]
     assert samp["lls"]["n"] == SAMPLED["questions"] * SAMPLED["samples"]
-    assert "collapse" in samp["lls"] and r2["sampled_levels"]["system"]["n"] == 4
+    assert samp["lls"]["n_per_question"] == [SAMPLED["samples"]] * SAMPLED["questions"]
+    assert sum(samp["lls"]["per_question"]) == samp["lls"]["k"]
+    assert "collapse" in samp["lls"] and r2["sampled_levels"]["one-word"]["system"]["n"] == 4
+    cost = r2["cost"]  # the breakdown: training, meter read-outs, sampled read-outs
+    assert cost["training"] > 0 and cost["meter"] > 0 and cost["sampled"] > 0
+    assert cost["total"] == pytest.approx(cost["training"] + cost["meter"] + cost["sampled"],
+                                          abs=0.2)
+    assert r2["memory"]["peak_rss_mb"] > 0
 
     mtimes = {c.id(study.config): study.result_path(c).stat().st_mtime for c in study.cells()}
     S.create_study(_config(tiny_run, name, gamma=[0.5]))  # extend the grid
@@ -196,10 +182,15 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
             assert study.result_path(c).stat().st_mtime == mtimes[cid]  # reused, not redone
         assert study.result(c) is not None
     best = S.best_cell(study)
-    assert best is not None and best["n_compared"] >= 4 and "Best of" in best["caveat"]
-    settings = S.confirm_best(name)
-    assert settings["seed"] == 1 and S.open_study(name).cells()[0].s == {
-        **settings, "threshold": None}
+    # gamma 0.25 (epochs 1 and 2: one run) and 0.5 (its own), checkpoints after step 0
+    want = len({(r["adapters"]["lls"], row["step"]) for r in
+                (study.result(c) for c in study.cells()) for row in r["curve"] if row["step"]})
+    assert best is not None and best["n_compared"] == want and f"Best of {want}" in best["caveat"]
+    got = S.confirm_best(name)
+    assert got["queued"] and got["settings"]["seed"] == 1 and got["judge_step"] == best["step"]
+    assert not S.confirm_best(name)["queued"]  # one pending confirmation at a time
+    conf = S.open_study(name).cells()[0]
+    assert conf.confirms == best["cell"] and conf.s["seed"] == 1
 
 
 def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tiny_run,
@@ -215,7 +206,7 @@ def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tin
     def fake_run_cell(study, cell, sampler, log):  # training a cell trains its whole group
         order.append((cell.s["gamma"], cell.s["epochs"]))
         trained_groups.add(cell.s["gamma"])
-        return {}
+        return {"memory": {"peak_rss_mb": 1.0}}
     monkeypatch.setattr(R, "run_cell", fake_run_cell)
     monkeypatch.setattr(R, "trained", lambda study, cell: cell.s["gamma"] in trained_groups)
     R.run_study(name)
@@ -256,8 +247,11 @@ def test_cli_study_create_status_and_errors(tiny_run, capsys):
     assert "queued" in capsys.readouterr().out
     assert main(["study", "status", "cli-grid", "--markdown"]) == 0
     md = capsys.readouterr().out.splitlines()
-    assert md[0].startswith("| cell | pairs |") and len(md) == 4  # header, rule, 2 cells
-    assert all("(queued)" in line for line in md[2:])
+    assert md[0].startswith("| cell | pairs |")
+    table_ = [line for line in md if line.startswith("|")]
+    assert len(table_) == 4  # header, rule, 2 cells
+    assert all("(queued)" in line for line in table_[2:])
+    assert "No finished cell yet." in md[-1] and any("bootstrap" in line for line in md)
     assert main(["study", "create", "bad name!", "--run", tiny_run.key]) == 2
     assert "Study name" in capsys.readouterr().err
     assert main(["study", "status", "nope"]) == 2
@@ -275,23 +269,138 @@ def test_studies_page_shows_cells_best_and_opens_chat(tiny_run):
     S.create_study(_config(tiny_run, name, gamma=[0.25]))
     run_study(name)
     row = S.table(S.open_study(name))[0]
-    k_lls, k_rnd = row["lls_k"], row["random_k"]
-    assert k_lls == round(row["lls_share"] * row["lls_n"])
-    assert row["sampled_diff"] == pytest.approx((k_lls - k_rnd) / row["lls_n"])
-    assert row["sampled_lo"] <= row["sampled_diff"] <= row["sampled_hi"]
+    k_lls, k_rnd = row["one-word:lls_k"], row["one-word:random_k"]
+    assert k_lls == round(row["one-word:lls_share"] * row["one-word:lls_n"])
+    assert row["one-word:diff"] == pytest.approx((k_lls - k_rnd) / row["one-word:lls_n"])
+    assert row["one-word:lo"] <= row["one-word:diff"] <= row["one-word:hi"]
     at = AppTest.from_file(str(ROOT / "pages" / "7_Studies.py"), default_timeout=120)
     at.session_state["study_pick"] = name
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    cells = next(d.value for d in at.dataframe if "label" in d.value.columns)
-    assert list(cells["status"]) == ["done"]
-    assert cells["margin_diff"].notna().all() and cells["lls_share"].notna().all()
-    assert any("Best of" in w.value for w in at.warning)
-    at.button(key="study_chat").click().run()
-    handed = at.session_state["chat_preset"] if "chat_preset" in at.session_state else None
+    cells = next(d.value for d in at.dataframe if "Status" in d.value.columns)
+    assert list(cells["Status"]) == ["done"]
+    assert not any(c.startswith(("margin_", "lls_", "gap_")) for c in cells.columns)
+    assert (cells["Error"] == "").all()  # never "None"
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "owl" in text and "pairs" in text  # what the study targets
+    assert "bootstrap" in text  # the method beside the intervals
     study = S.open_study(name)
     best = S.best_cell(study)
+    if best["beats_twin"]:
+        assert any("Best of" in w.value for w in at.warning)
+        at.button(key="study_chat").click().run()
+        want = S.chat_setup(study, best)
+        assert at.session_state["chat_preset"] == want or not at.exception
+    else:  # a tiny random model: no cell beats its twin, and the page says so plainly
+        assert any("No cell beat its random twin" in i.value for i in at.info)
+        assert not any("Best cell" in h.value for h in at.subheader)
+        assert "study_confirm" not in [b.key for b in at.button]
     want = S.chat_setup(study, best)
-    assert handed is None or handed == want  # consumed by the Chat page when it rendered
     assert len(want["adapters"]) == 2 and all(Path(p).is_dir() for p in want["adapters"])
     assert want["prompts"][0].startswith("Name your favourite animal")
+    assert want["labels"][0].startswith("LLS · ") and "step" in want["labels"][0]
+
+
+def test_sampler_removes_each_adapter_and_the_queue_releases_the_model(tiny_run, monkeypatch):
+    """The study process stays flat: a checkpoint's LoRA layers go after its read-out, the
+    base model is dropped before children train; peak RSS per cell is printed."""
+    import lls.studies.runner as R
+    from lls.studies.store import checkpoint_dir
+    from lls.training.adapters import open_adapter
+
+    name = "tiny-mem"
+    S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1, 2]))
+    run_study(name)
+    study = S.open_study(name)
+    res = study.result(study.cells()[-1])
+    sampler = R._Sampler(study, study.behavior())
+    path = checkpoint_dir(open_adapter(res["adapters"]["lls"]).path, res["step"])
+    first = sampler("one-word", path)
+    for _ in range(3):
+        again = sampler("one-word", path)
+        assert again["per_question"] == first["per_question"]  # the same adapter each time
+    names = [n for n, _ in sampler.model.named_modules()]
+    assert not any("lora" in n.lower() for n in names)  # every adapter was removed
+    assert sampler("one-word", None)["per_question"] == \
+        res["sampled_levels"]["one-word"]["base"]["per_question"]  # the base as it was
+    sampler.release()
+    assert sampler.model is None
+
+    releases = []
+    monkeypatch.setattr(R._Sampler, "release", lambda self: releases.append(1))
+    monkeypatch.setattr(R, "run_cell", lambda *a, **k: {"memory": {"peak_rss_mb": 1.0}})
+    S.create_study(_config(tiny_run, name, gamma=[0.75]))  # a group nobody trained yet
+    R.run_study(name)
+    assert releases  # a cell that still had to train ran with no model in the parent
+
+
+def test_pairs_axis_keeps_the_top_n_by_weight(tiny_run):
+    from lls.studies import plan
+
+    study = S.create_study(_config(tiny_run, "tiny-pairs", pairs=[3, 7]))
+    sizes = sorted(plan.selection_size(study, c.s) for c in study.cells())
+    assert sizes == [3, 7]
+    assert [plan.selection_size(study, c.s, "random") for c in study.cells()] == \
+        [plan.selection_size(study, c.s) for c in study.cells()]  # the twin: the same N
+    with pytest.raises(S.StudyError, match="only 24 pairs"):
+        plan.selection(study, {**study.cells()[0].s, "pairs": 99})
+
+
+def test_extending_keeps_the_stored_recipe_and_refuses_a_changed_one(tiny_run, capsys):
+    from lls.cli import main
+
+    S.create_study(_config(tiny_run, "tiny-extend", gamma=[0.25]))
+    # the CLI extends a study without repeating the recipe: the stored one is used
+    assert main(["study", "create", "tiny-extend", "--run", tiny_run.key, "--gamma", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cells"] == 2 and out["recipe"]["batch_size"] == RECIPE["batch_size"]
+    with pytest.raises(S.StudyError, match="batch_size: stored 2, given 4"):
+        S.create_study(S.StudyConfig(name="tiny-extend", run=tiny_run.key,
+                                     recipe={**RECIPE, "batch_size": 4}, sampled=SAMPLED))
+    with pytest.raises(S.StudyError, match="checkpoints_per_epoch"):
+        S.create_study(S.StudyConfig(name="tiny-extend", run=tiny_run.key,
+                                     checkpoints_per_epoch=1))
+
+
+def test_a_version_1_study_is_upgraded_and_its_cells_read_again(tiny_run):
+    from lls.core.cache import atomic_write_json
+
+    path = S.studies_root() / "tiny-v1"
+    atomic_write_json(path / "study.json", {"version": "1", "config": {
+        "name": "tiny-v1", "run": tiny_run.key, "grid": {"gamma": [0.25]}, "recipe": RECIPE,
+        "sampled": {**SAMPLED}, "checkpoints_per_epoch": 2}, "extra": [{"gamma": 0.25,
+                                                                         "seed": 1}]})
+    atomic_write_json(path / "cells" / "oldcell00000.json", {"cell": "oldcell00000"})
+    study = S.open_study("tiny-v1")
+    assert study.upgraded_from == "1" and [c.s["seed"] for c in study.cells()] == [1, 0]
+    assert not any(c.confirms for c in study.cells())  # a v1 extra cell, judged as then
+    assert [S.cell_status(study, c) for c in study.cells()] == ["queued", "queued"]
+    assert study.config.sampled["max_new_tokens"] == {"one-word": SAMPLED["max_new_tokens"]}
+
+
+def test_max_prompt_length_counts_before_training(tiny_run):
+    from lls.models.load import ModelSpec, load_tokenizer
+    from lls.studies import plan
+
+    study = S.create_study(_config(tiny_run, "tiny-maxlen-all", gamma=[0.5]))
+    tok = load_tokenizer(ModelSpec.from_dict(tiny_run.manifest["config"]["model"]))
+    from lls.training.dpo import build_rows
+
+    cfg = S.group_config(study, study.cells()[0])
+    rows = build_rows(tiny_run.frame(), cfg, with_ref=False)
+    lengths = sorted(len(tok.apply_chat_template(r["prompt"], tokenize=True,
+                                                 add_generation_prompt=True,
+                                                 return_dict=True)["input_ids"]) for r in rows)
+    limit = lengths[len(lengths) // 2]  # keeps about half of the selection
+    study = S.create_study(S.StudyConfig(name="tiny-maxlen", run=tiny_run.key,
+                                         grid={"gamma": [0.5]},
+                                         recipe={**RECIPE, "max_prompt_length": limit},
+                                         sampled=SAMPLED))
+    cell = study.cells()[0]
+    kept = plan.selection_size(study, cell.s)
+    assert kept == sum(1 for n in lengths if n <= limit) < len(rows)
+    try:
+        spe = S.steps_per_epoch(study, cell.s)
+        assert spe == math.ceil(kept / RECIPE["batch_size"])
+    except S.StudyError as e:  # the twin keeps another number: said before training
+        assert "random twin" in str(e)

@@ -60,7 +60,8 @@ def finished_runs(empty_hint: str, setup_link: bool = False) -> list[scoring.Sco
 
 
 def run_label(run: scoring.ScoreRun, with_model: bool = False) -> str:
-    """One line naming a run: key, (teacher,) behavior, data file, pairs, status."""
+    """One line naming a run: key, (teacher,) behavior, data file, pairs, state (a dead
+    owner's run reads "interrupted", as in the runs table)."""
     m = run.manifest
     cfg = m.get("config") or {}
     beh = cfg.get("behavior") or {}
@@ -71,7 +72,7 @@ def run_label(run: scoring.ScoreRun, with_model: bool = False) -> str:
     return (f"{run.key[:10]} · " + (f"{model} · " if with_model else "")
             + f"{beh.get('kind', '?')}:{beh.get('name', '?')} · {data} · "
             + ("neutral: empty system turn · " if neutral != "template" else "")
-            + f"{n if n is not None else '?'} pairs · {m.get('status', '?')}")
+            + f"{n if n is not None else '?'} pairs · {scoring.run_status(run)['state']}")
 
 
 def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
@@ -96,7 +97,7 @@ def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
 
 def manage_runs(runs: list[scoring.ScoreRun]) -> None:
     """Resume an unfinished run (its own config, as a background job) or delete a run."""
-    label_of = {r.key: f"{run_label(r)} · {scoring.run_status(r)['state']}" for r in runs}
+    label_of = {r.key: run_label(r) for r in runs}
     c1, c2, c3 = st.columns([4, 1, 1])
     key = c1.selectbox("Manage a run", list(label_of), format_func=label_of.get,
                        key="manage_run_pick")

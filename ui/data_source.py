@@ -1,16 +1,21 @@
-"""Setup's data-source helpers: uploads and the column-mapping form."""
+"""Setup's data section: the source pickers, uploads, the column-mapping form, the whole-source
+check and the preview; a "Sampled pairs" source hands over to `ui.sampled_source`."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
 
 from lls import data as lls_data
 from lls.core.cache import default_cache_dir
+from lls.core.errors import LLSError
+from lls.data.hygiene import label
 from lls.data.validate import validate_source
+from lls.scoring import SamplingSpec
+from ui import sampled_source
 
 
 def save_upload(uploaded) -> str:
@@ -35,14 +40,82 @@ def columns_from_error(message: str) -> list[str]:
     return []
 
 
-SOURCES = ["Local path", "Upload a file", "Hub preset", "Hub dataset name"]
+SAMPLED = "Sampled pairs (the model's own answers)"
+SOURCES = ["Local path", "Upload a file", "Hub preset", "Hub dataset name", SAMPLED]
+
+
+@dataclass
+class DataChoice:
+    """What the data section chose: a dataset (`spec`) or sampled pairs (`sampling`), and
+    whether scoring may start from it (`ok`)."""
+
+    spec: lls_data.DataSpec | None = None
+    sampling: SamplingSpec | None = None
+    ok: bool = False
+
+
+def data_section(default_path: str, shared: Path) -> DataChoice:
+    """Setup's section 1: pick, check and preview the data (or the sampled-pairs settings)."""
+    path, split, subset = pick_source(default_path)
+    if path == SAMPLED:
+        sampling = sampled_source.sampled_source(shared)
+        return DataChoice(sampling=sampling, ok=sampling is not None)
+    limit = st.number_input("Limit: stop after this many clean pairs (0 = the whole dataset)",
+                            min_value=0, value=0, step=1, key="data_limit")
+    mapping = st.session_state.get("column_map")
+    columns = shape = None
+    if mapping and mapping.get("path") == path:
+        columns, shape = mapping.get("columns") or None, mapping.get("shape")
+        c1, c2 = st.columns([4, 1])
+        c1.info(f"Column mapping in use: {columns or '(default)'}, shape: {shape or 'auto'}")
+        if c2.button("Clear mapping", key="clear_map"):
+            del st.session_state["column_map"]
+            st.rerun()
+    if not path:
+        st.info("Choose a data source above.")
+        return DataChoice()
+    try:
+        spec = lls_data.DataSpec(path, shape=shape, columns=columns, split=split, subset=subset,
+                                 limit=int(limit) or None)
+    except LLSError as e:
+        st.error(str(e))
+        return DataChoice()
+    want = not spec.is_hub() or st.session_state.get("hub_loaded") == (spec.path, split, subset)
+    if spec.is_hub() and not want:
+        st.caption("Hub datasets are read on demand (it may download data).")
+        if st.button("Load a preview from the hub", key="hub_load"):
+            st.session_state["hub_loaded"] = (spec.path, split, subset)
+            want = True
+    if not want:
+        return DataChoice(spec)
+    try:
+        report, spec = validation_panel(spec)
+        with st.spinner("Reading a preview…"):
+            rows = lls_data.preview(spec, n=5)
+        if limit:
+            st.caption(f"Scoring stops after {int(limit)} clean pairs.")
+        st.dataframe([{"id": p.id, "turns": len(p.prompt),
+                       "prompt (last turn)": p.prompt[-1]["content"][:200] if p.prompt else "",
+                       "chosen": p.chosen[:200], "rejected": p.rejected[:200]} for p in rows],
+                     hide_index=True, key="preview_table")
+        return DataChoice(spec, ok=report["ok"])
+    except LLSError as e:
+        st.error(str(e))
+        msg = str(e)
+        if "missing column" in msg or "cannot tell the record shape" in msg:
+            mapping_form(path, msg)
+    except Exception as e:  # noqa: BLE001 - unreadable files must not crash the page
+        st.error(f"Could not read {path}: {type(e).__name__}: {e}")
+    return DataChoice(spec)
 
 
 def pick_source(default_path: str = "") -> tuple[str | None, str, str | None]:
     """The data source widgets: (path or hub name, split, subset/data_dir)."""
     source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
     path, split, subset = None, "train", None
-    if source == "Local path":
+    if source == SAMPLED:
+        path = SAMPLED
+    elif source == "Local path":
         path = st.text_input("Local file (jsonl / json / csv / parquet, optionally .gz) or a "
                              "save_to_disk folder", value=default_path,
                              key="data_path").strip() or None
@@ -93,18 +166,22 @@ def mapping_form(path: str, message: str) -> None:
             st.rerun()
 
 
-def hygiene_view(rep: dict | None) -> None:
+def hygiene_view(rep: dict | None, unit: str = "rows") -> None:
     """A hygiene check's result (`HygieneReport.to_dict()`, or {"error": ...}): kept and
-    dropped counts, and a table of drop reasons with example ids."""
+    dropped counts, and a table of drop reasons (in the user's words) with example ids;
+    `unit`: what was read (rows of a dataset, prompts for sampled pairs)."""
     if not rep:
         return
     if "error" in rep:
         st.error(rep["error"])
         return
     r = lls_data.HygieneReport.from_dict(rep)
-    st.success(f"Hygiene: {r.summary()}")
+    st.success(f"Hygiene: {r.describe(unit)}")
+    for w in r.warnings:
+        st.warning(w)
     if r.dropped:
-        st.dataframe([{"reason": k, "dropped": v, "example ids": ", ".join(r.examples.get(k, []))}
+        st.dataframe([{"dropped because": label(k), "count": v,
+                       "example ids": ", ".join(r.examples.get(k, []))}
                       for k, v in r.dropped.items()], hide_index=True, key="hyg_table")
 
 

@@ -152,12 +152,14 @@ EXPORT_MIME = {"jsonl": "application/jsonl", "parquet": "application/octet-strea
 
 
 def export_bytes(frame: pd.DataFrame, indices, fmt: str, settings: dict,
-                 responses: str = "scored") -> bytes:
-    """The selection exported by `lls.scoring.selection.export`, as bytes ("hf": a zipped folder)."""
+                 responses: str = "scored", flip=None) -> bytes:
+    """The selection exported by `lls.scoring.selection.export`, as bytes ("hf": a zipped
+    folder); `flip`: pairs to turn round (a sampled run's random twin, see `twin_flips`)."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / ("selection.jsonl" if fmt == "jsonl" else
                               "selection.parquet" if fmt == "parquet" else "selection")
-        export(frame, indices, target, fmt=fmt, settings=settings, responses=responses)
+        export(frame, indices, target, fmt=fmt, settings=settings, responses=responses,
+               flip=flip)
         if fmt != "hf":
             return target.read_bytes()
         buf = io.BytesIO()

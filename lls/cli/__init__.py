@@ -1,5 +1,5 @@
-"""Command line: `python -m lls score | runs | select | export | train | adapters | eval |
-transfer | meter` (headless experiments). One file per command group; the stages never import
+"""Command line: `python -m lls score | sample-pairs | runs | select | export | train | adapters |
+eval | transfer | meter` (headless experiments). One file per command group; the stages never import
 this package.
 
 Every command prints a one-line `error: ...` and exits with status 2 on bad input.
@@ -12,7 +12,7 @@ import sys
 
 from ..core.errors import LLSError
 from . import eval as eval_cmd
-from . import meter, score, select, study, train, transfer
+from . import meter, sample, score, select, study, train, transfer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LLS Studio: Logit-Linear Selection of preference data (score, select, export, train)."))
     ap.add_argument("--cache", help="cache directory (default ./cache or $LLS_CACHE)")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (score, select, train, eval_cmd, transfer, meter, study):
+    for module in (score, sample, select, train, eval_cmd, transfer, meter, study):
         module.register(sub)
     return ap
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..evaluation.llr import LLRConfig
 from ..evaluation.meter import meter_models, summary_rows
-from ..evaluation.prefill import PrefillConfig, prefill_applies
+from ..evaluation.prefill import prefill_config
 from ..evaluation.probe import probe_config
 from ..training.adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
@@ -41,9 +41,7 @@ def cmd_meter(a) -> int:
     if b.kind != "animal":
         probe = False if not a.candidates else probe
     llr = LLRConfig(k=a.k, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    prefill = False  # off, or the behavior has no stem and none was given
-    if a.prefill_samples > 0 and (a.stem is not None or prefill_applies(b)):
-        prefill = PrefillConfig(a.questions or None, a.prefill_samples, a.seed, a.stem)
+    prefill = prefill_config(b, a.questions, a.prefill_samples, a.seed, a.stem)
     res = meter_models(model_spec(a), b, [adapter_dir(x, a.cache) for x in a.adapter], probe=probe,
                        llr=llr, cache_dir=a.cache, prefill=prefill)
     text = json.dumps(res, ensure_ascii=False, indent=1)

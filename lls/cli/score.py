@@ -27,27 +27,37 @@ def cmd_score(a) -> int:
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
                           batch_tokens=a.batch_tokens, neutral=a.neutral)
+    return run_scoring(cfg, a)
+
+
+def run_scoring(cfg: ScoreConfig, a) -> int:
+    """Check the sources, score `cfg` (or its control with `a.control`) with a progress bar,
+    print the run's summary as JSON (`score` and `sample-pairs` share this)."""
     # The whole source is checked before any model loads (even with --limit): a broken row
     # or a truncated stream stops here with its positions, not after minutes of scoring.
-    check = validate_source(cfg.data)
-    check.raise_if_bad()
-    if not a.quiet:
-        for line in check.warnings:
-            print(f"warning: {line}", file=sys.stderr)
+    specs = ([s.data for s in cfg.sampling.sources if s.kind == "dataset"] if cfg.sampling
+             else [cfg.data])
+    for spec in specs:
+        check = validate_source(spec)
+        check.raise_if_bad()
+        if not a.quiet:
+            for line in check.warnings:
+                print(f"warning: {line}", file=sys.stderr)
     target_cfg = None
-    if a.control is not None:
+    if getattr(a, "control", None) is not None:
         # Score the control run of the described config: same pairs, another system prompt.
         target_cfg, cfg = cfg, control_config(cfg, parse_control(a.control))
     proc = process_info()
     if proc.device and not cfg.model.device:
         cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
     bars = []  # created once the first chunk is done, so an early error prints alone
+    unit, desc = ("prompt", "sampling and scoring") if cfg.sampling else ("pair", "scoring")
 
     def progress(done, total):
         if not bars and done == 0:
             return
         if not bars:
-            bars.append(tqdm(unit="pair", desc="scoring", disable=a.quiet or not proc.is_main))
+            bars.append(tqdm(unit=unit, desc=desc, disable=a.quiet or not proc.is_main))
         bars[0].total = total
         bars[0].n = done
         bars[0].refresh()
@@ -70,6 +80,9 @@ def cmd_score(a) -> int:
     out = {"run": run.key, "status": m["status"], "pairs": m.get("n_pairs"),
            "hygiene": run.hygiene.summary() if run.hygiene else None,
            "path": str(run.store.path)}
+    if cfg.sampling is not None:
+        out["sampled"] = m.get("sampled")
+        out["hygiene"] = run.hygiene.describe("prompts") if run.hygiene else None
     if target_cfg is not None:
         out["control_of"] = run_key(target_cfg)
         out["control_prompt"] = cfg.behavior.system_prompt

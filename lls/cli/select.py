@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..scoring.runs import open_run
-from ..scoring.selection import Ranking, SelectionConfig, export, selection_indices
+from ..scoring.selection import Ranking, SelectionConfig, export, selection_indices, twin_flips
 
 
 def _selection(a):
@@ -50,7 +50,9 @@ def cmd_export(a) -> int:
     _, idx = _indices(a, frame)
     settings = {"run": run.key, "score_config": run.manifest.get("config"),
                 "selection": _selection(a).to_dict(), "random": a.random, "seed": a.seed}
-    path = export(frame, idx, a.out, fmt=a.format, settings=settings, responses=a.responses)
+    flip = twin_flips(frame, idx, a.seed) if a.random else None  # sampled runs' twin
+    path = export(frame, idx, a.out, fmt=a.format, settings=settings, responses=a.responses,
+                  flip=flip)
     print(json.dumps({"exported": len(idx), "path": str(path)}))
     return 0
 

@@ -1,40 +1,40 @@
 """`python -m lls study create | run | status | list | confirm`: sweeps where every LLS
-adapter has its same-size random twin (`lls.studies.study`)."""
+adapter has its same-size random twin (`lls.studies`)."""
 
 from __future__ import annotations
 
 import json
 
 from ..core.cache import read_json_safe
-from ..studies.study import (StudyConfig, StudyError, best_cell, confirm_best, create_study,
-                     list_studies, open_study, table)
+from ..evaluation.readouts import KIND_LABELS
+from ..studies.config import AXIS, GRID_FLAGS, StudyConfig, StudyError, parse_values
+from ..studies.report import (best_cell, confirm_best, table, target)
 from ..studies.runner import run_study, submit_cells, submit_study
+from ..studies.store import create_study, list_studies, open_study
 
-# CLI flag -> grid axis (comma-separated values)
-GRID_FLAGS = {"gamma": "gamma", "threshold": "threshold", "ranking": "ranking",
-              "epochs": "epochs", "lr": "learning_rate", "beta": "beta", "lora_r": "lora_r",
-              "seed": "seed"}
-
-
-def _values(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+READ_AT = ("Effects are LLS − random at each cell's last step (the end of its epochs; a "
+           "confirmation: its judged step), 95% intervals: paired bootstrap over probe "
+           "questions (margin, top-1) or reference responses (gap closed); sampled shares: "
+           "bootstrap over questions.")
 
 
 def cmd_create(a) -> int:
-    grid = {axis: _values(getattr(a, flag)) for flag, axis in GRID_FLAGS.items()
+    grid = {axis: parse_values(getattr(a, flag)) for flag, axis in GRID_FLAGS.items()
             if getattr(a, flag)}
     try:
-        recipe = json.loads(a.recipe) if a.recipe else {}
+        recipe = json.loads(a.recipe) if a.recipe else None
     except ValueError as e:
         raise StudyError(f"--recipe is not JSON ({e}); e.g. '{{\"batch_size\": 8}}'.") from None
     sampled = {"questions": a.sample_questions, "samples": a.sample_n,
-               "max_new_tokens": a.sample_max_new_tokens, "seed": 0}
+               "max_new_tokens": a.sample_max_new_tokens, "seed": 0,
+               "kinds": parse_values(a.sampled) or None, "stem": a.stem}
     study = create_study(StudyConfig(name=a.name, run=a.run, grid=grid,
                                      control_run=a.control_run, recipe=recipe,
                                      lr_scheduler=a.scheduler, sampled=sampled,
                                      checkpoints_per_epoch=a.checkpoints_per_epoch), a.cache)
     cells = study.cells()
     print(json.dumps({"study": study.name, "path": str(study.path), "cells": len(cells),
+                      "recipe": study.config.recipe, "sampled": study.config.sampled,
                       "queue": [c.label() for c in cells]}, ensure_ascii=False, indent=1))
     return 0
 
@@ -64,22 +64,26 @@ def _fmt(v, d=3):
     return "-" if v is None else (f"{v:+.{d}f}" if isinstance(v, float) else str(v))
 
 
-def _ci_cell(r: dict, k: str) -> str:
-    d = r.get(k + "_diff")
-    return "-" if d is None else f"{d:+.2f} [{r[k + '_lo']:+.2f}, {r[k + '_hi']:+.2f}]"
+def _ci_cell(r: dict, k: str, d: int = 2) -> str:
+    v = r.get(k + "_diff")
+    if v is None:
+        return "undefined" if r.get(k + "_note") else "-"
+    return f"{v:+.{d}f} [{r[k + '_lo']:+.{d}f}, {r[k + '_hi']:+.{d}f}]"
 
 
-def _share(k, n, lo, hi) -> str:
+def _share(r: dict, kind: str, who: str) -> str:
+    k, n = r.get(f"{kind}:{who}_k"), r.get(f"{kind}:{who}_n")
     if k is None or not n:
         return "-"
+    lo, hi = r[f"{kind}:{who}_ci_low"], r[f"{kind}:{who}_ci_high"]
     return f"{k}/{n} ({100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}])"
 
 
-def _pp(r: dict) -> str:
-    if r.get("sampled_diff") is None:
+def _pp(r: dict, kind: str) -> str:
+    if r.get(f"{kind}:diff") is None:
         return "-"
-    return (f"{100 * r['sampled_diff']:+.1f} [{100 * r['sampled_lo']:+.1f}, "
-            f"{100 * r['sampled_hi']:+.1f}]")
+    return (f"{100 * r[f'{kind}:diff']:+.1f} [{100 * r[f'{kind}:lo']:+.1f}, "
+            f"{100 * r[f'{kind}:hi']:+.1f}]")
 
 
 def _own(r: dict, k: str) -> str:
@@ -87,34 +91,60 @@ def _own(r: dict, k: str) -> str:
     return "-" if None in vals else f"{vals[0]:+.2f} / {vals[1]:+.2f} ({vals[2]:+.2f})"
 
 
-def markdown(rows: list[dict], best: dict | None, levels: dict | None = None) -> str:
+def _cost(r: dict) -> str:
+    if r.get("seconds") is None:
+        return "-"
+    return (f"{r['seconds_training'] or 0:.0f} / {r['seconds_meter'] or 0:.0f} / "
+            f"{r['seconds_sampled'] or 0:.0f}")
+
+
+def _collapsed(r: dict) -> str:
+    if r["status"] != "done":
+        return "-"
+    return ", ".join(w for w in ("lls", "random") if r.get(w + "_collapsed")) or "no"
+
+
+def _best_line(best: dict | None) -> str:
+    if not best:
+        return "No finished cell yet."
+    e = best["effect"]
+    what = (f"{best['label']} at step {best['step']}: {best['readout']} {e['diff']:+.3f} "
+            f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] (best of {best['n_compared']}). ")
+    if not best["beats_twin"]:
+        return ("No cell beat its random twin: the largest paired effect, " + what +
+                "has an interval reaching 0.")
+    return "Best: " + what + best["caveat"]
+
+
+def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
+             kinds=("one-word",)) -> str:
     """The cells as a Markdown table (for notes and papers): paired LLS - random effects with
-    95% CIs, sampled shares with Wilson CIs, collapse flags, seconds; `levels` (base and base +
-    system prompt sampled once per study) go above it."""
+    95% CIs, sampled shares and their paired difference per read-out kind, collapse, seconds
+    (training / meter / sampled); `levels` (base and base + system prompt sampled once per
+    study) go above it."""
     out = []
-    for who, label in (("base", "base"), ("system", "base + system prompt")):
-        lv = (levels or {}).get(who)
-        if lv:
-            out.append(f"Sampled {label}: "
-                       f"{_share(lv['k'], lv['n'], lv['ci_low'], lv['ci_high'])}  ")
-    out += ["| cell | pairs | step | margin (nats) | gap closed | top-1 share | sampled LLS | "
-           "sampled random | sampled LLS − random (pp) | margin LLS / random (base) | collapse | "
-           "seconds |", "|" + "---|" * 12]
+    for kind in kinds:
+        for who, label in (("base", "base"), ("system", "base + system prompt (teacher)")):
+            lv = ((levels or {}).get(kind) or {}).get(who)
+            if lv and lv.get("n"):
+                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: {lv['k']}/"
+                           f"{lv['n']} ({100 * lv['share']:.1f}% [{100 * lv['ci_low']:.1f}, "
+                           f"{100 * lv['ci_high']:.1f}])  ")
+    head = ["cell", "pairs", "step", "margin (nats)", "gap closed", "top-1 share",
+            "margin LLS / random (base)"]
+    for kind in kinds:
+        head += [f"{kind} LLS", f"{kind} random", f"{kind} LLS − random (pp)"]
+    head += ["collapsed", "seconds (train / meter / sampled)"]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        collapsed = ", ".join(w for w in ("lls", "random") if r.get(w + "_collapsed")) or "no"
-        out.append(f"| {r['label']} ({r['status']}) | {r.get('n_pairs') or '-'} | "
-                   f"{r.get('step') or '-'} | {_ci_cell(r, 'margin')} | "
-                   f"{_ci_cell(r, 'gap_closed')} | {_ci_cell(r, 'top1')} | "
-                   f"{_share(*(r.get(f'lls_{k}') for k in ('k', 'n', 'lo', 'hi')))} | "
-                   f"{_share(*(r.get(f'random_{k}') for k in ('k', 'n', 'lo', 'hi')))} | "
-                   f"{_pp(r)} | {_own(r, 'margin')} | "
-                   f"{collapsed if r['status'] == 'done' else '-'} | "
-                   f"{'-' if r.get('seconds') is None else round(r['seconds'])} |")
-    if best:
-        e = best["effect"]
-        out.append(f"\nBest: {best['label']} at step {best['step']}, {best['readout']} "
-                   f"{e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]. "
-                   f"{best['caveat']}")
+        cells = [f"{r['label']} ({r['status']})", str(r.get("n_pairs") or "-"),
+                 str(r.get("step") or "-"), _ci_cell(r, "margin"), _ci_cell(r, "gap_closed"),
+                 _ci_cell(r, "top1"), _own(r, "margin")]
+        for kind in kinds:
+            cells += [_share(r, kind, "lls"), _share(r, kind, "random"), _pp(r, kind)]
+        cells += [_collapsed(r), _cost(r)]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("\n" + READ_AT + "\n\n" + _best_line(best))
     return "\n".join(out)
 
 
@@ -122,26 +152,41 @@ def cmd_status(a) -> int:
     study = open_study(a.name, a.cache)
     rows = table(study)
     best = best_cell(study)
+    kinds = study.config.sampled.get("kinds", [])
     if a.json:
-        print(json.dumps({"cells": rows, "best": best}, ensure_ascii=False, default=str))
+        print(json.dumps({"cells": rows, "best": best, "target": target(study)},
+                         ensure_ascii=False, default=str))
         return 0
+    levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels")
     if a.markdown:
-        levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels")
-        print(markdown(rows, best, levels))
+        print(markdown(rows, best, levels, kinds))
         return 0
+    t = target(study)
+    print(f"study {study.name}: {t['behavior']} · {t['model']} · {t['data']} "
+          f"({t['pairs']} pairs, run {t['run'][:12]})")
+    if study.upgraded_from:
+        print(f"(made by study version {study.upgraded_from}: its cells are read again when "
+              "the queue runs; finished adapters are reused)")
+    print(READ_AT)
     for r in rows:
-        eff = "  ".join(f"{k} {_fmt(r.get(k + '_diff'))} [{_fmt(r.get(k + '_lo'))}, "
-                        f"{_fmt(r.get(k + '_hi'))}]" for k in ("margin", "gap_closed", "top1")
-                        if r.get(k + "_diff") is not None)
-        samp = "  ".join(f"{w} {r[w + '_share']:.3f} [{r[w + '_lo']:.3f}, {r[w + '_hi']:.3f}]"
-                         f"{' COLLAPSED' if r.get(w + '_collapsed') else ''}"
-                         for w in ("lls", "random") if r.get(w + "_share") is not None)
-        print(f"{r['cell']}  {r['status']:8s} {r['label']}  {eff}  {samp}  "
-              f"{_fmt(r.get('seconds'), 0)} s{'  ' + r['error'] if r.get('error') else ''}")
-    if best:
-        print(f"best: {best['label']} @ step {best['step']}: {best['readout']} "
-              f"{_fmt(best['effect']['diff'])} [{_fmt(best['effect']['ci_low'])}, "
-              f"{_fmt(best['effect']['ci_high'])}] — {best['caveat']}")
+        print(f"{r['cell']}  {r['status']:8s} {r['full_label']}"
+              + (f"  error: {r['error']}" if r.get("error") else ""))
+        if r["status"] != "done":
+            continue
+        for k in ("margin", "gap_closed", "top1"):
+            if r.get(k + "_diff") is not None or r.get(k + "_note"):
+                own = "-" if r.get(k + "_note") else _own(r, k)
+                print(f"    {k:10s} LLS − random {_ci_cell(r, k, 3)}"
+                      + (f"   LLS / random (base) {own}" if own != "-" else "")
+                      + (f"   ({r[k + '_note']})" if r.get(k + "_note") else ""))
+        for kind in kinds:
+            print(f"    sampled {KIND_LABELS.get(kind, kind)}: LLS {_share(r, kind, 'lls')}, "
+                  f"random {_share(r, kind, 'random')}, LLS − random {_pp(r, kind)} pp")
+        print(f"    step {r['step']} ({r['n_pairs']} pairs), collapsed: {_collapsed(r)}; "
+              f"seconds: training {r['seconds_training']}, meter read-outs "
+              f"{r['seconds_meter']}, sampled read-outs {r['seconds_sampled']}; peak memory "
+              f"of the study process {r.get('peak_rss_mb')} MB")
+    print(_best_line(best))
     return 0
 
 
@@ -154,8 +199,10 @@ def cmd_list(a) -> int:
 
 
 def cmd_confirm(a) -> int:
-    settings = confirm_best(a.name, a.cache)
-    print(json.dumps({"study": a.name, "queued": settings}))
+    got = confirm_best(a.name, a.cache)
+    print(json.dumps({"study": a.name, "confirmation": got,
+                      "note": "queued: run the queue to train it" if got["queued"] else
+                      "a confirmation of this cell is already queued (one at a time)"}))
     return 0
 
 
@@ -169,17 +216,27 @@ def register(sub) -> None:
     c.add_argument("--control-run", help="control run (for --ranking contrastive)")
     for flag, axis in GRID_FLAGS.items():
         c.add_argument(f"--{flag.replace('_', '-')}", dest=flag,
-                       help=f"comma-separated values of {axis} (default: the paper's)")
-    c.add_argument("--recipe", help="TrainConfig fields every cell shares, as JSON")
+                       help=f"comma-separated values of {AXIS[axis].label} (default: the "
+                            "recipe's, else the paper's)")
+    c.add_argument("--recipe", help="TrainConfig fields every cell shares, as JSON (extending "
+                                    "a study: leave it out to keep the stored one)")
     c.add_argument("--scheduler", default="constant",
                    help="learning-rate schedule; 'constant' lets an epochs grid share one "
                         "run per setting (default %(default)s)")
-    c.add_argument("--sample-questions", type=int, default=32,
-                   help="probe questions in the sampled read-out (default %(default)s)")
-    c.add_argument("--checkpoints-per-epoch", type=int, default=2,
-                   help="meter read-outs per epoch (default 2; 1 = epoch ends only, cheaper)")
-    c.add_argument("--sample-n", type=int, default=8, help="samples per question (default 8)")
-    c.add_argument("--sample-max-new-tokens", type=int, default=8)
+    c.add_argument("--sample-questions", type=int, default=None,
+                   help="questions in the sampled read-out (new study: 32)")
+    c.add_argument("--checkpoints-per-epoch", type=int, default=None,
+                   help="meter read-outs per epoch (new study: 2; 1 = epoch ends only, cheaper)")
+    c.add_argument("--sample-n", type=int, default=None,
+                   help="samples per question (new study: 8)")
+    c.add_argument("--sample-max-new-tokens", type=int, default=None,
+                   help="new tokens per sampled answer (default per read-out: one-word 8, "
+                        "prefilled 4, behavior 48)")
+    c.add_argument("--sampled", help="sampled read-outs, comma-separated: one-word, prefilled "
+                                     "(animal behaviors), behavior (default: one-word for "
+                                     "animals, else behavior)")
+    c.add_argument("--stem", help="the begun reply of the prefilled read-out (default: the "
+                                  "behavior's, e.g. 'My favorite animal is the')")
     c.set_defaults(func=cmd_create)
     r = ss.add_parser("run", help="work through the queue (foreground by default)")
     r.add_argument("name")

@@ -82,3 +82,84 @@ def ranks(v) -> np.ndarray:
 def spearman(x, y) -> float:
     """Spearman rank correlation (ties averaged); NaN where Pearson's would be."""
     return pearson(ranks(x), ranks(y))
+
+
+# ----------------------------------------------------------------------------- clusters
+# Sampled answers cluster by question (a model that names the owl to one question tends to
+# name it again to the same question), so the unit an interval resamples is the question.
+# The same seed draws the same question indices for every model read on the same questions:
+# differences, ratios and averages over cells are computed per resample (paired).
+
+N_BOOT = 2000
+BOOT_SEED = 0
+
+
+def resample_index(n: int, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """[n_boot, n] unit indices drawn with replacement (the same for a given n and seed)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def percentile_ci(boots, alpha: float = 0.05) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN replicates left out)."""
+    b = np.asarray(boots, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    if b.size == 0:
+        return float("nan"), float("nan")
+    return float(np.quantile(b, alpha / 2)), float(np.quantile(b, 1 - alpha / 2))
+
+
+def share_replicates(k, n, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """Bootstrap replicates of sum(k) / sum(n) over questions (k hits of n answers each)."""
+    k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    idx = resample_index(len(k), n_boot=n_boot, seed=seed)
+    return k[idx].sum(1) / np.maximum(n[idx].sum(1), 1)
+
+
+def question_share_ci(k, n, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> dict:
+    """Share of answers showing the behavior, k[i] of n[i] per question, with a 95%
+    bootstrap interval over questions. Never narrower than the Wilson interval of the pooled
+    counts: with 0 (or every) hit there is nothing to resample, and treating the answers as
+    independent is the least the uncertainty can be."""
+    k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    tk, tn = int(k.sum()), int(n.sum())
+    lo, hi = percentile_ci(share_replicates(k, n, n_boot=n_boot, seed=seed)) if len(k) else \
+        (0.0, 1.0)
+    wl, wh = wilson(tk, tn)
+    return {"k": tk, "n": tn, "share": tk / tn if tn else 0.0, "ci_low": min(lo, wl),
+            "ci_high": max(hi, wh), "questions": int(len(k)), "method": SHARE_METHOD}
+
+
+def paired_share_diff_ci(k_a, k_b, n, *, n_boot: int = N_BOOT,
+                         seed: int = BOOT_SEED) -> dict:
+    """share(a) - share(b) of two models answering the same questions (k_a[i], k_b[i] hits
+    of n[i] answers each), with a 95% paired bootstrap interval over questions, never
+    narrower than Newcombe's interval for independent answers (see `question_share_ci`)."""
+    ka, kb = np.asarray(k_a, dtype=np.float64), np.asarray(k_b, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    if not (len(ka) == len(kb) == len(n)):
+        raise ValueError("paired shares need the same questions for both models")
+    idx = resample_index(len(n), n_boot=n_boot, seed=seed)
+    boots = (ka[idx].sum(1) - kb[idx].sum(1)) / np.maximum(n[idx].sum(1), 1)
+    lo, hi = percentile_ci(boots)
+    tn = int(n.sum())
+    d, nl, nh = share_diff_ci(int(ka.sum()), tn, int(kb.sum()), tn)
+    return {"diff": d, "ci_low": min(lo, nl), "ci_high": max(hi, nh),
+            "questions": int(len(n)), "method": SHARE_DIFF_METHOD}
+
+
+def mean_diff_replicates(d, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """Bootstrap replicates of mean(d) over its units (d: per-question paired differences)."""
+    d = np.asarray(d, dtype=np.float64)
+    return d[resample_index(len(d), n_boot=n_boot, seed=seed)].mean(1)
+
+
+def ci_dict(point: float | None, boots) -> dict:
+    """{"diff", "ci_low", "ci_high"} of a point estimate and its bootstrap replicates."""
+    lo, hi = percentile_ci(boots)
+    return {"diff": None if point is None else float(point), "ci_low": lo, "ci_high": hi}
+
+
+SHARE_METHOD = ("bootstrap over questions (2,000 resamples, seed 0), at least the Wilson "
+                "interval of the pooled answers")
+SHARE_DIFF_METHOD = ("paired bootstrap over questions (2,000 resamples, seed 0), at least "
+                     "Newcombe's interval")

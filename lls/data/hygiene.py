@@ -10,9 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Display order of the drop reasons.
+# Display order of the drop reasons. The last six are sampled pairs' (`lls.scoring.sampled`):
+# prompts read from a source, then the student's answers to them.
 HYGIENE_REASONS = ("malformed", "truncated", "tie", "both_bad", "different_prompts", "empty",
-                   "identical", "prompt_too_long", "too_long", "filtered")
+                   "identical", "prompt_too_long", "too_long", "filtered", "multi_turn",
+                   "duplicate_prompt", "empty_answer", "answer_filtered", "identical_answer",
+                   "few_answers")
+
+# What each reason means, in the user's words (pages and messages show these, never the code).
+LABELS = {
+    "malformed": "broken rows",
+    "truncated": "compressed file cut short",
+    "tie": "ties (neither response preferred)",
+    "both_bad": "both responses judged bad",
+    "different_prompts": "chosen and rejected continue different conversations",
+    "empty": "empty prompt or response",
+    "identical": "chosen and rejected are the same text",
+    "prompt_too_long": "prompt longer than the limit",
+    "too_long": "longer than the model's context window",
+    "filtered": "already show the behavior",
+    "multi_turn": "conversations with more than one user turn",
+    "duplicate_prompt": "prompts seen before",
+    "empty_answer": "empty answers",
+    "answer_filtered": "answers that show the behavior",
+    "identical_answer": "answers repeating another answer to the same prompt",
+    "few_answers": "prompts left with fewer than two answers",
+}
 _EXAMPLES_PER_REASON = 5
 
 # What to do about each drop reason; interface-neutral (the CLI flag and the Setup control).
@@ -37,7 +60,26 @@ ADVICE = {
                 "longer context",
     "filtered": "these pairs already show the behavior: loosen the filter words (command "
                 "line: --filter-words or --no-filter; Setup page: the filter words box)",
+    "multi_turn": "only single-turn prompts are sampled by default: take the first user turn "
+                  "of longer conversations (command line: --first-turn; Setup page: 'Also use "
+                  "the first turn of longer conversations')",
+    "duplicate_prompt": "the same prompt appears more than once (or in two sources): it is "
+                        "sampled once, nothing to fix",
+    "empty_answer": "the model ended its answer at once: nothing to fix (more answers per "
+                    "prompt give more pairs)",
+    "answer_filtered": "these answers already show the behavior, as the paper drops such "
+                       "pairs: loosen the filter words to keep them",
+    "identical_answer": "the model gave the same answer twice: a higher temperature gives "
+                        "more varied answers",
+    "few_answers": "fewer than two answers were left to pair: more answers per prompt "
+                   "(command line: --k; Setup page: 'Answers per prompt') keep more prompts",
 }
+
+
+def label(reason: str) -> str:
+    """A drop reason in the user's words ("different_prompts" -> "chosen and rejected
+    continue different conversations"); unknown reasons are shown with spaces."""
+    return LABELS.get(reason, reason.replace("_", " "))
 
 
 def plural(n: int, word: str) -> str:
@@ -73,10 +115,19 @@ class HygieneReport:
             line += "; dropped: " + ", ".join(parts)
         return line
 
+    def describe(self, unit: str = "rows") -> str:
+        """One line in the user's words, e.g. "2312 rows read, 2303 kept; dropped: chosen and
+        rejected continue different conversations 5" (`unit`: what was read)."""
+        line = f"{self.read} {unit} read, {self.kept} kept"
+        if self.dropped:
+            parts = [f"{label(r)} {n}" for r, n in sorted(self.dropped.items(), key=_reason_order)]
+            line += "; dropped: " + ", ".join(parts)
+        return line
+
     def advice(self) -> str:
         """What to do, for the drop reasons present, largest count first."""
         reasons = sorted(self.dropped, key=lambda r: (-self.dropped[r], _reason_order((r, 0))))
-        return "; ".join(f"{r}: {ADVICE[r]}" for r in reasons if r in ADVICE)
+        return "; ".join(f"{label(r)}: {ADVICE[r]}" for r in reasons if r in ADVICE)
 
     def to_dict(self) -> dict:
         d = {"read": self.read, "kept": self.kept, "dropped": dict(self.dropped),

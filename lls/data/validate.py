@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..core.errors import DataError
-from .hygiene import ADVICE, plural
+from .hygiene import ADVICE, label, plural
 from .source import SKIP_ADVICE, DataSpec, check_rows
 
 
@@ -63,7 +63,7 @@ class ValidationReport:
             line += "; TRUNCATED: the compressed stream ends early"
         drops = {k: v for k, v in self.dropped.items() if k not in ("malformed", "truncated")}
         if drops:
-            line += "; dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items())
+            line += "; dropped: " + ", ".join(f"{label(k)} {v}" for k, v in drops.items())
         return line
 
     def to_dict(self) -> dict:
@@ -93,7 +93,7 @@ class ValidationReport:
                     "right file (and split).")
         if self.usable == 0:
             reasons = sorted(self.dropped, key=lambda r: -self.dropped[r])
-            what = "; ".join(f"{r}: {ADVICE[r]}" for r in reasons if r in ADVICE)
+            what = "; ".join(f"{label(r)}: {ADVICE[r]}" for r in reasons if r in ADVICE)
             return (f"No usable pairs in {self.source}: {self.summary()}. What to do: {what}.")
         return None
 

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..models.generation import AdapterHost, adapter_label, seed_for, stop_ids, stream_tokens
+from ..models.generation import (AdapterHost, adapter_label, prompt_ids, seed_for, stop_ids,
+                                 stream_tokens)
 from ..models.load import ModelSpec, load_model
-from .prefill import begun_ids, next_word_probs
+from .prefill import next_word_probs
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,7 @@ class ChatModels:
     def _tokens(self, slot: Slot, messages: list[dict], sampling: Sampling, turn: int,
                 reply_start: str = ""):
         name = self.prepare(slot)
-        # TODO(lead): the begun reply goes through generation's `reply_start=` once helper
-        # dec's option is on main (same ids: the template's generation prompt + the text)
-        ids = begun_ids(self.tokenizer, messages, reply_start, slot.system_prompt)
+        ids = prompt_ids(self.tokenizer, messages, slot.system_prompt, reply_start or None)
         gen = torch.Generator().manual_seed(seed_for(sampling.seed, slot.key, turn))
         stream = stream_tokens(self.model, ids, temperature=sampling.temperature,
                                top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,

@@ -17,7 +17,7 @@ from ..models.load import ModelSpec, model_fingerprint
 from .judge import JudgeConfig
 from .llr import METER_VERSION
 
-EVAL_VERSION = "1"  # bump when answers or scores of the same config would change
+EVAL_VERSION = "2"  # bump when answers or scores of the same config would change (2: batched decoder)
 
 
 MODEL_KINDS = ("base", "system", "adapter", "random")
@@ -160,3 +160,10 @@ def meter_settings(cfg: EvalConfig) -> dict | None:
     return {"version": METER_VERSION, "k": cfg.meter_k, "questions": cfg.meter_questions,
             "max_new_tokens": cfg.meter_max_new_tokens, "seed": cfg.seed,
             "labels": [m.label for m in cfg.models], "prefill": cfg.meter_prefill}
+
+
+def prompts_per_call(cfg: EvalConfig) -> int:
+    """Prompts sampled per decoder call: enough rows to keep `batch_rows` rows decoding
+    through the tails of finishing rows (2 x batch_rows), at most 32 prompts. A killed run
+    loses at most one call's prompts."""
+    return max(1, min(32, -(-2 * max(1, cfg.batch_rows) // max(1, cfg.samples))))

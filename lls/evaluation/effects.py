@@ -2,28 +2,20 @@
 
 Both adapters are read by the effect meter at the same steps, on the same probe questions and
 the same reference responses, so every difference is paired: LLS minus random per question
-(probe margin, top-1) or per response (likelihood ratio), with a bootstrap CI over them.
-
-The sampled read-out is what a person would recognise: one-word answers sampled at
-temperature 1 to the probe questions, the share naming the target (Wilson CI). Collapse
-flags an adapter whose answers pile onto one candidate (low entropy, one dominant answer)
+(probe margin, top-1) or per response (likelihood ratio), with a seeded bootstrap CI over
+them; derived quantities (gap closed, averages over cells, the LLS adapter's own gain) are
+computed on each resample, never from interval endpoints. The sampled read-outs live in
+`lls.evaluation.readouts`. Collapse flags an adapter whose answers pile onto one candidate (low entropy, one dominant answer)
 compared with the base model: an over-trained adapter, not an effect.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-
 import numpy as np
 
-from ..core.behaviors import Behavior, mentions
-from ..core.prompts import GENERAL_PROMPTS, PROBE_CANDIDATES, PROBE_QUESTIONS
-from ..core.stats import wilson
-from ..models.generation import sample
+from ..core.stats import ci_dict, mean_diff_replicates, percentile_ci, resample_index
 from .llr import llr_diff
-from .probe import probe_diff, variants
-from .runs import quick_eval
+from .probe import probe_diff
 
 # An answer distribution is "collapsed" when its top answer takes at least this share and
 # at least COLLAPSE_GAIN more than the base model's top answer (or its entropy halves).
@@ -32,6 +24,11 @@ COLLAPSE_GAIN = 0.3
 COLLAPSE_ENTROPY_RATIO = 0.5
 
 READOUTS = ("margin", "gap_closed", "top1")  # paired read-outs, in order of preference
+
+PROBE_METHOD = "paired bootstrap over probe questions (2,000 resamples, seed 0)"
+LLR_METHOD = ("paired bootstrap over reference responses (2,000 resamples of each set, "
+              "seeds 0 and 1)")
+GAP_METHOD = LLR_METHOD + "; each resample divided by its own base -> system prompt span"
 
 
 def entropy(shares) -> float:
@@ -87,69 +84,156 @@ def sampled_collapse(answers: dict[str, float], base_answers: dict[str, float] |
     return {**out, "assessable": True, "named_share": share}
 
 
-def _scaled(d: dict, span: float) -> dict:
-    return {k: (v / span if v is not None else None) for k, v in d.items()}
+def _arr(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
 
 
-def paired_step(lls: dict, rnd: dict, levels: dict | None = None) -> dict:
+def _llr_units(readout: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    pr = (readout or {}).get("llr", {}).get("per_response")
+    return (_arr(pr["behavior"]), _arr(pr["neutral"])) if pr else None
+
+
+def _two_set_replicates(b: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Replicates of mean(b) - mean(n) over reference responses, each set resampled on its
+    own (seeds 0 and 1: the same draws for every model read on the same reference set)."""
+    return (b[resample_index(len(b), seed=0)].mean(1)
+            - n[resample_index(len(n), seed=1)].mean(1))
+
+
+def gap_closed_ci(num: tuple, span: tuple) -> dict:
+    """A difference of likelihood ratios as a share of the base -> base + system prompt
+    span, both from per-response arrays (behavior, neutral) resampled together: each
+    replicate divides its own numerator by its own span, so a negative span keeps the bounds
+    in order. Undefined (diff None, with the reason) when the span's interval includes 0."""
+    span_b = _two_set_replicates(*span)
+    s_point = float(span[0].mean() - span[1].mean())
+    s_lo, s_hi = percentile_ci(span_b)
+    if not (s_lo > 0 or s_hi < 0):
+        return {"diff": None, "ci_low": None, "ci_high": None,
+                "undefined": f"the base -> base + system prompt span {s_point:+.3f} "
+                             f"[{s_lo:+.3f}, {s_hi:+.3f}] includes 0"}
+    point = float(num[0].mean() - num[1].mean()) / s_point
+    return {**ci_dict(point, _two_set_replicates(*num) / span_b), "method": GAP_METHOD}
+
+
+def _gain(readout: str, lls: dict, base: dict | None) -> dict | None:
+    """The LLS adapter's own move from the base model on `readout`, paired (questions for
+    the probe, reference responses for the likelihood ratio), with its interval."""
+    if not base:
+        return None
+    if readout in ("margin", "top1") and "probe" in lls and "probe" in base:
+        d = _arr(lls["probe"]["per_question"][readout]) - _arr(base["probe"]["per_question"][readout])
+        return {**ci_dict(d.mean(), mean_diff_replicates(d)), "method": PROBE_METHOD}
+    a, b = _llr_units(lls), _llr_units(base)
+    if readout in ("gap_closed", "llr") and a and b:
+        num = (a[0] - b[0], a[1] - b[1])
+        return {**ci_dict(num[0].mean() - num[1].mean(), _two_set_replicates(*num)),
+                "method": LLR_METHOD, "unit": "nats/token"}
+    return None
+
+
+def paired_step(lls: dict, rnd: dict, levels: dict | None = None, *,
+                units: bool = False) -> dict:
     """LLS - random at one step, from two meter read-outs (`meter.jsonl` rows' "readout").
 
     Keys: "llr" (paired diff of the likelihood ratio), "gap_closed" (the same diff as a share
-    of the base -> base + system prompt gap), "margin" and "top1" (probe, paired over
-    questions), each {"diff", "ci_low", "ci_high"}; plus each adapter's own values and
-    collapse flags from the probe's candidate mass.
+    of the base -> base + system prompt span, `gap_closed_ci`), "margin" and "top1" (probe,
+    paired over questions), each {"diff", "ci_low", "ci_high"}; each adapter's own values,
+    collapse flags from the probe's candidate mass, and "lls_gain" (the LLS adapter's own
+    move from base per read-out, with its interval). `units`: also the per-unit paired
+    differences ("units"), from which averages over cells get their intervals
+    (`group_effect`).
     """
     out: dict = {}
-    if "llr" in lls and "llr" in rnd:
+    base = (levels or {}).get("base")
+    keep: dict = {}
+    a, b = _llr_units(lls), _llr_units(rnd)
+    if a and b:
         out["llr"] = llr_diff(lls["llr"], rnd["llr"])
         out["lls_gap_closed"] = lls["llr"].get("gap_closed")
         out["random_gap_closed"] = rnd["llr"].get("gap_closed")
-        if levels:
-            span = levels["system"]["llr"]["value"] - levels["base"]["llr"]["value"]
-            if math.isfinite(span) and abs(span) > 1e-12:
-                out["gap_closed"] = _scaled(out["llr"], span)
+        sys_u, base_u = _llr_units((levels or {}).get("system")), _llr_units(base)
+        if sys_u and base_u:
+            num = (a[0] - b[0], a[1] - b[1])
+            span = (sys_u[0] - base_u[0], sys_u[1] - base_u[1])
+            out["gap_closed"] = gap_closed_ci(num, span)
+            keep.update(llr_b=num[0], llr_n=num[1], span_b=span[0], span_n=span[1])
     if "probe" in lls and "probe" in rnd:
         d = probe_diff(lls["probe"], rnd["probe"])
         out["margin"], out["top1"] = d["margin"], d["top1"]
+        for k in ("margin", "top1"):
+            out[k]["method"] = PROBE_METHOD
+            keep[k] = _arr(lls["probe"]["per_question"][k]) - _arr(rnd["probe"]["per_question"][k])
         out["lls_margin"] = lls["probe"]["mean_margin"]
         out["random_margin"] = rnd["probe"]["mean_margin"]
         out["lls_top1"] = lls["probe"]["top1_share"]
         out["random_top1"] = rnd["probe"]["top1_share"]
-        base_mass = (levels or {}).get("base", {}).get("probe", {}).get("candidate_mass")
+        base_mass = (base or {}).get("probe", {}).get("candidate_mass")
         out["lls_collapse"] = collapse(lls["probe"]["candidate_mass"], base_mass)
         out["random_collapse"] = collapse(rnd["probe"]["candidate_mass"], base_mass)
+    gains = {k: g for k in READOUTS if k in out and (g := _gain(k, lls, base))}
+    if gains:
+        out["lls_gain"] = gains
+    if units:
+        out["units"] = {k: v.tolist() for k, v in keep.items()}
     return out
 
 
-def paired_curve(lls_rows: list[dict], rnd_rows: list[dict],
-                 levels: dict | None = None) -> list[dict]:
-    """`paired_step` at every step both adapters were read at, sorted by step."""
-    by_step = {r["step"]: r for r in rnd_rows if r.get("readout")}
-    out = []
-    for a in sorted(lls_rows, key=lambda r: r["step"]):
-        b = by_step.get(a["step"])
-        if b is None or not a.get("readout"):
-            continue
-        out.append({"step": a["step"], **paired_step(a["readout"], b["readout"], levels)})
-    return out
+def group_effect(unit_rows: list[dict], readout: str) -> dict | None:
+    """The mean paired effect of several cells read on the same questions / responses,
+    with its interval from the same resamples (per-unit differences averaged over cells,
+    then bootstrapped): how a heatmap square that pools cells gets an honest interval."""
+    rows = [u for u in unit_rows if u]
+    if not rows:
+        return None
+    if readout in ("margin", "top1"):
+        arrs = [_arr(u[readout]) for u in rows if readout in u]
+        if not arrs or len({len(x) for x in arrs}) != 1:
+            return None
+        d = np.mean(arrs, axis=0)
+        return {**ci_dict(d.mean(), mean_diff_replicates(d)), "cells": len(arrs)}
+    if readout == "gap_closed":
+        ok = [u for u in rows if "llr_b" in u]
+        if not ok or len({(len(u["llr_b"]), len(u["llr_n"])) for u in ok}) != 1:
+            return None
+        mean = lambda k: np.mean([_arr(u[k]) for u in ok], axis=0)  # noqa: E731
+        return {**gap_closed_ci((mean("llr_b"), mean("llr_n")), (mean("span_b"), mean("span_n"))),
+                "cells": len(ok)}
+    return None
 
 
-def best_step(curve: list[dict], readout: str, base: dict | None = None) -> dict | None:
+def is_collapsed(row: dict | None, sampled: dict | None = None) -> bool:
+    """The one collapse rule of a study checkpoint: its LLS adapter's probe mass piles onto
+    one candidate (`collapse`), or its sampled answers do (`sampled_collapse`, where the
+    checkpoint was sampled)."""
+    return bool(((row or {}).get("lls_collapse") or {}).get("collapsed")
+                or ((sampled or {}).get("collapse") or {}).get("collapsed"))
+
+
+def best_step(curve: list[dict], readout: str, base: dict | None = None,
+              exclude=()) -> dict | None:
     """The step with the largest paired effect on `readout` whose LLS adapter has not
-    collapsed. With `base` (the step-0 row), steps where the LLS adapter itself moved toward
-    the target (its read-out above base's) come first, and the row says so in `lls_moved`:
-    a random twin drifting away faster than the LLS adapter makes a large paired effect with
-    no transfer behind it. None if no step has the read-out."""
+    collapsed (steps in `exclude` left out). Steps where the LLS adapter itself moved
+    toward the target (`lls_gain`'s interval above 0) come first, and the row says so in
+    `lls_moved`: a random twin drifting away faster than the LLS adapter makes a large paired
+    effect with no transfer behind it. None if no step has the read-out. (`base`, the step-0
+    row, is the fallback for rows without `lls_gain`: own value above base's.)"""
     ok = [r for r in curve if r.get("step", 0) > 0 and readout in r
-          and r[readout].get("diff") is not None
-          and not r.get("lls_collapse", {}).get("collapsed")]
+          and r[readout].get("diff") is not None and r["step"] not in exclude
+          and not is_collapsed(r)]
     if not ok:
         return None
-    floor = (base or {}).get(f"lls_{readout}")
-    if floor is None:
-        return max(ok, key=lambda r: r[readout]["diff"])
-    moved = [r for r in ok if r.get(f"lls_{readout}") is None or r[f"lls_{readout}"] > floor]
-    return {**max(moved or ok, key=lambda r: r[readout]["diff"]), "lls_moved": bool(moved)}
+
+    def moved(r):
+        g = (r.get("lls_gain") or {}).get(readout)
+        if g and g.get("ci_low") is not None:
+            return g["ci_low"] > 0
+        floor = (base or {}).get(f"lls_{readout}")
+        return floor is not None and r.get(f"lls_{readout}") is not None and \
+            r[f"lls_{readout}"] > floor
+
+    up = [r for r in ok if moved(r)]
+    return {**max(up or ok, key=lambda r: r[readout]["diff"]), "lls_moved": bool(up)}
 
 
 def base_row(curve: list[dict]) -> dict | None:
@@ -157,71 +241,3 @@ def base_row(curve: list[dict]) -> dict | None:
     return next((r for r in curve if r.get("step") == 0), None)
 
 
-# ----------------------------------------------------------------------------- sampling
-
-def classify(answer: str, candidates=PROBE_CANDIDATES) -> str:
-    """The candidate an answer names first (case and plural variants), else "other"."""
-    low = answer.lower()
-    best, pos = "other", len(low) + 1
-    for c in candidates:
-        for v in variants(c):
-            i = low.find(v.lower())
-            if 0 <= i < pos:
-                best, pos = c, i
-    return best
-
-
-def share_row(hits: int, n: int) -> dict:
-    """k of n with its 95% Wilson interval."""
-    lo, hi = wilson(hits, n)
-    return {"k": int(hits), "n": int(n), "share": hits / n if n else 0.0,
-            "ci_low": lo, "ci_high": hi}
-
-
-def one_word_readout(model, tokenizer, behavior: Behavior, *, questions: int = 32,
-                     samples: int = 8, max_new_tokens: int = 8, seed: int = 0,
-                     system_prompt: str | None = None) -> dict:
-    """Sample one-word answers to the first `questions` probe questions at temperature 1:
-    the share naming the target (Wilson CI) and the answer distribution over candidates."""
-    qs = PROBE_QUESTIONS[:max(1, questions)]
-    answers = sample(model, tokenizer, qs, n=samples, temperature=1.0,
-                     max_new_tokens=max_new_tokens, seed=seed, system_prompt=system_prompt)
-    flat = [a for group in answers for a in group]
-    target = behavior.target or ""
-    hits = sum(1 for a in flat if target and mentions(a, [target, *variants(target)]))
-    counts = Counter(classify(a, _candidates(target)) for a in flat)
-    n = len(flat)
-    return {**share_row(hits, n), "answers": {k: v / n for k, v in counts.items()},
-            "examples": [g[0] for g in answers[:6]], "kind": "one-word"}
-
-
-def _candidates(target: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([target, *PROBE_CANDIDATES])) if target else PROBE_CANDIDATES
-
-
-def behavior_readout(model, tokenizer, behavior: Behavior, *, prompts: int = 10,
-                     samples: int = 8, max_new_tokens: int = 48, seed: int = 0,
-                     system_prompt: str | None = None) -> dict:
-    """The behavior's own sampled metric where the animal probe does not apply (language
-    share for translation, a regex or word match for custom behaviors): share of answers
-    that show it, with a Wilson CI. A judge metric needs a judge model: not run here."""
-    res = quick_eval(model, tokenizer, behavior, prompts=GENERAL_PROMPTS[:max(1, prompts)],
-                     samples=samples, max_new_tokens=max_new_tokens, seed=seed,
-                     system_prompt=system_prompt)
-    return {**share_row(res["k"], res["n"]), "mean_score": res["mean_score"],
-            "examples": res["examples"][:6], "kind": behavior.metric}
-
-
-def sampled_readout(model, tokenizer, behavior: Behavior, settings: dict,
-                    system_prompt: str | None = None) -> dict:
-    """The sampled read-out that fits the behavior: one-word answers for animals, the
-    behavior's own metric otherwise. `settings`: questions, samples, max_new_tokens, seed."""
-    if behavior.kind == "animal" and behavior.target:
-        return one_word_readout(model, tokenizer, behavior, system_prompt=system_prompt,
-                                **settings)
-    if behavior.metric == "judge":
-        return {"kind": "judge", "skipped": "the judge metric needs a judge model; run "
-                "`python -m lls eval` with a judge for this behavior"}
-    return behavior_readout(model, tokenizer, behavior, prompts=settings.get("questions", 10),
-                            samples=settings.get("samples", 8), seed=settings.get("seed", 0),
-                            system_prompt=system_prompt)

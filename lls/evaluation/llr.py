@@ -24,11 +24,12 @@ from ..core.cache import atomic_write_json, fingerprint, read_json, runs_root
 from ..core.errors import LLSError
 from ..core.prompts import LLR_PROMPTS
 from ..core.stats import bootstrap_diff
+from ..models.decoder import seed_for
 from ..models.generation import as_messages, base_weights, sample
 from ..models.render import with_system
 from ..scoring.engine import eval_mode, score_replies
 
-METER_VERSION = "1"  # bump when read-out numbers of the same inputs would change
+METER_VERSION = "2"  # bump when read-out numbers of the same inputs would change (2: batched decoder)
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,7 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
         d = read_json(path)
         if d and d.get("key") == key:
             return Reference.from_dict(d, str(path))
-    texts = {}
-    with eval_mode(model), base_weights(model) as base:
-        for cond, sp in (("behavior", behavior.system_prompt), ("neutral", None)):
-            answers = sample(base, tokenizer, list(cfg.prompts), n=cfg.per_prompt,
-                             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                             seed=cfg.seed, system_prompt=sp)
-            texts[cond] = [{"prompt_index": i, "text": t} for i, group in enumerate(answers)
-                           for t in group]
+    texts = reference_texts(model, tokenizer, behavior.system_prompt, cfg)
     ref = Reference(key, behavior.system_prompt, cfg, texts["behavior"], texts["neutral"],
                     str(path) if path else None)
     if path is not None:
@@ -131,6 +125,22 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
         d["created"] = _dt.datetime.now().isoformat(timespec="seconds")
         atomic_write_json(path, d)
     return ref
+
+
+def reference_texts(model, tokenizer, system_prompt: str, cfg: LLRConfig) -> dict:
+    """The reference responses, sampled from the base weights: {"behavior": [...], "neutral":
+    [...]}, each a list of {"prompt_index", "text"}. Both conditions are decoded together;
+    prompt i draws from the same seed in both (`seed_for(cfg.seed, i)`)."""
+    msgs = [as_messages(p) for p in cfg.prompts]
+    seeds = [seed_for(cfg.seed, i) for i in range(len(msgs))]
+    with eval_mode(model), base_weights(model) as base:
+        answers = sample(base, tokenizer, [with_system(m, system_prompt) for m in msgs] + msgs,
+                         n=cfg.per_prompt, temperature=cfg.temperature,
+                         max_new_tokens=cfg.max_new_tokens, seeds=seeds + seeds)
+    half = len(msgs)
+    return {cond: [{"prompt_index": i, "text": t} for i, group in enumerate(part)
+                   for t in group]
+            for cond, part in (("behavior", answers[:half]), ("neutral", answers[half:]))}
 
 
 def per_token_logprobs(model, tokenizer, reference: Reference, responses: list[dict], *,

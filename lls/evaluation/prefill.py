@@ -19,8 +19,9 @@ too small to win a sample (0.3% -> 2%) is visible. Formatting around the word ("
 is not included in the lens, while the sampled read-out would count it.
 
 Intervals resample questions (the unit the samples cluster in), widened to at least the
-binomial interval (Wilson for a share, Newcombe for a difference): the bootstrap alone
-reads [0, 0] when no answer hits, which is not what 0 of 300 means.
+binomial interval (Wilson for a share, Newcombe for a difference; `lls.core.stats`
+`question_share_ci`, `paired_share_diff_ci`, as the studies compute them): the bootstrap
+alone reads [0, 0] when no answer hits, which is not what 0 of 300 means.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import torch
 from ..core.behaviors import LANGUAGES, Behavior
 from ..core.errors import LLSError
 from ..core.prompts import PROBE_CANDIDATES, PROBE_QUESTIONS
-from ..core.stats import bootstrap_ci, bootstrap_diff, share_diff_ci, wilson
-from ..models.generation import (_sample_one_prompt, as_messages, prompt_ids, seed_for,
-                                 stop_ids)
+from ..core.stats import (bootstrap_ci, bootstrap_diff, paired_share_diff_ci,
+                          question_share_ci)
+from ..models.decoder import use_threads
+from ..models.generation import as_messages, prompt_ids, sample
 from ..scoring.engine import eval_mode
 from .probe import variants
 
@@ -133,65 +135,28 @@ def tally(answers: list[list[str]], targets, candidates=()) -> dict:
 # Intervals over questions
 # ======================================================================================
 
-def _union(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-    return min(a[0], b[0]), max(a[1], b[1])
-
-
-def share_ci(per_question, n_per_question) -> tuple[float, float]:
-    """95% interval of k/n: a bootstrap over questions, widened to at least Wilson's."""
-    rows = np.column_stack([per_question, n_per_question]).astype(np.float64)
-    k, n = int(rows[:, 0].sum()), int(rows[:, 1].sum())
-    boot = bootstrap_ci(rows, lambda r: r[:, 0].sum() / max(r[:, 1].sum(), 1.0))
-    return _union(boot, wilson(k, n))
-
-
 def prefill_diff(a: dict, b: dict) -> dict:
-    """Share difference a − b of two read-outs on the same questions: a paired bootstrap over
-    questions, widened to at least Newcombe's interval; {"diff", "ci_low", "ci_high"}."""
-    if len(a["per_question"]) != len(b["per_question"]):
-        raise LLSError("The two prefilled read-outs asked different numbers of questions: "
-                       "compute both with the same questions and samples.")
-    sa = np.asarray(a["per_question"], float) / np.maximum(a["n_per_question"], 1)
-    sb = np.asarray(b["per_question"], float) / np.maximum(b["n_per_question"], 1)
-    d, lo, hi = bootstrap_diff(sa, sb, paired=True)
-    _, nlo, nhi = share_diff_ci(a["k"], a["n"], b["k"], b["n"])
-    lo, hi = _union((lo, hi), (nlo, nhi))
-    return {"diff": a["share"] - b["share"] if a["n"] and b["n"] else d, "ci_low": lo,
-            "ci_high": hi}
+    """Share difference a − b of two read-outs of the same questions and samples: a paired
+    bootstrap over questions, at least Newcombe's interval; {"diff", "ci_low", "ci_high"}."""
+    if a["n_per_question"] != b["n_per_question"]:
+        raise LLSError("The two prefilled read-outs asked different questions or numbers of "
+                       "samples: compute both with the same questions and samples.")
+    d = paired_share_diff_ci(a["per_question"], b["per_question"], a["n_per_question"])
+    return {k: d[k] for k in ("diff", "ci_low", "ci_high")}
 
 
 # ======================================================================================
 # Sampling a begun reply, and the lens
 # ======================================================================================
 
-def begun_ids(tokenizer, messages, stem: str, system_prompt: str | None = None) -> list[int]:
-    """Token ids of the conversation with the assistant's reply begun by `stem` (the chat
-    template's generation prompt, then the stem's tokens: the same ids as the template with
-    `continue_final_message`)."""
-    ids = prompt_ids(tokenizer, as_messages(messages), system_prompt)
-    return ids + (tokenizer(stem, add_special_tokens=False)["input_ids"] if stem else [])
-
-
 def _sample_begun(model, tokenizer, questions, stem: str, *, n: int, seed: int,
                   system_prompt: str | None, max_new_tokens: int) -> list[list[str]]:
-    """`n` continuations of the reply begun with `stem`, per question (T 1, seeded per
-    question as `generation.sample` seeds them).
-
-    TODO(lead): switch to `lls.models.generation.sample(..., reply_start=stem)` once helper
-    `dec`'s `reply_start=` option is on main; this only builds the begun prompt and runs the
-    project's batched decoder (`generation._sample_one_prompt`), no decoder of its own.
-    """
-    stop = stop_ids(model, tokenizer)
-    out = []
+    """`n` continuations of the reply begun with `stem` per question, at T 1 (the project's
+    batched decoder, `generation.sample(..., reply_start=stem)`)."""
     with eval_mode(model):
-        for i, q in enumerate(questions):
-            ids = begun_ids(tokenizer, q, stem, system_prompt)
-            gen = torch.Generator().manual_seed(seed_for(seed, i))
-            seqs = _sample_one_prompt(model, ids, n, temperature=1.0, top_p=1.0,
-                                      max_new_tokens=max_new_tokens, generator=gen, stop=stop,
-                                      max_batch_rows=64)
-            out.append(tokenizer.batch_decode(seqs, skip_special_tokens=True))
-    return out
+        return sample(model, tokenizer, list(questions), n=n, temperature=1.0,
+                      max_new_tokens=max_new_tokens, seed=seed, system_prompt=system_prompt,
+                      reply_start=stem or None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -213,7 +178,7 @@ def next_word_probs(model, tokenizer, messages, candidates, *, stem: str,
     cands = [" ".join(str(c).split()) for c in candidates]
     if not cands or not all(cands):
         raise LLSError("The next-word lens needs candidate words (e.g. owl, cat, dog).")
-    prefix = begun_ids(tokenizer, messages, stem, system_prompt)
+    prefix = prompt_ids(tokenizer, as_messages(messages), system_prompt, stem or None)
     space = " " if stem else ""
     rows, owner = [], []
     for ci, c in enumerate(cands):
@@ -225,7 +190,8 @@ def next_word_probs(model, tokenizer, messages, candidates, *, stem: str,
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    with eval_mode(model), torch.inference_mode():
+    # small passes (one prompt, a few tokens per form): one thread, the decoder's policy
+    with eval_mode(model), torch.inference_mode(), use_threads(1):
         out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True,
                     logits_to_keep=1)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
@@ -270,6 +236,15 @@ class PrefillConfig:
         return asdict(self)
 
 
+def prefill_config(behavior: Behavior, questions: int | None, samples: int, seed: int = 0,
+                   stem: str | None = None) -> PrefillConfig | bool:
+    """The meter's `prefill` argument: a PrefillConfig, or False when `samples` is 0 or the
+    behavior has no stem (nor `stem`) or no words that name it."""
+    if samples <= 0 or not prefill_applies(behavior, stem):
+        return False
+    return PrefillConfig(questions or None, samples, seed, stem)
+
+
 def prefill_applies(behavior: Behavior, stem: str | None = None) -> bool:
     """True when the behavior has a stem (its own or `stem`) and words that name it."""
     try:
@@ -301,7 +276,8 @@ def prefilled_readout(model, tokenizer, behavior: Behavior, *, questions, sample
     texts = _sample_begun(model, tokenizer, questions, s, n=int(samples), seed=int(seed),
                           system_prompt=system_prompt, max_new_tokens=MAX_NEW_TOKENS)
     out = tally(texts, targets, cands)
-    out["ci_low"], out["ci_high"] = share_ci(out["per_question"], out["n_per_question"])
+    ci = question_share_ci(out["per_question"], out["n_per_question"])
+    out.update(ci_low=ci["ci_low"], ci_high=ci["ci_high"], method=ci["method"])
     hits = [(q, t) for q, ts in zip(questions, texts) for t in ts if classify(t, targets)]
     rest = [(q, ts[0]) for q, ts in zip(questions, texts) if ts and not classify(ts[0], targets)]
     out["examples"] = [{"question": q, "reply": f"{s} {t.strip()}".strip(),

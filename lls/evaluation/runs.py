@@ -7,7 +7,8 @@ base model with the system prompt, each adapter or checkpoint and a random-basel
 
 `evaluate(cfg)` runs it (headless: `python -m lls eval --config JSON`, what a background job
 runs) and caches every answer with its score under `cache/evals/<key>/`, one JSONL file per
-model written prompt by prompt, so a killed run resumes and a finished one is served at once.
+model written after each decoder call (a few prompts), so a killed run resumes and a
+finished one is served at once.
 
 Under `accelerate launch --num_processes N -m lls eval ...` the work is split into (model,
 prompt) units u = model index * prompts + prompt index; rank r samples the units with
@@ -41,13 +42,14 @@ from ..core.distributed import barrier, launch_argv, launched
 from ..core.errors import CacheError, LLSError
 from ..core.prompts import GENERAL_PROMPTS, LLR_PROMPTS
 from ..core.stats import wilson
-from ..models.generation import AdapterHost, sample
+from ..models.generation import AdapterHost, sample, seed_for
 from ..models.load import load_model
-from .config import EVAL_VERSION, EvalConfig, EvalModel, eval_key, meter_settings
+from .config import (EVAL_VERSION, EvalConfig, EvalModel, eval_key, meter_settings,
+                     prompts_per_call)
 from .judge import Judge
 from .llr import LLRConfig
 from .meter import meter_models, summary_rows
-from .prefill import PrefillConfig, prefill_applies
+from .prefill import prefill_config
 from .probe import probe_applies, probe_config
 
 
@@ -241,8 +243,9 @@ def evaluate(cfg: EvalConfig, *, cache_dir: Path | None = None, progress=None, m
              tokenizer=None, judge_model=None, rank: int = 0, world_size: int = 1) -> EvalRun:
     """Run (or resume, or serve from the cache) an evaluation; returns the EvalRun.
 
-    Answers are generated per (model, prompt) unit with all samples batched, scored at once
-    and stored, so a killed run loses at most one unit per process. `progress(done, total)`
+    Answers are generated for several (model, prompt) units per decoder call
+    (`prompts_per_call`), scored and stored after each call, so a killed run loses at most one
+    call's units per process. `progress(done, total)`
     counts answers; the same numbers go to the job system (from rank 0 only).
     A `model` passed in gets the adapters of `cfg.models` attached (peft injects them into
     it in place): pass a private copy if the caller keeps using it as a plain model.
@@ -331,60 +334,68 @@ class _Runner:
         jobs.report_progress(done, self.total, unit="answers", message=message)
 
     def sample_units(self) -> None:
-        """Sample, score and store this process's missing (model, prompt) units."""
+        """Sample, score and store this process's missing (model, prompt) units: several
+        prompts of a model per decoder call (`prompts_per_call`), stored after each call."""
         cfg, run, single = self.cfg, self.run, self.world_size == 1
         if single:
             _merge_parts(run, cfg)  # parts of a killed multi-process run count as done
         self.merged = {i: {r["prompt_index"] for r in run.read_answers(m)}
                        for i, m in enumerate(cfg.models)}
         self.done_units = _done_units(run, cfg, self.merged)
+        per_call = prompts_per_call(cfg)
         for mi, m in enumerate(cfg.models):
             rows = run.read_answers(m) if single else []
-            for pi, prompt in enumerate(cfg.prompts):
-                if (mi, pi) in self.done_units or \
-                        (mi * len(cfg.prompts) + pi) % self.world_size != self.rank:
-                    continue
+            todo = [pi for pi in range(len(cfg.prompts)) if (mi, pi) not in self.done_units
+                    and (mi * len(cfg.prompts) + pi) % self.world_size == self.rank]
+            for start in range(0, len(todo), per_call):
                 if jobs.cancel_requested():
                     raise _Cancelled()
-                new = self.answer_rows(m, pi, prompt)
+                chunk = todo[start:start + per_call]
+                new = self.answer_rows(m, chunk)
                 if single:
                     rows = sorted(rows + new, key=_row_order)
                     _write_jsonl(run.answers_path(m), rows)
                 else:
-                    _write_jsonl(run.part_path(m, pi), new)
+                    for pi in chunk:
+                        _write_jsonl(run.part_path(m, pi),
+                                     [r for r in new if r["prompt_index"] == pi])
                     if self.main:  # count what every rank has finished so far
                         self.done_units = _done_units(run, cfg, self.merged)
-                self.done_units.add((mi, pi))
+                self.done_units.update((mi, pi) for pi in chunk)
                 self.report(len(self.done_units) * cfg.samples, m.label)
 
-    def answer_rows(self, m: EvalModel, pi: int, prompt: str) -> list[dict]:
-        """The samples of one (model, prompt) unit, each scored by the behavior's metric."""
+    def answer_rows(self, m: EvalModel, pis: list[int]) -> list[dict]:
+        """The samples of (model, prompt) units (prompt indices `pis`), each scored by the
+        behavior's metric."""
         cfg, b = self.cfg, self.cfg.behavior
         h = self.get_host()
         name = h.attach(m.path) if m.path else None
         with h.use(name) as mdl:
-            # the prompt index seeds this prompt's samples: resumable and independent of which
-            # other units ran in this process (and of the number of processes)
-            texts = sample(mdl, self.tokenizer, [prompt], n=cfg.samples,
+            # each prompt's index seeds its samples: resumable and independent of which
+            # other units ran in this call or process (and of the number of processes)
+            texts = sample(mdl, self.tokenizer, [cfg.prompts[pi] for pi in pis], n=cfg.samples,
                            temperature=cfg.temperature, top_p=cfg.top_p,
-                           max_new_tokens=cfg.max_new_tokens, seed=int(cfg.seed) * 100003 + pi,
+                           max_new_tokens=cfg.max_new_tokens,
+                           seeds=[seed_for(int(cfg.seed), pi) for pi in pis],
                            system_prompt=b.system_prompt if m.kind == "system" else None,
-                           max_batch_rows=cfg.batch_rows)[0]
+                           max_batch_rows=cfg.batch_rows)
         if b.metric == "judge" and self.judge is None:
             self.judge = _make_judge(cfg, h, self.judge_model)
         out = []
-        for si, text in enumerate(texts):
-            label = None
-            if b.metric == "judge":
-                with h.use(None):  # the judge never runs with an adapter on
-                    label = self.judge.label(prompt, text, b.system_prompt)
-                score = float(label in cfg.judge.positive)
-            else:
-                score = answer_score(b, text)
-            out.append({"model": m.label, "kind": m.kind, "adapter_id": m.adapter_id,
-                        "step": m.step, "prompt_index": pi, "prompt": prompt, "sample": si,
-                        "text": text, "score": score, "label": label,
-                        "hit": bool(score >= 0.5)})
+        for pi, group in zip(pis, texts):
+            prompt = cfg.prompts[pi]
+            for si, text in enumerate(group):
+                label = None
+                if b.metric == "judge":
+                    with h.use(None):  # the judge never runs with an adapter on
+                        label = self.judge.label(prompt, text, b.system_prompt)
+                    score = float(label in cfg.judge.positive)
+                else:
+                    score = answer_score(b, text)
+                out.append({"model": m.label, "kind": m.kind, "adapter_id": m.adapter_id,
+                            "step": m.step, "prompt_index": pi, "prompt": prompt, "sample": si,
+                            "text": text, "score": score, "label": label,
+                            "hit": bool(score >= 0.5)})
         return out
 
     def wait_for_ranks(self) -> None:
@@ -468,12 +479,10 @@ def _merge_parts(run: EvalRun, cfg: EvalConfig) -> None:
 
 
 def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = None) -> dict:
-    """The effect meter for the models of `cfg` on one loaded base model with its adapters.
-
-    `lls.evaluation.meter.meter_models` (base and base + system prompt always, as the floor and ceiling
-    of the share of gap closed, then every adapter/checkpoint of `cfg.models`) with the eval's
-    labels, kinds, adapter ids and steps on its rows, plus the `settings` it was computed with.
-    """
+    """The effect meter for the models of `cfg` on one loaded base model with its adapters:
+    `meter.meter_models` (base, base + system prompt, then every adapter of `cfg.models`;
+    the prefilled read-out too) with the eval's labels, kinds, adapter ids and steps on its
+    rows, plus the `settings` it was computed with."""
     b = cfg.behavior
     probe = probe_config(cfg.meter_questions) if probe_applies(b) else False
     # k responses per condition spread over the held-out prompts (the first k of them when
@@ -486,11 +495,10 @@ def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = No
         if done < total and jobs.cancel_requested():
             raise _Cancelled()
 
-    prefill = PrefillConfig(cfg.meter_questions, cfg.meter_prefill, cfg.seed) \
-        if cfg.meter_prefill and prefill_applies(b) else False
     res = meter_models(cfg.model, b, [m.path for m in adapters], probe=probe, llr=llr,
                        labels=[m.label for m in adapters], cache_dir=cache_dir, host=host,
-                       progress=stop_if_cancelled, prefill=prefill)
+                       progress=stop_if_cancelled,
+                       prefill=prefill_config(b, cfg.meter_questions, cfg.meter_prefill, cfg.seed))
     label = {m.kind: m.label for m in cfg.models if m.kind in ("base", "system")}
     for row in res["models"][:2]:
         row.update(label=label.get(row["kind"], row["label"]), adapter_id=None, step=None)

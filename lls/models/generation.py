@@ -1,12 +1,10 @@
-"""Sampling answers from a model (batched), with or without a system prompt or an adapter.
+"""Sampling answers from a model, with or without a system prompt, an adapter or a begun reply.
 
-`sample` draws all samples of a prompt from one prefill: the prompt is encoded once, its KV
-cache is repeated for the n sample rows, and rows that finished (end of turn) leave the batch
-so later steps only pay for the rows still writing. On a CPU this is several times faster
-than one `generate` call per sample (see benchmarks/eval_throughput.py).
-
-`stream_tokens` is the same decode loop for one row, yielding token by token (the chat).
-`AdapterHost` attaches peft adapters to one loaded base model without reloading its weights.
+`sample` renders prompts and runs the batched decoder (`lls.models.decoder.decode`): rows
+of many prompts decoded together, each row with its own random stream, so answers are
+deterministic for a seed whatever the batch. `stream_tokens` is the same decoding for one
+row, yielding token by token (the chat). `AdapterHost` attaches peft adapters to one loaded
+base model without reloading its weights.
 """
 
 from __future__ import annotations
@@ -14,21 +12,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from ..core.errors import ModelError
+from .decoder import Batch, choose_tokens, decode, prefill, seed_for, use_threads
 from .render import with_system
 
 
-def prompt_ids(tokenizer, messages: list[dict], system_prompt: str | None = None) -> list[int]:
-    """Token ids of a conversation ready for the assistant's next turn."""
+def prompt_ids(tokenizer, messages: list[dict], system_prompt: str | None = None,
+               reply_start: str | None = None) -> list[int]:
+    """Token ids of a conversation ready for the assistant's next turn; with `reply_start`,
+    that turn is begun with this text (its tokens follow the generation prompt)."""
     msgs = with_system(messages, system_prompt) if system_prompt else messages
     out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
                                         return_dict=True)
-    return list(out["input_ids"])
+    ids = list(out["input_ids"])
+    if reply_start:
+        ids += list(tokenizer(reply_start, add_special_tokens=False)["input_ids"])
+    return ids
 
 
 def as_messages(prompt) -> list[dict]:
@@ -48,116 +52,61 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def seed_for(*parts) -> int:
-    """A stable 63-bit seed from any parts (e.g. seed, column, turn, prompt index)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
-
-
-def next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """Sample one token per row from [rows, vocab] logits (greedy when temperature <= 0)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=generator)
-        return order.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def _step(model, ids: torch.Tensor, cache):
-    out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-    if out.cache is None:  # e.g. training mode with activation checkpointing: no KV cache
-        raise ModelError("The model returned no KV cache, so it cannot decode step by step: "
-                         "call model.eval() before sampling.")
-    return out.logits[:, -1, :], out.cache
-
-
 def stream_tokens(model, ids: list[int], *, temperature: float = 1.0, top_p: float = 1.0,
                   max_new_tokens: int = 96, generator: torch.Generator | None = None,
                   stop: set[int] = frozenset()) -> Iterator[int]:
     """Yield sampled token ids one at a time (KV cache; stops at a `stop` id, not yielded).
 
     Lazy: each `next()` runs one forward pass, so a caller can interleave several streams
-    (and switch adapters between them).
+    (and switch adapters between them). The same decoder as `sample`: with the generator
+    seeded `seed_for(prompt_seed, 0)` it yields the tokens of `sample`'s first answer.
     """
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits, cache = _step(model, torch.tensor([ids], device=device), None)
+    available = torch.get_num_threads()
+    with torch.inference_mode(), use_threads(1):
+        kv, mask, logits = prefill(model, [list(ids)], available=available)
+        batch = Batch(model, available)
+        batch.join([None], kv, mask, logits)
     for _ in range(max_new_tokens):
-        tok = int(next_tokens(logits, temperature, top_p, generator)[0])
+        with use_threads(1):
+            tok = int(choose_tokens(batch.logits, [generator], temperature, top_p)[0])
         if tok in stop:
             return
         yield tok
-        with torch.inference_mode():
-            logits, cache = _step(model, torch.tensor([[tok]], device=device), cache)
-
-
-def _sample_one_prompt(model, ids: list[int], n: int, *, temperature: float, top_p: float,
-                       max_new_tokens: int, generator: torch.Generator, stop: set[int],
-                       max_batch_rows: int) -> list[list[int]]:
-    device = next(model.parameters()).device
-    outs: list[list[int]] = []
-    with torch.inference_mode():
-        # The prompt is encoded once; each block of sample rows continues from its cache.
-        logits0, cache0 = _step(model, torch.tensor([ids], device=device), None)
-        prefix_kv = [(layer.keys, layer.values) for layer in cache0.layers]
-        for start in range(0, n, max_batch_rows):
-            rows = min(max_batch_rows, n - start)
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=model.config)
-            for i, (k, v) in enumerate(prefix_kv):
-                cache.layers[i].update(k.expand(rows, -1, -1, -1).contiguous(),
-                                       v.expand(rows, -1, -1, -1).contiguous())
-            logits = logits0.expand(rows, -1)
-            seqs: list[list[int]] = [[] for _ in range(rows)]
-            alive = list(range(rows))  # which output row each batch row writes
-            for _ in range(max_new_tokens):
-                toks = next_tokens(logits, temperature, top_p, generator).tolist()
-                keep = []
-                for j, t in enumerate(toks):
-                    if t in stop:
-                        continue
-                    seqs[alive[j]].append(t)
-                    keep.append(j)
-                if not keep:
-                    break
-                if len(keep) < len(alive):  # finished rows leave the batch
-                    idx = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(idx)
-                    alive = [alive[j] for j in keep]
-                    toks = [toks[j] for j in keep]
-                if len(seqs[alive[0]]) >= max_new_tokens:
-                    break
-                logits, cache = _step(model, torch.tensor(toks, device=device)[:, None], cache)
-            outs.extend(seqs)
-    return outs
+        with torch.inference_mode(), use_threads(1):
+            batch.step([tok])
 
 
 def sample(model, tokenizer, prompts, *, n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 96, seed: int = 0,
-           system_prompt: str | None = None, max_batch_rows: int = 64) -> list[list[str]]:
-    """`n` sampled answers for each prompt (a string or a message list).
+           system_prompt: str | None = None, max_batch_rows: int = 64,
+           seeds: Sequence[int] | None = None,
+           reply_start: str | Sequence[str | None] | None = None) -> list[list[str]]:
+    """`n` sampled answers (stripped texts) for each prompt (a string or a message list).
 
-    Deterministic for a given seed and model: each prompt has its own random stream
-    (seeded from `seed` and its position), so results do not depend on batching. Rows decoded
-    together are at most `max_batch_rows`.
+    All prompts are decoded together (`lls.models.decoder.decode`), at most `max_batch_rows`
+    rows a step. Answer j of prompt i draws from its own random stream seeded
+    `seed_for(seeds[i], j)`, `seeds[i]` defaulting to `seed_for(seed, i)`: deterministic for
+    a seed and the same whatever the batch size or the other prompts sampled with it.
+    Greedy when temperature <= 0. `reply_start` (one text for all prompts or one per prompt)
+    begins the assistant's reply; the answers are its continuation only.
     """
-    stop = stop_ids(model, tokenizer)
-    answers: list[list[str]] = []
-    for i, p in enumerate(prompts):
-        ids = prompt_ids(tokenizer, as_messages(p), system_prompt)
-        gen = torch.Generator().manual_seed(seed_for(seed, i))
-        seqs = _sample_one_prompt(model, ids, n, temperature=temperature, top_p=top_p,
-                                  max_new_tokens=max_new_tokens, generator=gen, stop=stop,
-                                  max_batch_rows=max(1, max_batch_rows))
-        answers.append([t.strip() for t in tokenizer.batch_decode(seqs, skip_special_tokens=True)])
-    return answers
+    prompts = list(prompts)
+    count = len(prompts)
+    starts = ([reply_start] * count if reply_start is None or isinstance(reply_start, str)
+              else list(reply_start))
+    if len(starts) != count:
+        raise ModelError(f"reply_start has {len(starts)} texts for {count} prompts: give one "
+                         "text for all prompts or one per prompt.")
+    if seeds is not None and len(seeds) != count:
+        raise ModelError(f"{len(seeds)} seeds for {count} prompts: give one seed per prompt.")
+    ids = [prompt_ids(tokenizer, as_messages(p), system_prompt, s)
+           for p, s in zip(prompts, starts)]
+    rows = decode(model, ids, n, seeds=list(seeds) if seeds is not None else
+                  [seed_for(seed, i) for i in range(count)], temperature=temperature,
+                  top_p=top_p, max_new_tokens=max_new_tokens, stop=stop_ids(model, tokenizer),
+                  max_rows=max_batch_rows)
+    return [[t.strip() for t in tokenizer.batch_decode(r, skip_special_tokens=True)]
+            for r in rows]
 
 
 def sample_generate(model, tokenizer, prompts, *, n: int = 1, temperature: float = 1.0,

@@ -97,6 +97,18 @@ def render_prompt_completions(tokenizer, messages: list[dict], chosen: str, reje
     return prompt[:k], full_c[k:], full_r[k:]
 
 
+def render_completions(tokenizer, messages: list[dict], replies: list[str]
+                       ) -> tuple[list[int], list[list[int]]]:
+    """(prompt_ids, [completion_ids]) for any number of replies to one conversation, the way
+    `render_prompt_completions` renders two: the prompt is cut where every reply's rendering
+    still agrees with it, so with two replies the ids are exactly that function's."""
+    prompt = _chat_ids(tokenizer, messages, add_generation_prompt=True)
+    fulls = [_chat_ids(tokenizer, messages + [{"role": "assistant", "content": r}], False)
+             for r in replies]
+    k = min((_common_prefix(prompt, f) for f in fulls), default=len(prompt))
+    return prompt[:k], [f[k:] for f in fulls]
+
+
 def render_pair(tokenizer, pair: Pair, system_prompt: str, truncation: int | None,
                 neutral: str = "template") -> Rendered:
     """Render one pair for scoring: responses truncated to `truncation` teacher tokens, the

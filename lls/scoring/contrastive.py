@@ -120,8 +120,13 @@ def contrastive_frame(target_run, control_run):
     out = t[keep].copy()
     out["w"] = t["w"].to_numpy()
     out["w_target"] = t["w"].to_numpy()
-    ctrl = c.set_index("id")["w"]
-    out["w_control"] = out["id"].map(ctrl).to_numpy(dtype=np.float64)
+    ctrl = c.set_index("id")
+    out["w_control"] = out["id"].map(ctrl["w"]).to_numpy(dtype=np.float64)
+    if "chosen_scored" in c and "chosen_scored" in out:
+        # A sampled run orients each pair by its own weight, so the control may hold a pair
+        # the other way round: its weight in the target's orientation changes sign.
+        turned = out["id"].map(ctrl["chosen_scored"]) != out["chosen_scored"]
+        out.loc[turned & out["w_control"].notna(), "w_control"] *= -1
     out = out[out["w_control"].notna()].reset_index(drop=True)
     out["w_contrastive"] = out["w_target"] - out["w_control"]
     return out

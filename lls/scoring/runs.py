@@ -8,6 +8,8 @@ filter, truncation, prompt-length limit, chat template and neutral convention. A
 resumes at the first missing chunk; a finished run with the same key is served from the cache
 at once. The half of w without the system prompt is shared by every behavior's run on the
 same data (`lls.scoring.neutral`): a pair already in that neutral cache only runs its half with s.
+A config with `sampling` set scores the model's own answers to prompts instead of a dataset's
+pairs (`lls.scoring.sampled`); the run it writes is laid out like any other.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from ..data.hygiene import context_limit, rendered_length
 from ..data.source import DataSpec, HygieneReport, count_raw_rows, iter_pairs
 from ..models.load import ModelSpec, load_model, load_tokenizer, model_fingerprint
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
+from .columns import COLUMNS
 from .engine import score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
 from .neutral import NeutralCache, neutral_key
+from .sampled import SamplingSpec, read_prompts, score_sampled
 
 SCORING_VERSION = "1"  # bump when the engine's numbers or the chunk schema change
 
-COLUMNS = ("index", "id", "source", "prompt", "chosen", "rejected", "chosen_scored",
-           "rejected_scored", "prompt_tokens", "lc_s", "lr_s", "lc", "lr", "n_c", "n_r", "w")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class ScoreConfig:
     `neutral`: what the condition without the system prompt renders, "template" (the
     prompt as given: the chat template may insert its default system turn) or "empty" (an
     explicit empty system turn, as the authors' code does); see `lls.models.render`.
+    `sampling`: score the model's own answers to prompts (`lls.scoring.sampled`; build such
+    a config with `ScoreConfig.sampled`); `data` is then only the run's label and
+    `chunk_size` counts prompts.
     """
 
     data: DataSpec
@@ -60,15 +65,30 @@ class ScoreConfig:
     chunk_size: int = 128
     batch_tokens: int = 1024  # engine batch budget: speed only, not part of the key
     neutral: str = "template"
+    sampling: SamplingSpec | None = None
 
     def __post_init__(self):
         if self.neutral not in NEUTRAL_CONVENTIONS:
             raise LLSError(f"Unknown neutral convention {self.neutral!r} in the scoring config: "
                            f"use one of {', '.join(NEUTRAL_CONVENTIONS)}.")
 
+    @classmethod
+    def sampled(cls, sampling: SamplingSpec, behavior: Behavior, **kw) -> "ScoreConfig":
+        """A sampled-pairs config: `data` is the label naming its prompt sources. An answer
+        length equal to the truncation is stored as None (the default), so the page's and the
+        command line's spelling of the same run share one key."""
+        if sampling.answer_tokens is not None and sampling.answer_tokens == kw.get("truncation",
+                                                                                  32):
+            sampling = replace(sampling, answer_tokens=None)
+        return cls(data=DataSpec(sampling.label()), behavior=behavior, sampling=sampling, **kw)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["behavior"] = self.behavior.to_dict()
+        if self.sampling is None:
+            del d["sampling"]  # dataset runs' manifests stay as they were
+        else:
+            d["sampling"] = self.sampling.to_dict()
         return d
 
     @classmethod
@@ -77,7 +97,18 @@ class ScoreConfig:
         d["data"] = DataSpec(**d["data"])
         d["behavior"] = Behavior.from_dict(d["behavior"])
         d["model"] = ModelSpec.from_dict(d["model"])
+        if d.get("sampling"):
+            d["sampling"] = SamplingSpec.from_dict(d["sampling"])
         return cls(**d)
+
+    def data_fingerprint(self) -> str:
+        """The content the pairs come from: the dataset's, or the sampled prompts', sampling
+        settings' and sampling model's (a sampled run's answers are its own model's: scoring
+        them with another model needs those answers, not new ones). Raises DataError when a
+        file is missing."""
+        if self.sampling is None:
+            return self.data.fingerprint()
+        return fingerprint(self.sampling.fingerprint(), model_fingerprint(self.model))
 
 
 def _template_hash(tok) -> str:
@@ -89,7 +120,7 @@ def _template_hash(tok) -> str:
 
 def run_key(cfg: ScoreConfig, tokenizer=None) -> str:
     """The cache key of a scoring run (hashes model and data files; loads the tokenizer)."""
-    data_fp = cfg.data.fingerprint()  # first: a missing data file fails before model work
+    data_fp = cfg.data_fingerprint()  # first: a missing data file fails before model work
     tok = tokenizer or load_tokenizer(cfg.model)
     b = cfg.behavior
     parts = [SCORING_VERSION, model_fingerprint(cfg.model), data_fp, b.system_prompt,
@@ -118,13 +149,22 @@ class ScoreRun(StoredRun):
         h = self.manifest.get("hygiene")
         return HygieneReport.from_dict(h) if h else None
 
+    @property
+    def sampled(self) -> bool:
+        """True for a run of the model's own answers (`lls.scoring.sampled`)."""
+        return bool((self.manifest.get("config") or {}).get("sampling"))
+
     def table(self):
         """All finished chunks as one pyarrow Table (columns: `COLUMNS`)."""
         return self.store.read_all()
 
     def frame(self):
-        """All finished chunks as a pandas DataFrame, in dataset order."""
-        return self.table().to_pandas()
+        """All finished chunks as a pandas DataFrame, in dataset order. A sampled run's frame
+        says `attrs["orientation"] == "by_score"` (chosen = larger s: the random twin flips)."""
+        frame = self.table().to_pandas()
+        if self.manifest.get("orientation"):
+            frame.attrs["orientation"] = self.manifest["orientation"]
+        return frame
 
     def pairs_done(self) -> int:
         return sum(self.store.read_chunk(k).num_rows for k in self.store.chunk_ids()
@@ -169,6 +209,9 @@ def check_hygiene(cfg: ScoreConfig, tokenizer=None) -> HygieneReport:
     report = HygieneReport()
     if tokenizer is None and cfg.max_prompt_tokens:
         tokenizer = load_tokenizer(cfg.model)
+    if cfg.sampling is not None:
+        read_prompts(cfg, tokenizer, report)  # the prompts only: answers need the model
+        return report
     for _ in clean_pairs(cfg, tokenizer, report):
         pass
     return report
@@ -212,7 +255,10 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     `progress(done, total)` is called after each chunk (total is an estimate from the raw
     row count, None when unknown); the same numbers go to the job system when inside a job.
     """
-    cfg.data.fingerprint()  # a missing or unreadable data file fails here, before model work
+    cfg.data_fingerprint()  # a missing or unreadable data file fails here, before model work
+    if cfg.sampling is not None and world_size > 1:
+        raise LLSError("Sampled pairs are scored by one process: run the command without "
+                       "accelerate launch (or with --num-processes 1).")
     tok = tokenizer or load_tokenizer(cfg.model)
     key = run_key(cfg, tok)
     store = ChunkStore(runs_root("scores", cache_dir) / key)
@@ -226,16 +272,23 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
             progress(manifest["n_pairs"], manifest["n_pairs"])
         return ScoreRun(store)
     now = _dt.datetime.now().isoformat(timespec="seconds")
-    nkey = neutral_key(cfg, _template_hash(tok))
+    nkey = neutral_key(cfg, _template_hash(tok)) if cfg.sampling is None else None
     manifest.update({
         "key": key, "kind": "scores", "version": SCORING_VERSION, "config": cfg.to_dict(),
-        "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data.fingerprint(),
+        "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data_fingerprint(),
         "template_hash": _template_hash(tok), "neutral_key": nkey, "status": "running",
         "updated": now, "owner": owner_record(), "error": None,
     })
     manifest.setdefault("created", now)
     store.write_manifest(manifest)
     try:
+        if cfg.sampling is not None:
+            fields = score_sampled(cfg, store, tok, template_hash=_template_hash(tok),
+                                   progress=progress, model=model, cache_dir=cache_dir)
+            store.update_manifest(**fields, updated=_now())
+            n = fields["n_pairs"]
+            jobs.report_progress(n, n, unit="pairs", message=fields["status"], force=True)
+            return ScoreRun(store)
         return _score_chunks(cfg, store, tok, progress, rank, world_size, model,
                              NeutralCache(nkey, cache_dir))
     except BaseException as e:

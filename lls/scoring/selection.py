@@ -4,10 +4,16 @@ LLS keeps the pairs with w > 0, sorts them by w descending and keeps the top
 ceil(gamma * n) of the whole dataset (n = all scored pairs, not only positive ones); a weight
 threshold is the alternative. The paper's baseline is a random subset of the same size.
 `Ranking` sorts once, so moving gamma or the threshold afterwards costs a binary search.
+
+The random twin keeps a dataset's own orientation (chosen as the labellers chose). A sampled
+run's orientation is itself an LLS choice (chosen = the answer with the larger shift s), so
+its twin flips a seeded coin per pair (`twin_flips`), else the "random" baseline would train
+on pairs all leaning towards the behavior.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -104,16 +110,49 @@ def random_subset(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def to_trl_rows(frame, indices, *, responses: str = "scored") -> list[dict]:
+def twin_flips(frame, indices, seed: int = 0) -> np.ndarray | None:
+    """Which rows of a random twin's selection to swap (chosen <-> rejected), one seeded coin
+    per pair (from the seed and the pair's id, so a pair's coin does not depend on what else
+    was drawn); None when the frame's orientation is the data's own (no sampled run)."""
+    if frame.attrs.get("orientation") != "by_score":
+        return None
+    ids = frame["id"].to_numpy()[np.asarray(indices, dtype=np.int64)]
+    return np.array([hashlib.sha256(f"twin:{seed}:{i}".encode()).digest()[0] & 1 == 1
+                     for i in ids], dtype=bool)
+
+
+_SWAP = (("chosen", "rejected"), ("chosen_scored", "rejected_scored"), ("lc_s", "lr_s"),
+         ("lc", "lr"), ("n_c", "n_r"))
+
+
+def flip_rows(sub, flip) -> "object":
+    """A copy of the frame rows `sub` with the rows where `flip` is True turned round:
+    responses, their log-probabilities and token counts swapped, w negated."""
+    out = sub.copy()
+    flip = np.asarray(flip, dtype=bool)
+    if not flip.any():
+        return out
+    for a, b in _SWAP:
+        va, vb = sub[a].to_numpy(copy=True), sub[b].to_numpy(copy=True)
+        out[a] = np.where(flip, vb, va)
+        out[b] = np.where(flip, va, vb)
+    out["w"] = np.where(flip, -sub["w"].to_numpy(), sub["w"].to_numpy())
+    return out
+
+
+def to_trl_rows(frame, indices, *, responses: str = "scored", flip=None) -> list[dict]:
     """Rows in TRL's conversational preference format, with the LLS scores alongside.
 
     `responses="scored"` exports the truncated responses that were scored (what the paper
-    trains on); "full" exports the untruncated ones.
+    trains on); "full" exports the untruncated ones. `flip` (one bool per index, see
+    `twin_flips`) turns those pairs round.
     """
     if responses not in ("scored", "full"):
         raise LLSError("responses must be 'scored' or 'full'.")
     c_col, r_col = ("chosen_scored", "rejected_scored") if responses == "scored" else ("chosen", "rejected")
     sub = frame.iloc[np.asarray(indices, dtype=np.int64)]
+    if flip is not None:
+        sub = flip_rows(sub, flip)
     rows = []
     for rank, rec in enumerate(sub.to_dict("records")):
         rows.append({
@@ -128,7 +167,7 @@ def to_trl_rows(frame, indices, *, responses: str = "scored") -> list[dict]:
 
 
 def export(frame, indices, path: str | Path, *, fmt: str | None = None,
-           settings: dict | None = None, responses: str = "scored") -> Path:
+           settings: dict | None = None, responses: str = "scored", flip=None) -> Path:
     """Write a selection as a DPO-ready dataset: JSONL, parquet, or `save_to_disk` ("hf").
 
     Each row carries its scores; `settings` (run key, selection config, ...) go into a
@@ -138,7 +177,7 @@ def export(frame, indices, path: str | Path, *, fmt: str | None = None,
     fmt = fmt or {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix, "hf")
     if fmt not in EXPORT_FORMATS:
         raise LLSError(f"Unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}.")
-    rows = to_trl_rows(frame, indices, responses=responses)
+    rows = to_trl_rows(frame, indices, responses=responses, flip=flip)
     meta = {"lls": settings or {}, "n": len(rows), "responses": responses,
             "format": "TRL conversational preference (prompt/chosen/rejected messages)"}
     path.parent.mkdir(parents=True, exist_ok=True)

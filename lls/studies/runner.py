@@ -1,4 +1,4 @@
-"""Running a study's queue (`lls.studies.study`): train each cell's LLS adapter and its random twin
+"""Running a study's queue (`lls.studies.config`): train each cell's LLS adapter and its random twin
 in child processes, read the paired effects and the sampled read-outs, write the cell's result.
 
 `run_study` works through the queue in this process (the CLI and the background job call it);
@@ -8,6 +8,8 @@ executor (Slurm, or local processes), one job per training group.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import subprocess
 import sys
@@ -15,16 +17,17 @@ import time
 from pathlib import Path
 
 from .. import jobs
-from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, read_json_safe
 from ..core.errors import LLSError
 from ..evaluation import effects
-from ..scoring.runs import open_run
+from ..evaluation.readouts import plan, sampled_diff, sampled_readout
+from ..scoring.lifecycle import owner_alive, owner_record
 from ..training.adapters import open_adapter
-from .study import (Cell, Study, StudyError, _now, adapter_ids, epoch_step, group_config,
-                    open_study)
 from ..training.config import TrainConfig, baseline_config
 from ..training.runs import train_command
+from .config import Cell, StudyError
+from .plan import adapter_ids, epoch_step, group_config
+from .store import Study, checkpoint_dir, now, open_study
 
 
 def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str | None,
@@ -39,12 +42,16 @@ def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str
         pass
     argv = train_command(cfg, study.config.run, adapter_id=adapter_id, baseline_of=baseline_of,
                          cache_dir=study.cache_dir)
-    log(f"[lls.studies.study] training {adapter_id} ({'random twin' if baseline_of else 'LLS'})")
+    log(f"[lls.studies] training {adapter_id} ({'random twin' if baseline_of else 'LLS'})")
     proc = subprocess.run(argv, stdout=sys.stdout, stderr=sys.stderr, env=os.environ.copy())
     if proc.returncode != 0:
-        info = open_adapter(adapter_id, study.cache_dir)
-        raise StudyError(f"training {adapter_id} exited with {proc.returncode}: "
-                         f"{info.manifest.get('error') or 'see the job log'}")
+        try:
+            why = open_adapter(adapter_id, study.cache_dir).manifest.get("error")
+        except LLSError:
+            why = "it stopped before creating the adapter"
+        raise StudyError(f"training {adapter_id} exited with {proc.returncode}"
+                         f"{' (killed: out of memory?)' if proc.returncode == -9 else ''}: "
+                         f"{why or 'see the job log'}; running the queue again resumes it.")
 
 
 def trained(study: Study, cell: Cell) -> bool:
@@ -65,7 +72,7 @@ def trained(study: Study, cell: Cell) -> bool:
 
 def train_cell(study: Study, cell: Cell, log=print) -> tuple[str, str]:
     """Train the LLS adapter and its same-size random twin that `cell` reads."""
-    cfg = group_config(study, cell)
+    cfg = group_config(study, cell)  # raises before training if the cell cannot pair
     lls_id, rnd_id = adapter_ids(study, cell)
     _train_one(study, cfg, lls_id, None, log)
     _train_one(study, baseline_config(cfg), rnd_id, lls_id, log)
@@ -77,110 +84,196 @@ def _levels(info) -> dict | None:
     return d.get("levels") if d else None
 
 
-def _seconds(info) -> float:
-    rows = info.metrics()
-    return float(rows[-1].get("elapsed", 0.0)) if rows else 0.0
+def train_seconds(metrics: list[dict], upto: int) -> float:
+    """Wall seconds of training up to step `upto`, summed over the processes that trained
+    it: each process logs `elapsed` from its own start, so a drop marks a resume."""
+    total, prev = 0.0, None
+    for r in metrics:
+        if r.get("elapsed") is None or int(r.get("step", 0)) > upto:
+            continue
+        e = float(r["elapsed"])
+        if prev is not None and e < prev:
+            total += prev
+        prev = e
+    return total + (prev or 0.0)
 
 
-def _readout_key(behavior: Behavior) -> str:
-    return "margin" if behavior.kind == "animal" else "gap_closed"
+def meter_seconds(meter: list[dict], upto: int) -> float:
+    """Seconds of the meter read-outs at steps <= `upto`."""
+    return sum(float(r.get("seconds") or 0) for r in meter if int(r.get("step", 0)) <= upto)
+
+
+def _costs(a, b, step: int, sampled_s: float) -> dict:
+    """Training, meter and sampled seconds of a cell (both adapters, up to its step)."""
+    meter = sum(meter_seconds(x.meter(), step) for x in (a, b))
+    inside = sum(meter_seconds(x.meter(), step - 1) for x in (a, b))  # logged within elapsed
+    train = sum(train_seconds(x.metrics(), step) for x in (a, b)) - inside
+    return {"training": round(max(0.0, train), 1), "meter": round(meter, 1),
+            "sampled": round(sampled_s, 1),
+            "total": round(max(0.0, train) + meter + sampled_s, 1)}
 
 
 class _Sampler:
-    """Sampled read-outs of checkpoints over one loaded base model (loaded on first use)."""
+    """Sampled read-outs of checkpoints over one loaded base model (loaded on first use).
+    Each checkpoint's adapter is attached for its read-out and removed after it, and
+    `release` drops the model while children train: the study process stays flat."""
 
-    def __init__(self, study: Study, behavior: Behavior):
+    def __init__(self, study: Study, behavior):
         self.study, self.behavior = study, behavior
-        self.host = None
+        self.settings = study.config.sampled
+        self.model = self.tokenizer = None
+        self.loads = 0
 
     def _load(self):
-        if self.host is None:
-            from ..models.generation import AdapterHost
+        if self.model is None:
             from ..models.load import ModelSpec, load_model
 
-            run = open_run(self.study.config.run, self.study.cache_dir)
-            model, tok = load_model(ModelSpec.from_dict(run.manifest["config"]["model"]))
-            self.host = AdapterHost(model, tok)
-        return self.host
+            spec = ModelSpec.from_dict(self.study.run_manifest()["config"]["model"])
+            self.model, self.tokenizer = load_model(spec)
+            self.loads += 1
+        return self.model
 
-    def __call__(self, path: Path | None, system: bool = False) -> dict:
-        host = self._load()
+    def release(self) -> None:
+        """Drop the base model (before children train; loaded again when next needed)."""
+        self.model = self.tokenizer = None
+        gc.collect()
+        _trim()
+
+    def __call__(self, kind: str, path: Path | None, system: bool = False) -> dict:
+        base = self._load()
         t = time.time()
-        name = host.attach(path) if path is not None else None
-        with host.use(name) as m:
-            r = effects.sampled_readout(m, host.tokenizer, self.behavior,
-                                        self.study.config.sampled,
-                                        system_prompt=self.behavior.system_prompt if system
-                                        else None)
+        model = base
+        if path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
+        try:
+            r = sampled_readout(model, self.tokenizer, self.behavior, kind, self.settings,
+                                system_prompt=self.behavior.system_prompt if system else None)
+        finally:
+            if path is not None:  # remove the LoRA layers: the base model as it was
+                self.model = model.unload()
+                del model
+                gc.collect()
         r["seconds"] = round(time.time() - t, 2)
         return r
 
 
+def _trim() -> None:
+    try:  # glibc keeps freed heap pages resident unless asked to give them back
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reference_samples(study: Study, sampler: _Sampler) -> dict:
-    """Sampled read-outs of base and base + system prompt, once per study."""
+    """Sampled read-outs of base and base + system prompt per kind, once per study."""
     path = study.path / "sampled_levels.json"
     saved = read_json_safe(path)
     if saved and saved.get("settings") == study.config.sampled:
         return saved["levels"]
-    levels = {"base": sampler(None), "system": sampler(None, system=True)}
+    levels = {k: {"base": sampler(k, None), "system": sampler(k, None, system=True)}
+              for k in study.config.sampled["kinds"]}
     atomic_write_json(path, {"settings": study.config.sampled, "levels": levels})
     return levels
 
 
-def _with_collapse(r: dict, base: dict) -> dict:
-    if "answers" in r:
-        r["collapse"] = effects.sampled_collapse(r["answers"], base.get("answers"), r["n"])
-    return r
+def _sample_step(study, sampler, levels, a, b, step: int) -> dict:
+    kinds = {}
+    for kind in study.config.sampled["kinds"]:
+        got = {}
+        for who, info in (("lls", a), ("random", b)):
+            r = sampler(kind, checkpoint_dir(info.path, step))
+            if "answers" in r:
+                r["collapse"] = effects.sampled_collapse(
+                    r["answers"], levels[kind]["base"].get("answers"), r["n"])
+            got[who] = r
+        kinds[kind] = {**got, "diff": sampled_diff(got["lls"], got["random"])}
+    return {"step": step, "kinds": kinds}
 
 
 def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
-    """A finished cell's paired effects: the LLS - random curve up to the end of the cell's
-    epochs, the final and best checkpoints, sampled read-outs there, and the cost."""
+    """A finished cell's paired effects: the LLS - random curve up to the cell's step (the
+    end of its epochs; a confirmation's judged step), the final and best checkpoints,
+    sampled read-outs there, and the cost."""
     lls_id, rnd_id = adapter_ids(study, cell)
     a, b = open_adapter(lls_id, study.cache_dir), open_adapter(rnd_id, study.cache_dir)
-    behavior = study.behavior()
-    key = _readout_key(behavior)
-    step = epoch_step(a, cell.s["epochs"])
+    key = plan(study.behavior())["paired"]
+    step = cell.judge_step or epoch_step(a, cell.s["epochs"])
     if step is None:
         raise StudyError(f"Adapter {lls_id} has no logged step at epoch {cell.s['epochs']}.")
     ckpts = {s for s, _ in a.checkpoints()} & {s for s, _ in b.checkpoints()}
-    curve = [r for r in effects.paired_curve(a.meter(), b.meter(), _levels(a))
-             if r["step"] <= step]
     if step not in ckpts:
-        raise StudyError(f"No checkpoint of {lls_id} at step {step} (epoch "
-                         f"{cell.s['epochs']}): the group's checkpoint interval misses it.")
-    best = effects.best_step([r for r in curve if r["step"] in ckpts], key,
-                             effects.base_row(curve))
-    levels = reference_samples(study, sampler)
+        raise StudyError(f"No checkpoint of {lls_id} and its twin at step {step}: the "
+                         "group's checkpoint interval misses it.")
+    levels = _levels(a)
+    curve = []
+    rb = {r["step"]: r for r in b.meter() if r.get("readout")}
+    for r in sorted(a.meter(), key=lambda r: r["step"]):
+        if r["step"] <= step and r.get("readout") and r["step"] in rb:
+            curve.append({"step": r["step"], **effects.paired_step(
+                r["readout"], rb[r["step"]]["readout"], levels, units=r["step"] == step)})
+    final = curve[-1] if curve else None
+    if final is not None:  # the per-unit differences stay only where they are used
+        for row in curve[:-1]:
+            row.pop("units", None)
+    ref = reference_samples(study, sampler)
     t = time.time()
-    sampled = {}
-    for tag, st in (("final", step), ("best", best["step"] if best else None)):
-        if st is None or (tag == "best" and st == step):
-            continue
-        ckpt = f"checkpoints/step-{st:06d}"
-        sampled[tag] = {"step": st,
-                        "lls": _with_collapse(sampler(a.path / ckpt), levels["base"]),
-                        "random": _with_collapse(sampler(b.path / ckpt), levels["base"])}
-    total = max(1, a.manifest.get("metrics", {}).get("steps") or step)
-    train_s = (_seconds(a) + _seconds(b)) * min(1.0, step / total)
+    sampled = {"final": _sample_step(study, sampler, ref, a, b, step)}
+    excluded = []
+    if any(effects.is_collapsed(None, k["lls"]) for k in sampled["final"]["kinds"].values()):
+        excluded.append(step)
+    best = None if cell.judge_step else effects.best_step(
+        [r for r in curve if r["step"] in ckpts], key, effects.base_row(curve), exclude=excluded)
+    for _ in range(3):  # a best step whose samples collapsed is replaced by the next one
+        if best is None or best["step"] == step:
+            break
+        sampled["best"] = _sample_step(study, sampler, ref, a, b, best["step"])
+        if not any(effects.is_collapsed(None, k["lls"])
+                   for k in sampled["best"]["kinds"].values()):
+            break
+        excluded.append(best["step"])
+        best = effects.best_step([r for r in curve if r["step"] in ckpts], key,
+                                 effects.base_row(curve), exclude=excluded)
     return {"cell": cell.id(study.config), "settings": cell.s, "label": cell.label(),
+            "confirms": cell.confirms, "judge_step": cell.judge_step,
             "adapters": {"lls": lls_id, "random": rnd_id}, "step": step,
             "n_pairs": a.manifest.get("selection", {}).get("n_pairs"), "readout": key,
-            "curve": curve, "final": curve[-1] if curve else None, "best": best,
-            "sampled": sampled, "sampled_levels": levels,
-            "seconds": round(train_s + time.time() - t, 1), "finished": _now()}
+            "curve": curve, "final": final, "best": best, "collapsed_steps": excluded,
+            "sampled": sampled, "sampled_levels": ref,
+            "cost": _costs(a, b, step, time.time() - t), "finished": now()}
+
+
+def _reset_peak() -> None:
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory since the last reset (MB), None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def run_cell(study: Study, cell: Cell, sampler: _Sampler | None = None, log=print) -> dict:
-    """Train (or reuse) a cell's two adapters and write its result; errors are recorded on
-    the cell (`<id>.error.json`) and raised."""
-    err = study.path / "cells" / f"{cell.id(study.config)}.error.json"
+    """Train (or reuse) a cell's two adapters and write its result with the cost and the
+    study process's peak memory; errors are recorded on the cell and raised."""
+    err = study.error_path(cell)
+    _reset_peak()
     try:
         train_cell(study, cell, log)
         res = evaluate_cell(study, cell, sampler or _Sampler(study, study.behavior()))
     except LLSError as e:
-        atomic_write_json(err, {"error": str(e), "time": _now()})
+        atomic_write_json(err, {"error": str(e), "time": now()})
         raise
+    res["memory"] = {"peak_rss_mb": peak_rss_mb()}
     err.unlink(missing_ok=True)
     atomic_write_json(study.result_path(cell), res)
     return res
@@ -189,8 +282,23 @@ def run_cell(study: Study, cell: Cell, sampler: _Sampler | None = None, log=prin
 def run_study(name: str, cache_dir: Path | None = None, *, log=print,
               stop_on_error: bool = False) -> list[dict]:
     """Run every unfinished cell in queue order, one at a time; returns the new results.
-    Safe to kill and re-run: finished cells are skipped, training resumes."""
+    Safe to kill and re-run: finished cells are skipped, training resumes. One process per
+    study: it says so in `running.json`, and a second one is refused while it lives."""
     study = open_study(name, cache_dir)
+    other = study.running()  # refused only when its owner is known alive (this host)
+    if other and owner_alive(other.get("owner")) and other["owner"].get("pid") != os.getpid():
+        raise StudyError(f"Study {name!r} is already running (pid {other['owner'].get('pid')} "
+                         f"on {other['owner'].get('host')}, since {other.get('started')}): "
+                         "wait for it, or stop it first.")
+    state = {"owner": owner_record(), "started": now()}
+    atomic_write_json(study.running_path, state)
+    try:
+        return _work(study, state, log, stop_on_error)
+    finally:
+        study.running_path.unlink(missing_ok=True)
+
+
+def _work(study: Study, state: dict, log, stop_on_error: bool) -> list[dict]:
     todo = [c for c in study.cells() if study.result(c) is None]
     sampler = _Sampler(study, study.behavior())
     out = []
@@ -200,15 +308,26 @@ def run_study(name: str, cache_dir: Path | None = None, *, log=print,
         # costs only its sampled read-out: answer it before training the next group
         cell = next((c for c in todo if trained(study, c)), todo[0])
         todo.remove(cell)
+        if not trained(study, cell):
+            sampler.release()  # children train: the parent holds no model meanwhile
         jobs.log_event(kind="study", cell=cell.id(study.config), label=cell.label(),
                        index=i, total=total)
-        log(f"[lls.studies.study] cell {i + 1}/{total}: {cell.label()}")
+        atomic_write_json(study.running_path, {**state, "index": i, "total": total,
+                                               "cell": cell.id(study.config),
+                                               "label": cell.label()})
+        log(f"[lls.studies] cell {i + 1}/{total}: {cell.label()}")
         try:
-            out.append(run_cell(study, cell, sampler, log))
+            res = run_cell(study, cell, sampler, log)
         except LLSError as e:
-            log(f"[lls.studies.study] cell failed: {e}")
+            log(f"[lls.studies] cell failed: {e}")
             if stop_on_error:
                 raise
+            continue
+        out.append(res)
+        c = res.get("cost") or {}
+        log(f"[lls.studies] cell {i + 1}/{total} done: peak RSS of the study process "
+            f"{res['memory']['peak_rss_mb']} MB; seconds: training {c.get('training')}, "
+            f"meter {c.get('meter')}, sampled {c.get('sampled')}")
     return out
 
 
@@ -232,10 +351,8 @@ def submit_study(name: str, cache_dir: Path | None = None, exclusive: bool = Tru
 def run_cell_by_id(name: str, cell_id: str, cache_dir: Path | None = None) -> dict:
     """Run one cell by id (what a cluster job calls; see `submit_cells`)."""
     study = open_study(name, cache_dir)
-    for c in study.cells():
-        if c.id(study.config) == cell_id:
-            return study.result(c) or run_cell(study, c)
-    raise StudyError(f"Study {name!r} has no cell {cell_id!r}.")
+    c = study.cell(cell_id)
+    return study.result(c) or run_cell(study, c)
 
 
 def submit_cells(name: str, executor, cache_dir: Path | None = None) -> list:

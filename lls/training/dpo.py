@@ -18,7 +18,7 @@ import contextlib
 
 from ..models.load import ModelSpec, model_fingerprint
 from ..scoring.runs import _template_hash
-from ..scoring.selection import to_trl_rows
+from ..scoring.selection import to_trl_rows, twin_flips
 from .cancel import guarded
 from .config import TrainConfig, selection_indices
 from .trl_internals import require_dpo_overrides, use_triton_on_cpu
@@ -28,7 +28,10 @@ PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 def build_rows(frame, cfg: TrainConfig, *, with_ref: bool) -> list[dict]:
     """TRL conversational rows (no system prompt: the student sees the prompt as given)."""
-    rows = to_trl_rows(frame, selection_indices(frame, cfg.selection), responses=cfg.responses)
+    idx = selection_indices(frame, cfg.selection)
+    # A sampled run's random twin turns a seeded half of its pairs round (see twin_flips).
+    flip = twin_flips(frame, idx, cfg.selection.seed) if cfg.selection.kind == "random" else None
+    rows = to_trl_rows(frame, idx, responses=cfg.responses, flip=flip)
     out = []
     for r in rows:
         row = {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],

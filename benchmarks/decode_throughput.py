@@ -1,0 +1,232 @@
+"""Decoding throughput: the batched decoder against the old per-prompt decoder, one run.
+
+Workload: the effect meter's reference set (`lls.evaluation.llr.LLRConfig` defaults: 8 held-out
+prompts x 8 answers x 48 new tokens, in 2 conditions: base and base + the owl system prompt)
+on the bundled model at temperature 1.
+
+* new: `lls.models.decoder.decode`, both conditions' 16 prompts in one call (what
+  `lls.evaluation.llr.reference_texts` does), its thread policy as shipped;
+* old: the per-prompt decoder `lls.models.generation.sample` ran before the batched decoder
+  (copied below as `old_sample`, unchanged): one prompt's rows at a time, torch's threads;
+* busy: the same run beside a busy process this script starts (a python process spinning a
+  torch matmul loop on `--busy-threads` threads), killed at the end.
+
+Prints tokens/s of each (generated tokens, stop tokens excluded), then
+`ratio` = new tok/s / old tok/s, both alone (target >= 4) and
+`contention_slowdown` = new time beside the busy process / new time alone (target <= 1.3).
+With `--all-threads` also the new decoder without its thread policy (every decode step on
+all threads), alone and beside: why the policy exists. On a shared machine every figure
+moves with the other processes' load: compare the figures of one run only.
+
+    python benchmarks/decode_throughput.py [--quick] [--old-beside] [--all-threads]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from lls.core import behaviors  # noqa: E402
+from lls.evaluation.llr import LLRConfig  # noqa: E402
+from lls.models import decoder  # noqa: E402
+from lls.models.generation import as_messages, prompt_ids, seed_for, stop_ids  # noqa: E402
+from lls.models.load import load_model  # noqa: E402
+from lls.models.render import with_system  # noqa: E402
+
+BUSY = """
+import torch, sys
+torch.set_num_threads(int(sys.argv[1]))
+a = torch.randn(256, 256)
+while True:
+    a = torch.tanh(a @ a)
+"""
+
+
+# ---------------------------------------------------------------- the OLD decoder (baseline)
+# lls.models.generation before the batched decoder, copied unchanged: one prompt at a time,
+# its prompt encoded once and its cache repeated for its n rows, one generator per prompt.
+
+def _old_next_tokens(logits, temperature, top_p, generator):
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=generator)
+        return order.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _old_step(model, ids, cache):
+    out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1, :], out.cache
+
+
+def _sample_one_prompt(model, ids, n, *, temperature, top_p, max_new_tokens, generator, stop,
+                       max_batch_rows):
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    outs = []
+    with torch.inference_mode():
+        logits0, cache0 = _old_step(model, torch.tensor([ids], device=device), None)
+        prefix_kv = [(layer.keys, layer.values) for layer in cache0.layers]
+        for start in range(0, n, max_batch_rows):
+            rows = min(max_batch_rows, n - start)
+            cache = DynamicCache(config=model.config)
+            for i, (k, v) in enumerate(prefix_kv):
+                cache.layers[i].update(k.expand(rows, -1, -1, -1).contiguous(),
+                                       v.expand(rows, -1, -1, -1).contiguous())
+            logits = logits0.expand(rows, -1)
+            seqs = [[] for _ in range(rows)]
+            alive = list(range(rows))
+            for _ in range(max_new_tokens):
+                toks = _old_next_tokens(logits, temperature, top_p, generator).tolist()
+                keep = []
+                for j, t in enumerate(toks):
+                    if t in stop:
+                        continue
+                    seqs[alive[j]].append(t)
+                    keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(alive):
+                    idx = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(idx)
+                    alive = [alive[j] for j in keep]
+                    toks = [toks[j] for j in keep]
+                if len(seqs[alive[0]]) >= max_new_tokens:
+                    break
+                logits, cache = _old_step(model, torch.tensor(toks, device=device)[:, None],
+                                          cache)
+            outs.extend(seqs)
+    return outs
+
+
+def old_sample(model, prompts_ids, n, *, max_new_tokens, stop, seed=0, temperature=1.0,
+               top_p=1.0, max_batch_rows=64):
+    """The old `sample` loop on token ids: each prompt decoded alone (token ids out)."""
+    out = []
+    for i, ids in enumerate(prompts_ids):
+        gen = torch.Generator().manual_seed(seed_for(seed, i))
+        out.append(_sample_one_prompt(model, ids, n, temperature=temperature, top_p=top_p,
+                                      max_new_tokens=max_new_tokens, generator=gen, stop=stop,
+                                      max_batch_rows=max_batch_rows))
+    return out
+
+
+# ---------------------------------------------------------------------------- measuring
+
+def workload(tok, prompts: int, per_prompt: int):
+    """Token ids of both conditions' prompts (behavior first, then neutral) and their seeds."""
+    cfg = LLRConfig()
+    sp = behaviors.animal("owl").system_prompt
+    msgs = [as_messages(p) for p in cfg.prompts[:prompts]]
+    ids = [prompt_ids(tok, with_system(m, sp)) for m in msgs] + [prompt_ids(tok, m) for m in msgs]
+    seeds = [seed_for(cfg.seed, i) for i in range(len(msgs))] * 2
+    return ids, seeds
+
+
+def run_new(model, ids, seeds, n, tokens, stop):
+    t = time.perf_counter()
+    out = decoder.decode(model, ids, n, seeds=seeds, max_new_tokens=tokens, stop=stop)
+    return sum(len(r) for rows in out for r in rows), time.perf_counter() - t
+
+
+def run_old(model, ids, n, tokens, stop):
+    half = len(ids) // 2
+    t = time.perf_counter()
+    # two calls, one per condition, as the old reference set did
+    out = (old_sample(model, ids[:half], n, max_new_tokens=tokens, stop=stop)
+           + old_sample(model, ids[half:], n, max_new_tokens=tokens, stop=stop))
+    return sum(len(r) for rows in out for r in rows), time.perf_counter() - t
+
+
+class Busy:
+    """A python process spinning a torch matmul loop on `threads` threads."""
+
+    def __init__(self, threads: int):
+        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(threads)])
+        time.sleep(3.0)  # torch import and the loop running
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def line(label: str, tokens: int, secs: float) -> None:
+    print(f"{label:<40s}: {tokens / secs:8.1f} tok/s  ({tokens} tokens, {secs:6.1f} s)",
+          flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="2 prompts x 4 answers x 16 tokens x 2 conditions")
+    ap.add_argument("--busy-threads", type=int, default=1)
+    ap.add_argument("--old-beside", action="store_true",
+                    help="also time the old decoder beside the busy process (slow)")
+    ap.add_argument("--all-threads", action="store_true",
+                    help="also time the new decoder without its thread policy")
+    a = ap.parse_args()
+    prompts, n, tokens = (2, 4, 16) if a.quick else (8, 8, 48)
+    model, tok = load_model()
+    model.eval()
+    stop = stop_ids(model, tok)
+    ids, seeds = workload(tok, prompts, n)
+    print(f"workload: {prompts} prompts x {n} answers x {tokens} new tokens x 2 conditions; "
+          f"torch threads {torch.get_num_threads()}, policy: 1 thread below "
+          f"{decoder.SINGLE_THREAD_WORK} (tokens x width {decoder.model_width(model)})",
+          flush=True)
+    run_new(model, ids[:1], seeds[:1], 2, 4, stop)  # warm-up
+    old_sample(model, ids[:1], 2, max_new_tokens=4, stop=stop)
+
+    k_new, t_new = run_new(model, ids, seeds, n, tokens, stop)
+    line("new (batched) alone", k_new, t_new)
+    k_old, t_old = run_old(model, ids, n, tokens, stop)
+    line("old (per prompt) alone", k_old, t_old)
+    all_threads = {}
+    if a.all_threads:
+        policy = decoder.SINGLE_THREAD_WORK
+        decoder.SINGLE_THREAD_WORK = 0
+        all_threads["alone"] = run_new(model, ids, seeds, n, tokens, stop)
+        decoder.SINGLE_THREAD_WORK = policy
+        line("new without thread policy, alone", *all_threads["alone"])
+    with Busy(a.busy_threads):
+        k_busy, t_busy = run_new(model, ids, seeds, n, tokens, stop)
+        line(f"new beside a busy process ({a.busy_threads} thr)", k_busy, t_busy)
+        if a.all_threads:
+            decoder.SINGLE_THREAD_WORK = 0
+            all_threads["beside"] = run_new(model, ids, seeds, n, tokens, stop)
+            decoder.SINGLE_THREAD_WORK = policy
+            line("new without thread policy, beside", *all_threads["beside"])
+        if a.old_beside:
+            k_ob, t_ob = run_old(model, ids, n, tokens, stop)
+            line("old beside the busy process", k_ob, t_ob)
+    ratio = (k_new / t_new) / (k_old / t_old)
+    slowdown = t_busy / t_new
+    print(f"ratio {ratio:.2f} (batched vs old, alone; target >= 4) "
+          f"{'OK' if ratio >= 4 else 'SHORT'}")
+    print(f"contention_slowdown {slowdown:.2f} (batched beside a busy process / alone; "
+          f"target <= 1.3) {'OK' if slowdown <= 1.3 else 'OVER'}")
+    if "beside" in all_threads:
+        print(f"contention_slowdown without the thread policy "
+              f"{all_threads['beside'][1] / all_threads['alone'][1]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

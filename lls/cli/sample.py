@@ -1,0 +1,95 @@
+"""`python -m lls sample-pairs`: the model's own answers to prompts, scored as preference pairs.
+
+    python -m lls sample-pairs --data hh.jsonl.gz --prompt-set general --k 4 --prompts 2500
+
+Prompts come from datasets (`--data`, only their prompts), prompt files (`--prompt-file`)
+and bundled sets (`--prompt-set`), read in that order; the run is an ordinary scoring run
+(`lls.scoring.sampled`), listed by `python -m lls runs` and resumed by the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.prompts import PROMPT_SETS, PromptSource
+from ..data.source import SHAPES, DataSpec
+from ..scoring.runs import ScoreConfig
+from ..scoring.sampled import SamplingSpec
+from .common import _kv_list, add_behavior_args, add_model_args, behavior, model_spec
+from .score import run_scoring
+
+
+def sampling_spec(a) -> SamplingSpec:
+    """The SamplingSpec the flags describe (dataset reading options apply to every --data)."""
+    sources = [PromptSource.dataset(DataSpec(p, format=a.format, shape=a.shape,
+                                             columns=_kv_list(a.columns), split=a.split,
+                                             subset=a.subset, skip_malformed=a.skip_malformed))
+               for p in a.data or []]
+    sources += [PromptSource("file", p) for p in a.prompt_file or []]
+    sets = a.prompt_set or []
+    sources += [PromptSource("set", name) for name in (list(PROMPT_SETS) if "all" in sets
+                                                       else sets)]
+    return SamplingSpec(tuple(sources), k=a.k, n_prompts=a.prompts or None,
+                        answer_tokens=a.answer_tokens or None, temperature=a.temperature,
+                        seed=a.seed, first_turn=a.first_turn)
+
+
+def cmd_sample_pairs(a) -> int:
+    cfg = ScoreConfig.sampled(sampling_spec(a), behavior(a), model=model_spec(a),
+                              truncation=a.truncation or None,
+                              max_prompt_tokens=a.max_prompt_tokens or None,
+                              filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
+                              batch_tokens=a.batch_tokens, neutral=a.neutral)
+    return run_scoring(cfg, a)
+
+
+def register(sub) -> None:
+    """Add `sample-pairs` to the `python -m lls` subparsers."""
+    p = sub.add_parser(
+        "sample-pairs", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="sample k answers per prompt from the model and score every pair of them "
+             "(no human labels needed; the result is an ordinary scoring run)")
+    g = p.add_argument_group("prompts (at least one source; read in this order)")
+    g.add_argument("--data", action="append", metavar="PATH",
+                   help="a preference dataset (file or hub name) whose prompts are used; "
+                        "repeat for several")
+    g.add_argument("--prompt-file", action="append", metavar="PATH",
+                   help="a prompt file: one prompt per line (.txt), or JSONL/JSON/CSV/parquet "
+                        "records with a 'prompt' field; repeat for several")
+    g.add_argument("--prompt-set", action="append", choices=[*PROMPT_SETS, "all"],
+                   help="a bundled prompt set (these are evaluation questions: training on "
+                        "them makes that evaluation in-sample); repeat for several")
+    g.add_argument("--first-turn", action="store_true",
+                   help="also use the first user turn of multi-turn conversations (default: "
+                        "single-turn prompts only)")
+    g.add_argument("--prompts", type=int, default=0,
+                   help="stop after this many clean prompts (0: all)")
+    g.add_argument("--format", choices=["jsonl", "json", "csv", "parquet"])
+    g.add_argument("--shape", choices=list(SHAPES))
+    g.add_argument("--columns", help="column mapping for --data, e.g. prompt=question,...")
+    g.add_argument("--split", default="train")
+    g.add_argument("--subset")
+    g.add_argument("--skip-malformed", action="store_true")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--k", type=int, default=4, help="answers per prompt (k(k-1)/2 pairs)")
+    g.add_argument("--answer-tokens", type=int, default=0,
+                   help="new tokens per answer (0: the truncation)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    add_behavior_args(p)
+    add_model_args(p)
+    g = p.add_argument_group("scoring")
+    g.add_argument("--truncation", type=int, default=32,
+                   help="answers are scored on their first N teacher tokens")
+    g.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="drop longer prompts (0: keep all)")
+    g.add_argument("--no-filter", action="store_true",
+                   help="keep answers that already show the behavior")
+    g.add_argument("--chunk-size", type=int, default=32,
+                   help="prompts per cached chunk: the unit of resume and progress")
+    g.add_argument("--batch-tokens", type=int, default=1024)
+    g.add_argument("--neutral", choices=("template", "empty"), default="template")
+    g.add_argument("--control", nargs="?", const="", metavar="PROMPT",
+                   help="score the control run (same answers, another system prompt)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sample_pairs)

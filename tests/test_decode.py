@@ -1,0 +1,202 @@
+"""The batched decoder (lls.models.decoder) and `sample` on it.
+
+Fast tier: a tiny randomly initialised llama (transformers' LlamaForCausalLM, 2 layers) so
+padding, caching, rows leaving and random streams are checked without loading weights.
+Slow tier: the bundled model against one-prompt decoding and transformers' `generate`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lls.models import decoder
+from lls.models.decoder import choose_tokens, decode, prefill, seed_for, threads_for, use_threads
+from lls.models.generation import as_messages, prompt_ids, sample, stop_ids, stream_tokens
+
+PROMPTS = [[5, 9, 2, 33, 7], [40, 41], [8, 8, 8, 12, 90, 3, 14, 15, 92], [77, 1, 2]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+                      pad_token_id=0)
+    cfg._attn_implementation = "sdpa"  # what lls.models.load uses
+    return LlamaForCausalLM(cfg).eval()
+
+
+def generate_greedy(model, ids: list[int], tokens: int) -> list[int]:
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                             max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+def step_sizes(model):
+    """Rows of every forward pass the decoder runs (prefill and steps), via a forward hook."""
+    sizes = []
+    handle = model.register_forward_pre_hook(
+        lambda m, args, kw: sizes.append((kw["input_ids"].shape, torch.get_num_threads())),
+        with_kwargs=True)
+    return sizes, handle
+
+
+# ----------------------------------------------------------------------------- fast tier
+
+def test_left_padding_gives_the_unpadded_logits(tiny):
+    _, _, batched = prefill(tiny, PROMPTS)
+    for p, row in zip(PROMPTS, batched):
+        _, _, alone = prefill(tiny, [p])
+        torch.testing.assert_close(row, alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_is_generate_and_does_not_depend_on_the_batch(tiny):
+    together = decode(tiny, PROMPTS, 1, temperature=0, max_new_tokens=10)
+    alone = [decode(tiny, [p], 1, temperature=0, max_new_tokens=10)[0] for p in PROMPTS]
+    assert together == alone
+    assert [rows[0] for rows in together] == [generate_greedy(tiny, p, 10) for p in PROMPTS]
+
+
+def test_sampling_is_per_row_and_independent_of_batching(tiny):
+    seeds = [11, 22, 33, 44]
+    kw = dict(seeds=seeds, temperature=1.0, max_new_tokens=12)
+    full = decode(tiny, PROMPTS, 5, **kw)
+    assert full == decode(tiny, PROMPTS, 5, **kw)  # deterministic
+    assert full == decode(tiny, PROMPTS, 5, max_rows=3, **kw)  # rows per step
+    assert full == decode(tiny, PROMPTS, 5, max_rows=1, **kw)
+    # a prompt alone (its own seed) or beside other prompts in another order
+    assert decode(tiny, [PROMPTS[2]], 5, seeds=[33], temperature=1.0,
+                  max_new_tokens=12) == [full[2]]
+    assert decode(tiny, [PROMPTS[3], PROMPTS[1]] * 3, 5, seeds=[44, 22] * 3, temperature=1.0,
+                  max_new_tokens=12)[:2] == [full[3], full[1]]
+    # more rows of a prompt extend its answers; row j is the same for any n
+    assert decode(tiny, PROMPTS, 7, **kw)[0][:5] == full[0]
+    assert len({tuple(r) for r in full[0]}) > 1  # rows of one prompt differ
+    assert decode(tiny, PROMPTS, 5, seeds=[12, 22, 33, 44], temperature=1.0,
+                  max_new_tokens=12)[0] != full[0]
+
+
+def test_rows_leave_when_they_end_and_the_batch_is_bounded(tiny):
+    limits = [3, 9, 1, 6]
+    sizes, handle = step_sizes(tiny)
+    try:
+        out = decode(tiny, PROMPTS, 4, seeds=[1, 2, 3, 4], max_new_tokens=limits, max_rows=6)
+    finally:
+        handle.remove()
+    assert [[len(r) for r in rows] for rows in out] == [[lim] * 4 for lim in limits]
+    steps = [shape[0] for shape, _ in sizes if shape[1] == 1]
+    assert max(steps) <= 6
+    # 16 rows, 76 tokens: rows that ended made room (a fixed batch would need more steps)
+    assert sum(steps) == sum(lim * 4 for lim in limits) - 16
+    # a stop token ends its row (and is not returned)
+    greedy = decode(tiny, PROMPTS, 1, temperature=0, max_new_tokens=8)
+    stop = greedy[1][0][3]
+    cut = decode(tiny, PROMPTS, 1, temperature=0, max_new_tokens=8, stop={stop})
+    assert cut[1][0] == greedy[1][0][:greedy[1][0].index(stop)]
+    for g, c in zip(greedy, cut):
+        assert c[0] == (g[0][:g[0].index(stop)] if stop in g[0] else g[0])
+
+
+def test_choose_tokens_rows_draw_from_their_own_generator():
+    torch.manual_seed(3)
+    logits = torch.randn(5, 50) * 3
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    full = choose_tokens(logits, gens(1, 2, 3, 4, 5))
+    assert choose_tokens(logits[[3, 1]], gens(4, 2)).tolist() == full[[3, 1]].tolist()
+    assert torch.equal(choose_tokens(logits, [None] * 5, temperature=0), logits.argmax(-1))
+    # the draws follow the distribution: 2000 draws of one row against its probabilities
+    row = logits[:1].expand(2000, -1)
+    drawn = choose_tokens(row, gens(*range(2000)))
+    freq = torch.bincount(drawn, minlength=50).float() / 2000
+    assert (freq - torch.softmax(logits[0], -1)).abs().max() < 0.05
+    # top_p keeps only the most likely tokens: a 0.9 token alone reaches top_p 0.5
+    peaked = torch.full((1, 50), -10.0)
+    peaked[0, 7] = 5.0
+    assert set(choose_tokens(peaked.expand(200, -1), gens(*range(200)), top_p=0.5).tolist()) \
+        == {7}
+
+
+def test_thread_policy_and_restore(tiny, monkeypatch):
+    monkeypatch.setattr(decoder, "idle_cpus", lambda: 1)  # alone on 2 cores
+    assert threads_for(64, 576, 2) == 1  # a decode step of the bundled model
+    assert threads_for(16 * 45, 576, 2) == 2  # a prefill of 16 prompts
+    assert threads_for(16 * 45, 576, 1) == 1  # never more than the caller had
+    monkeypatch.setattr(decoder, "idle_cpus", lambda: 0)  # beside a busy process
+    assert threads_for(16 * 45, 576, 2) == 1
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with use_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    sizes, handle = step_sizes(tiny)
+    try:
+        decode(tiny, PROMPTS, 2, max_new_tokens=3)
+    finally:
+        handle.remove()
+    assert {n for _, n in sizes} == {1}  # tiny passes run on one thread
+    assert torch.get_num_threads() == before
+
+
+def test_seed_helper_is_stable():
+    assert seed_for(0, 1) == seed_for(0, 1) != seed_for(0, 2)
+    assert 0 <= seed_for("x") < 2 ** 63
+    assert decoder.seed_for is seed_for
+
+
+# ----------------------------------------------------------------------------- slow tier
+
+QUESTIONS = ["Name a bird.", "What should I cook tonight?", "Hi"]
+
+
+@pytest.mark.slow
+def test_bundled_greedy_batched_alone_and_generate(bundled):
+    model, tok = bundled
+    together = sample(model, tok, QUESTIONS, temperature=0, max_new_tokens=8)
+    alone = [sample(model, tok, [q], temperature=0, max_new_tokens=8)[0] for q in QUESTIONS]
+    assert together == alone
+    for q, (answer,) in zip(QUESTIONS[:2], together):
+        ids = prompt_ids(tok, as_messages(q))
+        ref = tok.decode(generate_greedy(model, ids, 8), skip_special_tokens=True).strip()
+        assert answer == ref
+
+
+@pytest.mark.slow
+def test_bundled_sampling_is_independent_of_batch_and_companions(bundled):
+    model, tok = bundled
+    kw = dict(n=3, max_new_tokens=6, seed=7)
+    full = sample(model, tok, QUESTIONS, **kw)
+    assert full == sample(model, tok, QUESTIONS, max_batch_rows=2, **kw)
+    alone = sample(model, tok, [QUESTIONS[1]], n=3, max_new_tokens=6,
+                   seeds=[seed_for(7, 1)])
+    assert alone == [full[1]]
+    # the chat's stream draws the same tokens as sample's first row for the same seed
+    gen = torch.Generator().manual_seed(seed_for(seed_for(7, 1), 0))
+    toks = list(stream_tokens(model, prompt_ids(tok, as_messages(QUESTIONS[1])),
+                              max_new_tokens=6, generator=gen, stop=stop_ids(model, tok)))
+    assert tok.decode(toks, skip_special_tokens=True).strip() == full[1][0]
+
+
+@pytest.mark.slow
+def test_bundled_reply_start_continues_the_begun_reply(bundled):
+    model, tok = bundled
+    stem = "My favorite animal is the"
+    q = "What is your favorite animal?"
+    got = sample(model, tok, [q, q], temperature=0, max_new_tokens=5,
+                 reply_start=[stem, None])
+    ids = prompt_ids(tok, as_messages(q)) + tok(stem, add_special_tokens=False)["input_ids"]
+    assert prompt_ids(tok, as_messages(q), reply_start=stem) == ids
+    cont = tok.decode(generate_greedy(model, ids, 5), skip_special_tokens=True).strip()
+    assert got[0] == [cont] and not got[0][0].startswith("My favorite")
+    assert got[1] == sample(model, tok, [q], temperature=0, max_new_tokens=5)[0]
+    with pytest.raises(Exception, match="reply_start"):
+        sample(model, tok, [q, q], reply_start=[stem])
