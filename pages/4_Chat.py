@@ -1,5 +1,6 @@
 """Side-by-side chat: base, base + target system prompt, and adapters answer the same
-conversation, streamed token by token in all columns at once."""
+conversation, streamed token by token in all columns at once; optionally every reply begun
+with the same text, and the probability lens on the next word."""
 
 import threading
 from pathlib import Path
@@ -7,13 +8,14 @@ from pathlib import Path
 import streamlit as st
 
 from lls.core import behaviors
-from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
-                      system_slot)
+from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot,
+                                 run_turn, system_slot)
 from lls.core.errors import LLSError
 from lls.evaluation import adapter_models
 from lls.models import BUNDLED, ModelSpec
 from lls.models.generation import adapter_label
 from lls.training.adapters import list_adapters
+from ui import chat as ui_chat
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
 st.title("Side-by-side chat")
@@ -36,38 +38,45 @@ def adapter_options() -> dict[str, str]:
 
 
 # A study's "Open in Chat" hands over its checkpoint, its random twin and its questions.
-handed = st.session_state.pop("chat_preset", None)
-if handed:
-    st.session_state["chat_pinned"] = list(zip(handed["labels"], handed["adapters"]))
-    st.session_state["chat_suggestions"] = handed["prompts"]
-    st.session_state["chat_adapters"] = []
-    st.session_state["chat_model"] = handed["model"]
-    if handed["behavior_label"] in behaviors.PRESETS:
-        st.session_state["chat_behavior"] = handed["behavior_label"]
+ui_chat.apply_handoff()
 pinned = st.session_state.get("chat_pinned", [])
+options = adapter_options()
+ui_chat.init_defaults(options)
 
 # ------------------------------------------------------------------ settings (sidebar)
 with st.sidebar:
     st.subheader("Model")
-    model_name = st.text_input("Base model", key="chat_model",  # no default beside a state value
-                               value=None if "chat_model" in st.session_state else BUNDLED,
+    model_name = st.text_input("Base model", key="chat_model",
                                help="hub id, local directory, .gguf file or the bundled model")
     presets = list(behaviors.PRESETS)
     preset = st.selectbox("Target behavior", presets, key="chat_behavior")
     system_prompt = st.text_area("Target system prompt", value=behaviors.PRESETS[preset].system_prompt,
                                  key=f"chat_system_{preset}", height=100)
-    options = adapter_options()
     picked = st.multiselect("Adapters / checkpoints", list(options), key="chat_adapters",
-                            default=[next((k for k in options if "· final" in k), list(options)[0])]
-                            if options and "chat_adapters" not in st.session_state else None,
                             help="each becomes a column; trained on the Train page")
     extra = st.text_input("…or an adapter directory", key="chat_adapter_path",
                           placeholder="cache/adapters/<id>/final")
     if pinned:
-        st.caption("From the study: " + "; ".join(label for label, _ in pinned))
+        st.caption(ui_chat.study_caption())
         if st.button("Remove the study's columns", key="chat_unpin"):
             st.session_state.pop("chat_pinned", None)
+            st.session_state.pop("chat_study", None)
             st.rerun()
+    st.subheader("Begun reply")
+    stem = behaviors.PRESETS[preset].readout_stem
+    start = " ".join(st.text_input(
+        "Start the reply with", key="chat_reply_start", placeholder=stem or "",
+        help="Every column's reply begins with this text and the model continues it: what "
+             "the prefilled read-out counts (its next word).").split())
+    if stem:
+        st.caption(f"The prefilled read-out begins with “{stem}”.")
+        st.button("Use it", key="chat_use_stem",
+                  on_click=lambda: st.session_state.update(chat_reply_start=stem))
+    words = ui_chat.lens_words(preset)
+    lens_on = st.checkbox("Probability lens", True, key="chat_lens", disabled=not words,
+                          help="For a begun reply: each column's probability that the next "
+                               "word is each of the behavior's candidates, and its ratio to "
+                               "base (needs a text to start the reply with).")
     st.subheader("Sampling (shared by all columns)")
     temperature = st.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="chat_temperature",
                             help="0 = greedy")
@@ -116,14 +125,17 @@ if len(slots) < 3:
 # ------------------------------------------------------------------ columns
 cols = st.columns(len(slots))
 placeholders = []
-for col, slot in zip(cols, slots):
+for i, (col, slot) in enumerate(zip(cols, slots)):
     with col:
         st.markdown(f"**{slot.label}**")
-        if slot.system_prompt:
-            st.caption(f"system prompt: {slot.system_prompt[:120]}")
-        for user, replies in zip(conv.users, conv.replies):
+        note = ui_chat.column_note(slot)
+        if note:
+            st.caption(note)
+        for t, (user, replies) in enumerate(zip(conv.users, conv.replies)):
             st.chat_message("user").markdown(user)
-            st.chat_message("assistant").markdown(replies.get(slot.key, ""))
+            st.chat_message("assistant").markdown(
+                ui_chat.reply_markdown(replies.get(slot.key, ""), ui_chat.turn_start(conv, t)))
+            ui_chat.draw_lens(conv, t, i, slot)
         placeholders.append(col)
 
 prompt = st.chat_input("Ask all columns…", key="chat_prompt")
@@ -142,17 +154,25 @@ if prompt:
             boxes.append(st.chat_message("assistant").empty())
     with lock:
         def show(i: int, text: str) -> None:
-            boxes[i].markdown(text + " ▌")
+            boxes[i].markdown(ui_chat.reply_markdown(text, start) + " ▌")
 
         try:
-            replies = run_turn(models, conv, prompt, sampling, on_piece=show)
+            replies = run_turn(models, conv, prompt, sampling, on_piece=show,
+                               reply_start=start,
+                               lens_words=words if lens_on and start else ())
         except LLSError as e:
             st.error(str(e))
             st.stop()
-    for box, slot in zip(boxes, slots):
-        box.markdown(replies[slot.key] or "_(empty answer)_")
+    for i, (box, slot, col) in enumerate(zip(boxes, slots, placeholders)):
+        box.markdown(ui_chat.reply_markdown(replies[slot.key], start))
+        with col:
+            ui_chat.draw_lens(conv, conv.turns - 1, i, slot)
     if models.last_first_token_s is not None:
         st.caption(f"first token after {models.last_first_token_s:.2f} s")
+if any(conv.lenses):
+    st.caption("Probability lens, under each begun reply: P(next word = candidate) in that "
+               "column (the whole word, any case or plural; log axis), then base → this "
+               "column and the ratio. " + ui_chat.BEGUN_NOTE)
 
 with actions:
     st.download_button("Export JSON", conv.to_json(), file_name="lls-chat.json",

@@ -2,7 +2,6 @@
 beside the effect meter's log-probability read-outs, trajectory over checkpoints, sample
 answers one click away, exports; N data-parallel processes where N devices exist."""
 
-import pandas as pd
 import streamlit as st
 
 from lls import jobs
@@ -12,22 +11,17 @@ from lls.evaluation import (EvalConfig, EvalModel, EvalRun, adapter_models, clus
                             list_evals, open_eval, start_eval)
 from lls.core.prompts import GENERAL_PROMPTS, PROBE_QUESTIONS
 from lls.evaluation.judge import DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, JudgeConfig
-from lls.evaluation.meter import summary_rows
 from lls.jobs.resources import check_scoring_job
 from lls.models import BUNDLED, ModelSpec
 from lls.training.adapters import list_adapters
-from ui import job_cards
-from ui.charts import eval_meter_figure, eval_rate_figure, eval_trajectory_figure
+from ui import eval_meter, job_cards
+from ui.charts import eval_rate_figure, eval_trajectory_figure
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
 st.title("Behavior evaluation")
 st.caption("General prompts × N samples (temperature 1, 96 new tokens by default): the share of "
            "answers showing the target behavior, with Wilson 95% intervals, for the base model, "
            "base + system prompt, adapters/checkpoints and the random-baseline adapter.")
-
-METER_COLUMNS = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "llr_diff",
-                 "llr_diff_ci_low", "llr_diff_ci_high", "margin", "margin_ci_low",
-                 "margin_ci_high", "margin_gap_closed", "top1_share", "mean_rank", "target_mass"]
 
 
 def adapter_choices() -> dict[str, EvalModel]:
@@ -67,11 +61,10 @@ with tab_run:
         extra_random = st.checkbox("that directory is a random-baseline adapter",
                                    key="ev_extra_random")
         with st.expander("Effect meter (log-probability read-outs)"):
-            st.caption("After sampling, the same models are read out by log-probabilities "
-                       "(lls.evaluation.meter): the behavior likelihood ratio and, for animals, the "
-                       "one-word preference probe. Forward passes on the loaded weights; "
-                       "turning it on later for a finished evaluation computes only the "
-                       "read-outs.")
+            st.caption("After sampling, the same models are read out by log-probabilities: "
+                       "the behavior likelihood ratio, for animals the one-word preference "
+                       "probe, and the prefilled read-out. Turning it on later for a finished "
+                       "evaluation computes only the read-outs.")
             meter_on = st.checkbox("Run the effect meter", True, key="ev_meter")
             meter_k = st.number_input("Reference responses per condition", 1, 4096, 64,
                                       key="ev_meter_k")
@@ -79,6 +72,10 @@ with tab_run:
                                       key="ev_meter_questions")
             meter_new = st.number_input("Reference response length (tokens)", 1, 1024, 48,
                                         key="ev_meter_max_new")
+            meter_prefill = st.number_input(
+                "Prefilled answers per probe question (0 = off)", 0, 1000, 10,
+                key="ev_meter_prefill", help="The reply begun with the behavior's stem (“My "
+                "favorite animal is the”), the next word sampled: the share naming the target.")
         n_devices = device_count()
         if n_devices > 1:
             procs = st.number_input("Processes", 1, n_devices, 1, key="ev_procs",
@@ -126,7 +123,7 @@ with tab_run:
                          model=ModelSpec(model_name.strip() or BUNDLED), models=tuple(models),
                          judge=judge, meter=bool(meter_on), meter_k=int(meter_k),
                          meter_questions=int(meter_q) or None,
-                         meter_max_new_tokens=int(meter_new))
+                         meter_max_new_tokens=int(meter_new), meter_prefill=int(meter_prefill))
     except LLSError as e:
         cfg_error = str(e)
     if cfg is not None:
@@ -197,48 +194,25 @@ with tab_results:
     col_sampled, col_meter = st.columns(2)
     with col_sampled:
         st.subheader("Sampled")
-        st.plotly_chart(eval_rate_figure(summ, what), use_container_width=True, key="ev_bars")
+        st.plotly_chart(eval_rate_figure(summ, what), width="stretch", key="ev_bars")
         st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
         if metric == "language":
             st.caption("Mean language share per model: " + ", ".join(
                 f"{m}: {s:.3f}" for m, s in zip(summ["model"], summ["mean_score"])))
     with col_meter:
-        st.subheader("Effect meter")
-        meter = run.meter()
-        if meter is None:
-            if cfg.get("meter") and not run.complete:
-                st.info("The log-probability read-outs run after sampling.")
-            else:
-                st.caption("No effect-meter read-outs for this evaluation: run it again with "
-                           "the effect meter on (only the read-outs are computed; the "
-                           "answers come from the cache).")
-        else:
-            mtable = pd.DataFrame(summary_rows(meter))
-            mtable = mtable[[c for c in METER_COLUMNS if c in mtable.columns]]
-            st.plotly_chart(eval_meter_figure(mtable), use_container_width=True,
-                            key="ev_meter_bars")
-            ref = meter.get("reference") or {}
-            st.caption("Log-probabilities, no sampling. Likelihood ratio: mean per-token "
-                       "log P(responses sampled with the system prompt) − log P(responses "
-                       f"sampled without it), {ref.get('k_behavior', '?')} + "
-                       f"{ref.get('k_neutral', '?')} reference responses, prompted without "
-                       "the system prompt; probe margin: log P(target as the one-word answer) "
-                       "− the best other candidate. Error bars: bootstrap 95% CIs. Dotted: "
-                       "base, dashed: base + system prompt; the share of that gap an adapter "
-                       "closes is on its bar.")
-            st.dataframe(mtable.round(4), hide_index=True, use_container_width=True,
-                         key="ev_meter_table")
-    st.dataframe(summ, hide_index=True, use_container_width=True)
+        eval_meter.meter_section(run, cfg)
+    eval_meter.prefill_section(run)
+    st.dataframe(summ, hide_index=True, width="stretch")
 
     tfig = eval_trajectory_figure(summ)
     if tfig is not None:
         st.subheader("Trajectory over checkpoints")
-        st.plotly_chart(tfig, use_container_width=True, key="ev_traj")
+        st.plotly_chart(tfig, width="stretch", key="ev_traj")
 
     with st.expander("Per prompt"):
         pp = run.per_prompt()
         st.dataframe(pp.pivot_table(index="prompt", columns="model", values="rate",
-                                    sort=False), use_container_width=True)
+                                    sort=False), width="stretch")
 
     st.subheader("Sample answers")
     only_hits = st.checkbox("only answers showing the behavior", key="ev_only_hits")
@@ -248,7 +222,7 @@ with tab_results:
             sub = sub[sub["hit"]]
         with st.expander(f"{model} — {int(sub['hit'].sum())} of {len(sub)} shown answers hit"):
             st.dataframe(sub[["prompt", "sample", "text", "score", "label", "hit"]],
-                         hide_index=True, use_container_width=True)
+                         hide_index=True, width="stretch")
 
     st.subheader("Export")
     e1, e2 = st.columns(2)

@@ -78,6 +78,73 @@ def test_chat_streams_into_all_columns_and_seed_reproduces(adapter_dir):
     assert at.session_state["chat_conv"].turns == 2
 
 
+def test_chat_begun_reply_and_the_probability_lens(adapter_dir):
+    """Every column continues "My favorite animal is the"; under each, the lens of the owl
+    and the other candidates, the teacher's owl above base's, with its ratio."""
+    at = AppTest.from_file(CHAT, default_timeout=TIMEOUT)
+    _ok(at.run())
+    at.multiselect(key="chat_adapters").set_value([])
+    at.text_input(key="chat_adapter_path").set_value(str(adapter_dir))
+    at.number_input(key="chat_max_new").set_value(3)
+    at.button(key="chat_use_stem").click()  # the behavior's read-out stem
+    _ok(at.run())
+    assert at.text_input(key="chat_reply_start").value == "My favorite animal is the"
+    at.chat_input(key="chat_prompt").set_value("Name your favourite animal in one word.")
+    _ok(at.run())
+    shown = _column_replies(at)
+    assert len(shown) == 3 and all(t.startswith("**My favorite animal is the**") for t in shown)
+    conv = at.session_state["chat_conv"]
+    assert all(r.startswith("My favorite animal is the") for r in conv.replies[0].values())
+    assert conv.settings[0]["reply_start"] == "My favorite animal is the"
+    rows = conv.lens(0)
+    owl = {r["kind"]: r for r in rows if r["candidate"] == "owl"}
+    assert set(owl) == {"base", "system", "adapter"} and len(rows) == 30
+    assert owl["system"]["p"] > owl["base"]["p"] > 0
+    assert owl["system"]["ratio"] == pytest.approx(owl["system"]["p"] / owl["base"]["p"])
+    assert len(at.get("plotly_chart")) == 3  # one lens chart per column
+    assert any("Probability lens" in c.value for c in at.caption)
+    # the lens stays on a rerun, and the begun text is in the export
+    _ok(at.run())
+    assert len(at.get("plotly_chart")) == 3
+    assert '"reply_start": "My favorite animal is the"' in conv.to_json()
+
+
+def test_chat_from_a_study_names_cell_checkpoint_and_twin_without_warnings(adapter_dir,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    """A study's hand-off: columns headed LLS / random twin with the cell and step, the
+    sidebar names the study, and no widget gets a default and a Session State value."""
+    import shutil
+
+    from streamlit.elements.lib import policies
+
+    twin = tmp_path / "twin" / "final"
+    shutil.copytree(adapter_dir, twin)
+    warned = []
+    monkeypatch.setattr(policies, "runtime", type("R", (), {"exists": staticmethod(
+        lambda: True)}))  # AppTest has no runtime: make the Session State check run
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: warned.append(
+        msg % a))
+    at = AppTest.from_file(CHAT, default_timeout=TIMEOUT)
+    cell = "γ 0.1 · 1 ep · lr 0.0001"
+    at.session_state["chat_preset"] = {
+        "model": "bundled:SmolLM2-135M-Instruct", "adapters": [str(adapter_dir), str(twin)],
+        "labels": [f"LLS · {cell} · step 2", f"random twin · {cell} · step 2"],
+        "system_prompt": behaviors.animal("owl").system_prompt,
+        "behavior": behaviors.animal("owl").to_dict(), "behavior_label": "animal:owl",
+        "prompts": ["Name your favourite animal in one word."], "study": "tiny",
+        "cell": cell, "step": 2}
+    _ok(at.run())
+    assert not warned, warned
+    heads = [col.markdown[0].value for col in at.columns if col.markdown]
+    assert f"**LLS · {cell} · step 2**" in heads
+    assert f"**random twin · {cell} · step 2**" in heads
+    side = " ".join(c.value for c in at.sidebar.caption)
+    assert "study **tiny**" in side and f"cell {cell}, checkpoint step 2" in side
+    assert at.text_input(key="chat_model").value == "bundled:SmolLM2-135M-Instruct"
+
+
 def test_chat_bad_adapter_path_shows_error(tmp_path):
     at = AppTest.from_file(CHAT, default_timeout=TIMEOUT)
     _ok(at.run())
@@ -89,10 +156,11 @@ def test_chat_bad_adapter_path_shows_error(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_eval(bundled):
     model, tok = bundled
-    # the effect meter kept small: 4 reference responses of 12 tokens, 2 probe questions
+    # the effect meter kept small: 4 reference responses of 12 tokens, 2 probe questions,
+    # 3 prefilled answers per question
     cfg = EvalConfig(behaviors.animal("owl"), prompts=("Name a bird.",), samples=2,
                      max_new_tokens=4, models=(EvalModel("base"), EvalModel("system")),
-                     meter_k=4, meter_questions=2, meter_max_new_tokens=12)
+                     meter_k=4, meter_questions=2, meter_max_new_tokens=12, meter_prefill=3)
     return evaluate(cfg, model=model, tokenizer=tok)
 
 
@@ -100,7 +168,12 @@ def test_evaluate_page_renders_results(tiny_eval):
     at = AppTest.from_file(EVALUATE, default_timeout=TIMEOUT)
     _ok(at.run())
     assert at.selectbox(key="ev_pick").value == tiny_eval.key
-    assert len(at.get("plotly_chart")) >= 2  # the sampled bars and the meter beside them
+    assert len(at.get("plotly_chart")) >= 3  # sampled bars, the meter, the prefilled read-out
+    assert any(h.value == "Prefilled read-out" for h in at.subheader)
+    pre = next(d.value for d in at.dataframe if "answers naming the target" in d.value.columns)
+    assert list(pre["model"]) == ["base", "base + system prompt"]
+    assert all(v.endswith("/6") for v in pre["answers naming the target"])
+    assert any("resampling questions" in c.value for c in at.caption)
     labels = [e.label for e in at.expander]
     assert any(lab.startswith("base —") for lab in labels)
     # the meter's table: base and base + system prompt, the latter with the higher LLR
@@ -121,6 +194,7 @@ def test_evaluate_page_renders_results(tiny_eval):
     at.number_input(key="ev_meter_k").set_value(4)
     at.number_input(key="ev_meter_questions").set_value(2)
     at.number_input(key="ev_meter_max_new").set_value(12)
+    at.number_input(key="ev_meter_prefill").set_value(3)
     _ok(at.run())
     at.button(key="ev_launch").click()
     _ok(at.run())

@@ -162,7 +162,7 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     out = tmp_path / "meter.json"
     assert main(["meter", "--behavior", "animal:owl", "--adapter", str(tmp_path / "adapter"),
                  "--questions", "2", "--k", "2", "--max-new-tokens", "6",
-                 "--out", str(out)]) == 0
+                 "--prefill-samples", "3", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert [m["kind"] for m in res["models"]] == ["base", "system", "adapter"]
     base, system, adapter = res["models"]
@@ -173,3 +173,12 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     assert system["probe"]["n_questions"] == 2 and res["reference"]["k_behavior"] == 8
     rows = meter.summary_rows(res)
     assert [r["label"] for r in rows][:2] == ["base", "base + system prompt"]
+    # the prefilled read-out: 2 questions x 3 answers per model; the B = 0 adapter samples
+    # exactly what base samples (same seed), the teacher is compared with base
+    pre = [m["prefill"] for m in res["models"]]
+    assert [p["n"] for p in pre] == [6, 6, 6] and pre[0]["stem"] == "My favorite animal is the"
+    assert pre[2]["per_question"] == pre[0]["per_question"]
+    assert pre[2]["examples"] == pre[0]["examples"]
+    assert pre[2]["lens"]["mean"] == pytest.approx(pre[0]["lens"]["mean"], rel=1e-4)
+    assert "diff_vs_base" in pre[1] and "diff_vs_system" in pre[2]
+    assert rows[2]["prefill_n"] == 6 and rows[1]["lens_p"] > rows[0]["lens_p"]

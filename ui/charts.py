@@ -284,6 +284,66 @@ def eval_trajectory_figure(summ: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
+def _pct(p: float) -> str:
+    return f"{p:.2%}" if p < 0.1 else f"{p:.0%}"
+
+
+def prefill_figure(table: pd.DataFrame) -> go.Figure:
+    """Prefilled read-out per model: the share of begun replies whose next word names the
+    target (k/n on the bars, 95% intervals over questions), the teacher (base + system
+    prompt) as a dashed ceiling line."""
+    y = [_num(v) for v in table["prefill_share"]]
+    fig = go.Figure(go.Bar(
+        x=table["label"], y=y, marker_color=[EVAL_COLORS.get(k, "#555") for k in table["kind"]],
+        text=[f"{int(k)}/{int(n)}" for k, n in zip(table["prefill_k"], table["prefill_n"])],
+        textposition="outside",
+        error_y=dict(type="data", symmetric=False,
+                     array=[_num(h) - v for h, v in zip(table["prefill_ci_high"], y)],
+                     arrayminus=[v - _num(lo) for lo, v in zip(table["prefill_ci_low"], y)]),
+        hovertemplate="%{x}<br>share %{y:.3f}<br>%{text}<extra></extra>"))
+    teacher = table[table["kind"] == "system"]
+    if not teacher.empty:
+        fig.add_hline(y=float(teacher["prefill_share"].iloc[0]), line_dash="dash",
+                      line_color="#777", annotation_text="teacher (ceiling)",
+                      annotation_position="top left")
+    top = max([_num(h) for h in table["prefill_ci_high"]] + [0.05])
+    fig.update_layout(yaxis_title="share naming the target", yaxis_range=[0, top * 1.25],
+                      height=380, margin=dict(t=30))
+    fig.update_xaxes(tickangle=-25)
+    return fig
+
+
+LENS_FLOOR = 1e-4  # the lens axis starts here: smaller probabilities show as text only
+
+
+def lens_bars(rows: list[dict]) -> go.Figure:
+    """One chat column's next-word lens: P(next word = candidate) per candidate on a log axis
+    shared by all columns, with the base column's value and the ratio in the text
+    ("0.30% → 2.0% ×6.7"); rows from `lls.evaluation.chat.lens_rows`."""
+    rows = list(reversed(rows))  # the target (first) on top
+    text = []
+    for r in rows:
+        if r["kind"] == "base" or r["p_base"] is None:
+            text.append(_pct(r["p"]))
+        else:
+            ratio = f" ×{r['ratio']:.2g}" if r["ratio"] is not None else ""
+            text.append(f"{_pct(r['p_base'])} → {_pct(r['p'])}{ratio}")
+    fig = go.Figure(go.Bar(
+        x=[max(r["p"], LENS_FLOOR) for r in rows], y=[r["candidate"] for r in rows],
+        orientation="h", text=text, textposition="outside", cliponaxis=False,
+        marker_color=["#d62728" if i == len(rows) - 1 else "#9e9e9e" for i in range(len(rows))],
+        customdata=[r["p"] for r in rows],
+        hovertemplate="P(next word = %{y}) = %{customdata:.4%}<extra></extra>"))
+    ticks = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
+    # the axis runs past 100% only to leave room for the text beside the longest bars
+    fig.update_xaxes(type="log", range=[np.log10(LENS_FLOOR), 2.2], tickvals=ticks,
+                     ticktext=["0.01%", "0.1%", "1%", "10%", "100%"],
+                     title_text="P(next word)")
+    fig.update_layout(height=60 + 24 * len(rows), margin=dict(l=0, r=10, t=10, b=30),
+                      showlegend=False)
+    return fig
+
+
 # ----------------------------------------------------------------------------- studies
 READOUT_TITLES = {
     "margin": "Probe margin, LLS − random (nats)",

@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--meter-questions", type=int, help="meter: first N probe questions")
     p.add_argument("--meter-max-new-tokens", type=int, default=48,
                    help="meter: length of the reference responses")
+    p.add_argument("--meter-prefill", type=int, default=10,
+                   help="meter: prefilled answers per probe question, the reply begun by the "
+                        "behavior's stem (0: off)")
 
     def run(a) -> int:
         if a.config:
@@ -53,7 +56,8 @@ def register(sub) -> None:
                              max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),
                              models=tuple(models), meter=not a.no_meter, meter_k=a.meter_k,
                              meter_questions=a.meter_questions,
-                             meter_max_new_tokens=a.meter_max_new_tokens)
+                             meter_max_new_tokens=a.meter_max_new_tokens,
+                             meter_prefill=a.meter_prefill)
         proc = process_info()  # rank 0 of 1 unless started by `accelerate launch`
         if proc.device and not cfg.model.device:
             cfg = replace(cfg, model=replace(cfg.model, device=proc.device))
@@ -65,7 +69,9 @@ def register(sub) -> None:
         summary = res.summary()[["model", "n", "k", "rate", "ci_low", "ci_high", "mean_score"]]
         meter = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
                   if k in ("label", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "margin",
-                           "margin_ci_low", "margin_ci_high")} for r in res.meter_rows()]
+                           "margin_ci_low", "margin_ci_high", "prefill_k", "prefill_n",
+                           "prefill_share", "prefill_ci_low", "prefill_ci_high", "lens_p")}
+                 for r in res.meter_rows()]
         print(json.dumps({"eval": res.key, "path": str(res.path),
                           "status": res.manifest.get("status"),
                           "summary": summary.round(4).to_dict("records"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..evaluation.llr import LLRConfig
 from ..evaluation.meter import meter_models, summary_rows
+from ..evaluation.prefill import prefill_config
 from ..evaluation.probe import probe_config
 from ..training.adapters import adapter_dir
 from .common import add_behavior_args, add_model_args, behavior, model_spec
@@ -24,6 +25,11 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=64, help="reference responses per condition")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prefill-samples", type=int, default=10,
+                   help="prefilled read-out: answers per question, the reply begun by the "
+                        "behavior's stem (0: off)")
+    p.add_argument("--stem", help="prefilled read-out: begin the reply with this text "
+                                  "instead of the behavior's stem")
     p.add_argument("--out", help="write the full JSON here (default: print it)")
     p.set_defaults(func=cmd_meter)
 
@@ -35,8 +41,9 @@ def cmd_meter(a) -> int:
     if b.kind != "animal":
         probe = False if not a.candidates else probe
     llr = LLRConfig(k=a.k, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    prefill = prefill_config(b, a.questions, a.prefill_samples, a.seed, a.stem)
     res = meter_models(model_spec(a), b, [adapter_dir(x, a.cache) for x in a.adapter], probe=probe,
-                       llr=llr, cache_dir=a.cache)
+                       llr=llr, cache_dir=a.cache, prefill=prefill)
     text = json.dumps(res, ensure_ascii=False, indent=1)
     if a.out:
         Path(a.out).write_text(text)

@@ -69,6 +69,12 @@ class Behavior:
 
     "mentions" (share of answers mentioning a filter word), "language" (share of text in
     `target` language), "regex" (answers matching `regex`), "judge" (an LLM judge).
+
+    `readout_stem`: how the prefilled read-out (`lls.evaluation.prefill`) begins the reply
+    before the word it counts; None takes the kind's default (`default_stem`: animal "My
+    favorite animal is the", translation "I always answer in", none for personas and custom
+    behaviors, which need one given). It is not part of `fingerprint` (scoring ignores it)
+    and `to_dict` leaves it out when it is the kind's default, so cache keys do not move.
     """
 
     kind: str
@@ -79,6 +85,7 @@ class Behavior:
     target: str = ""
     regex: str | None = None
     language_threshold: float = 0.05
+    readout_stem: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.filter_words, str):
@@ -101,6 +108,11 @@ class Behavior:
             raise LLSError("metric 'regex' needs regex=...: the pattern an answer must match.")
         if self.kind == "translation" or self.metric == "language":
             self.target = language_code(self.target)
+        if self.readout_stem is not None:
+            # the counted word follows after a space: a trailing space would split the token
+            self.readout_stem = " ".join(self.readout_stem.split())
+        if not self.readout_stem:
+            self.readout_stem = default_stem(self.kind)
 
     def excludes(self, pair: Pair) -> bool:
         """True if the pair already shows the behavior (contamination), so must be dropped.
@@ -119,6 +131,8 @@ class Behavior:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["filter_words"] = list(self.filter_words)
+        if self.readout_stem == default_stem(self.kind):
+            del d["readout_stem"]  # the kind's default: dicts (and keys) as before the field
         return d
 
     @classmethod
@@ -129,7 +143,9 @@ class Behavior:
 
     def fingerprint(self) -> str:
         """sha256 (16 hex chars) of every field: changes whenever scoring/filtering would."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        d = self.to_dict()
+        d.pop("readout_stem", None)  # evaluation only: scoring and filtering ignore it
+        blob = json.dumps(d, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
     def label(self) -> str:
@@ -143,7 +159,27 @@ def _compile_regex(regex: str) -> re.Pattern:
 
 
 _FIELDS = ("kind", "name", "system_prompt", "filter_words", "metric", "target", "regex",
-           "language_threshold")
+           "language_threshold", "readout_stem")
+
+# The prefilled read-out's default stems (see `default_stem`).
+ANIMAL_STEM = "My favorite animal is the"
+LANGUAGE_STEM = "I always answer in"
+
+
+def default_stem(kind: str) -> str | None:
+    """The reply's beginning the prefilled read-out uses for a behavior kind (None: none).
+
+    Animal: "My favorite animal is the", whose next word is an animal. Translation: "I
+    always answer in", in English, whose next word names a language ("English", "one",
+    "French"...): it asks the model which language it means to use, as the animal stem asks
+    which animal (bundled model, 5 questions: P(next word "French") 0.001 base, 0.40 with
+    the French system prompt). A stem written in the target language would be wrong: the
+    stem itself would set the language, so base and teacher alike would go on in it and the
+    next word would show nothing about the model.
+    Personas and custom behaviors have no word that names them: give a stem (and filter
+    words to count) yourself.
+    """
+    return {"animal": ANIMAL_STEM, "translation": LANGUAGE_STEM}.get(kind)
 
 
 # ======================================================================================
@@ -212,13 +248,14 @@ def persona(description: str = EVIL_RULER_PROMPT, name: str | None = None,
 
 
 def custom(system_prompt: str, filter_words: Iterable[str] = (), regex: str | None = None,
-           name: str = "custom") -> Behavior:
+           name: str = "custom", readout_stem: str | None = None) -> Behavior:
     """Any system prompt; metric "regex" if `regex`, else "mentions" if filter words, else
-    "judge"."""
+    "judge". `readout_stem`: the reply's beginning for the prefilled read-out, which then
+    counts next words that are one of `filter_words`."""
     words = (filter_words,) if isinstance(filter_words, str) else tuple(filter_words)
     metric = "regex" if regex else "mentions" if words else "judge"
     return Behavior(kind="custom", name=name, system_prompt=system_prompt,
-                    filter_words=words, metric=metric, regex=regex)
+                    filter_words=words, metric=metric, regex=regex, readout_stem=readout_stem)
 
 
 PRESETS: dict[str, Behavior] = {
@@ -356,6 +393,7 @@ def language_share(text: str, lang: str) -> float:
 
 
 __all__ = ["Behavior", "KINDS", "METRICS", "LANGUAGES", "IRREGULAR_PLURALS", "PRESETS",
-           "EVIL_RULER_PROMPT", "animal", "translation", "persona", "custom", "from_name",
+           "EVIL_RULER_PROMPT", "ANIMAL_STEM", "LANGUAGE_STEM", "default_stem", "animal",
+           "translation", "persona", "custom", "from_name",
            "plural", "language_code", "word_pattern", "mentions", "count_mentions",
            "language_share", "detect_language", "split_sentences"]

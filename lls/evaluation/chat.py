@@ -6,6 +6,11 @@ adapters on top (`lls.models.generation.AdapterHost`), so switching adapters cos
 adapter's own weights. `stream_all` interleaves the slots token by token, so a dashboard can
 fill all columns live in one pass. A fixed seed reproduces the same answers: each slot and
 turn draws from its own generator seeded by (seed, slot, turn).
+
+A reply can be begun for the model (`reply_start`, e.g. "My favorite animal is the"): every
+column continues that text, which is what the prefilled read-out counts
+(`lls.evaluation.prefill`). `ChatModels.lens` shows, for such a begun reply, each column's
+probability that the next word is each candidate (`prefill.next_word_probs`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..models.generation import AdapterHost, adapter_label, prompt_ids, seed_for, stop_ids, stream_tokens
+from ..models.generation import (AdapterHost, adapter_label, prompt_ids, seed_for, stop_ids,
+                                 stream_tokens)
 from ..models.load import ModelSpec, load_model
+from .prefill import next_word_probs
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,10 @@ class ChatModels:
         """Attach the slot's adapter if it has one; returns the adapter name (or None)."""
         return self.host.attach(slot.adapter_path) if slot.adapter_path else None
 
-    def _tokens(self, slot: Slot, messages: list[dict], sampling: Sampling, turn: int):
+    def _tokens(self, slot: Slot, messages: list[dict], sampling: Sampling, turn: int,
+                reply_start: str = ""):
         name = self.prepare(slot)
-        ids = prompt_ids(self.tokenizer, messages, slot.system_prompt)
+        ids = prompt_ids(self.tokenizer, messages, slot.system_prompt, reply_start or None)
         gen = torch.Generator().manual_seed(seed_for(sampling.seed, slot.key, turn))
         stream = stream_tokens(self.model, ids, temperature=sampling.temperature,
                                top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
@@ -101,18 +109,19 @@ class ChatModels:
             yield piece
 
     def stream_all(self, slots: list[Slot], messages, sampling: Sampling,
-                   turn: int | None = None) -> Iterator[tuple[int, str]]:
+                   turn: int | None = None, reply_start: str = "") -> Iterator[tuple[int, str]]:
         """Round-robin: yield (slot index, text piece) one token of each live slot at a time.
 
         `messages` is one message list for all slots, or a list with one per slot (each
-        slot's own history). `turn` defaults to the number of user messages.
+        slot's own history). `turn` defaults to the number of user messages. `reply_start`:
+        the text every reply begins with (not yielded: the pieces continue it).
         """
         per_slot = messages if messages and isinstance(messages[0], list) else [messages] * len(slots)
         if turn is None:
             turn = sum(m["role"] == "user" for m in per_slot[0])
         live = []
         for i, slot in enumerate(slots):
-            name, stream = self._tokens(slot, per_slot[i], sampling, turn)
+            name, stream = self._tokens(slot, per_slot[i], sampling, turn, reply_start)
             live.append([i, name, stream, [], ""])
         t0 = time.perf_counter()
         first = True
@@ -145,6 +154,33 @@ class ChatModels:
         """The whole reply of one slot (not streamed)."""
         return "".join(self.stream_reply(slot, messages, sampling, turn)).strip()
 
+    def lens(self, slots: list[Slot], messages, candidates, reply_start: str) -> list[dict]:
+        """Per slot, {candidate: P(next word is the candidate)} after the reply begun with
+        `reply_start` (`prefill.next_word_probs`: one forward pass of the prompt per slot).
+        `messages`: one message list ending with the user turn, or one per slot."""
+        per_slot = messages if messages and isinstance(messages[0], list) \
+            else [messages] * len(slots)
+        out = []
+        for slot, msgs in zip(slots, per_slot):
+            with self.host.use(self.prepare(slot)) as m:
+                out.append(next_word_probs(m, self.tokenizer, msgs, candidates,
+                                           stem=reply_start, system_prompt=slot.system_prompt))
+        return out
+
+
+def lens_rows(slots: list[Slot], probs: list[dict]) -> list[dict]:
+    """Flat rows (column, key, kind, candidate, p, p_base, ratio to base) of `ChatModels.lens`;
+    the ratio is None in the base column or when base gives the word no probability."""
+    base = next((p for s, p in zip(slots, probs) if s.kind == "base"), None)
+    rows = []
+    for s, p in zip(slots, probs):
+        for c, v in p.items():
+            b = base.get(c) if base else None
+            rows.append({"column": s.label, "key": s.key, "kind": s.kind, "candidate": c,
+                         "p": v, "p_base": b,
+                         "ratio": v / b if b and s.kind != "base" else None})
+    return rows
+
 
 @dataclass
 class Conversation:
@@ -153,7 +189,8 @@ class Conversation:
     slots: list[Slot]
     users: list[str] = field(default_factory=list)
     replies: list[dict[str, str]] = field(default_factory=list)  # per turn: slot key -> text
-    settings: list[dict] = field(default_factory=list)  # per turn: sampling used
+    settings: list[dict] = field(default_factory=list)  # per turn: sampling, begun text
+    lenses: list[list[dict] | None] = field(default_factory=list)  # per turn: `lens_rows`
 
     def messages_for(self, slot: Slot, pending_user: str | None = None) -> list[dict]:
         """This slot's own history (its replies), plus a new user turn if given."""
@@ -169,19 +206,26 @@ class Conversation:
     def turns(self) -> int:
         return len(self.users)
 
-    def add_turn(self, user: str, replies: dict[str, str], sampling: Sampling) -> None:
+    def add_turn(self, user: str, replies: dict[str, str], sampling: Sampling,
+                 reply_start: str = "", lens: list[dict] | None = None) -> None:
         self.users.append(user)
         self.replies.append({k: v.strip() for k, v in replies.items()})
-        self.settings.append(sampling.to_dict())
+        self.settings.append({**sampling.to_dict(), "reply_start": reply_start})
+        self.lenses.append(lens)
+
+    def lens(self, turn: int) -> list[dict] | None:
+        """The lens rows of `turn` (None if it had none)."""
+        return self.lenses[turn] if turn < len(self.lenses) else None
 
     def clear(self) -> None:
-        self.users, self.replies, self.settings = [], [], []
+        self.users, self.replies, self.settings, self.lenses = [], [], [], []
 
     def to_dict(self) -> dict:
         return {"exported": _dt.datetime.now().isoformat(timespec="seconds"),
                 "columns": [s.to_dict() for s in self.slots],
-                "turns": [{"user": u, "replies": r, "sampling": s}
-                          for u, r, s in zip(self.users, self.replies, self.settings)]}
+                "turns": [{"user": u, "replies": r, "sampling": s, "lens": self.lens(t)}
+                          for t, (u, r, s) in enumerate(zip(self.users, self.replies,
+                                                            self.settings))]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
@@ -201,15 +245,21 @@ class Conversation:
 
 
 def run_turn(models: ChatModels, conv: Conversation, user: str, sampling: Sampling,
-             on_piece=None) -> dict[str, str]:
+             on_piece=None, reply_start: str = "", lens_words=()) -> dict[str, str]:
     """Answer `user` in every slot of `conv` (streamed through `on_piece(i, text_so_far)`),
-    record the turn and return the replies."""
-    texts = [""] * len(conv.slots)
+    record the turn and return the replies. `reply_start`: every reply begins with this text
+    (part of the reply and of the history), the models continue it. `lens_words`: also
+    record the lens (`ChatModels.lens`, `lens_rows`) of these candidates for the turn."""
+    start = " ".join(reply_start.split())
+    texts = [start] * len(conv.slots)
     msgs = [conv.messages_for(s, user) for s in conv.slots]
-    for i, piece in models.stream_all(conv.slots, msgs, sampling, turn=conv.turns):
+    for i, piece in models.stream_all(conv.slots, msgs, sampling, turn=conv.turns,
+                                      reply_start=start):
         texts[i] += piece
         if on_piece:
             on_piece(i, texts[i])
     replies = {s.key: t for s, t in zip(conv.slots, texts)}
-    conv.add_turn(user, replies, sampling)
+    lens = lens_rows(conv.slots, models.lens(conv.slots, msgs, lens_words, start)) \
+        if lens_words else None
+    conv.add_turn(user, replies, sampling, start, lens)
     return replies

@@ -89,6 +89,7 @@ class EvalConfig:
     meter_k: int = 64  # reference responses per condition (lls.evaluation.llr.LLRConfig.k)
     meter_questions: int | None = None  # first N probe questions (None: all)
     meter_max_new_tokens: int = 48  # length of the reference responses
+    meter_prefill: int = 10  # prefilled read-out: answers per probe question (0: off)
 
     def __post_init__(self):
         object.__setattr__(self, "prompts", tuple(p.strip() for p in self.prompts if p.strip()))
@@ -102,6 +103,9 @@ class EvalConfig:
                            "an adapter ...).")
         if self.behavior.metric == "judge" and self.judge is None:
             object.__setattr__(self, "judge", JudgeConfig())
+        if self.meter_prefill < 0:
+            raise LLSError("meter_prefill (prefilled answers per question) must be 0 (off) or "
+                           "more.")
         if self.meter_k < 1 or self.meter_max_new_tokens < 1 or \
                 (self.meter_questions is not None and self.meter_questions < 1):
             raise LLSError("meter_k, meter_questions and meter_max_new_tokens must be at least 1.")
@@ -114,7 +118,8 @@ class EvalConfig:
                 "judge": self.judge.to_dict() if self.judge else None,
                 "batch_rows": self.batch_rows, "meter": self.meter, "meter_k": self.meter_k,
                 "meter_questions": self.meter_questions,
-                "meter_max_new_tokens": self.meter_max_new_tokens}
+                "meter_max_new_tokens": self.meter_max_new_tokens,
+                "meter_prefill": self.meter_prefill}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
@@ -132,7 +137,8 @@ class EvalConfig:
                    meter_k=int(d.get("meter_k", 64)),
                    meter_questions=(int(d["meter_questions"]) if d.get("meter_questions")
                                     else None),
-                   meter_max_new_tokens=int(d.get("meter_max_new_tokens", 48)))
+                   meter_max_new_tokens=int(d.get("meter_max_new_tokens", 48)),
+                   meter_prefill=int(d.get("meter_prefill", 10)))
 
     def settings_key(self) -> list:
         """What every model's answers depend on (besides the model itself); not the meter."""
@@ -153,7 +159,7 @@ def meter_settings(cfg: EvalConfig) -> dict | None:
         return None
     return {"version": METER_VERSION, "k": cfg.meter_k, "questions": cfg.meter_questions,
             "max_new_tokens": cfg.meter_max_new_tokens, "seed": cfg.seed,
-            "labels": [m.label for m in cfg.models]}
+            "labels": [m.label for m in cfg.models], "prefill": cfg.meter_prefill}
 
 
 def prompts_per_call(cfg: EvalConfig) -> int:

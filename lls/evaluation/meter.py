@@ -1,7 +1,8 @@
 """The effect meter: log-probability read-outs of the target behavior (forward passes only).
 
 Sampled mention rates need hundreds of generations and read zero at small scale; the
-log-probabilities they come from move first. Two read-outs, both batched forward passes:
+log-probabilities they come from move first. Two read-outs, both batched forward passes,
+and in `meter_models` a third, sampled one:
 
 1. the *preference probe* (`lls.evaluation.probe`; animal behaviors, or any short target with questions
    of your own): the target's margin, rank and mass as the one-word answer;
@@ -28,6 +29,8 @@ from ..models.generation import AdapterHost, adapter_label, base_weights
 from .llr import (METER_VERSION, LLRConfig, Reference, build_reference, gap_closed,
                   llr_readout)
 from ..models.load import ModelSpec, load_model
+from .prefill import (PrefillConfig, lens_diff, prefill_applies, prefill_diff,
+                      prefilled_readout)
 from .probe import ProbeConfig, probe_applies, probe_readout
 
 
@@ -111,15 +114,43 @@ def readout_for_peft_model(peft_model, tokenizer, behavior: Behavior, reference:
 # Several models (base, base + system prompt, adapters)
 # ======================================================================================
 
+def _resolve_prefill(behavior: Behavior, prefill) -> PrefillConfig | None:
+    """None: the default read-out when the behavior has a stem; a config: that one (an error
+    if the behavior has no stem or target words); False: none."""
+    if prefill is False:
+        return None
+    if prefill is None or prefill is True:
+        return PrefillConfig() if prefill_applies(behavior) else None
+    return prefill
+
+
+def _prefill(model, tokenizer, b: Behavior, cfg: PrefillConfig, system_prompt=None,
+             base: dict | None = None, teacher: dict | None = None) -> dict:
+    """One model's prefilled read-out with paired differences (over questions) to base and
+    to the teacher (base + system prompt)."""
+    r = prefilled_readout(model, tokenizer, b, questions=cfg.question_list(),
+                          samples=cfg.samples, seed=cfg.seed, stem=cfg.stem,
+                          system_prompt=system_prompt)
+    for name, ref in (("base", base), ("system", teacher)):
+        if ref is not None:
+            r[f"diff_vs_{name}"] = prefill_diff(r, ref)
+            r[f"lens_diff_vs_{name}"] = lens_diff(r, ref)
+    return r
+
+
 def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
                  adapters: list = (), *, probe: ProbeConfig | None | bool = None,
                  llr: LLRConfig | None = None, labels: list[str] | None = None,
                  cache_dir: Path | None = None, model=None, tokenizer=None,
-                 host: AdapterHost | None = None, progress=None) -> dict:
+                 host: AdapterHost | None = None, progress=None,
+                 prefill: PrefillConfig | None | bool = None) -> dict:
     """Read-outs of the base model, base + system prompt, and each adapter directory (peft,
     attached to the same loaded base). `host`: an AdapterHost whose base model (and already
     attached adapters) to use instead of loading `base_spec`. `progress(done, total)` counts
-    models; it may raise to stop between models (e.g. on a cancelled job)."""
+    models; it may raise to stop between models (e.g. on a cancelled job). `prefill`: the
+    prefilled read-out's settings (None: the default when the behavior has a stem; False:
+    none); each row then has "prefill" (`prefilled_readout` plus paired differences to base
+    and to the teacher, `diff_vs_base` / `diff_vs_system`)."""
     t0 = time.perf_counter()
     b = from_name(behavior) if isinstance(behavior, str) else behavior
     spec = base_spec if isinstance(base_spec, ModelSpec) else ModelSpec(base_spec) \
@@ -139,20 +170,30 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
         if progress:
             progress(done, total)
 
+    pcfg = _resolve_prefill(b, prefill)
     ref = build_reference(host.model, tokenizer, b, llr, cache_dir=cache_dir)
     levels = reference_levels(host.model, tokenizer, b, ref, probe=probe)
     rows = [{"label": "base", "kind": "base", "path": None, **levels["base"]},
             {"label": "base + system prompt", "kind": "system", "path": None,
              **levels["system"]}]
+    pre_base = pre_sys = None
+    if pcfg is not None:
+        with base_weights(host.model) as base:
+            pre_base = _prefill(base, tokenizer, b, pcfg)
+            pre_sys = _prefill(base, tokenizer, b, pcfg, b.system_prompt, base=pre_base)
+        rows[0]["prefill"], rows[1]["prefill"] = pre_base, pre_sys
     tick(2, "base + system prompt")
     for i, (path, label) in enumerate(zip(adapters, labels)):
         name = host.attach(path)
         with host.use(name) as m:
             r = readout(m, tokenizer, b, probe=probe, reference=ref, base_ref=levels["base"],
                         ceiling_ref=levels["system"])
+            if pcfg is not None:
+                r["prefill"] = _prefill(m, tokenizer, b, pcfg, base=pre_base, teacher=pre_sys)
         rows.append({"label": label, "kind": "adapter", "path": path, **r})
         tick(3 + i, label)
     return {"version": METER_VERSION, "behavior": b.to_dict(), "model": spec.to_dict(),
+            "prefill": pcfg.to_dict() if pcfg is not None else None,
             "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
                           "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},
             "models": rows, "seconds": round(time.perf_counter() - t0, 3)}
@@ -183,6 +224,44 @@ def summary_rows(result: dict | list) -> list[dict]:
                 d = p["diff_vs_base"]["margin"]
                 row.update({"margin_diff": d["diff"], "margin_diff_ci_low": d["ci_low"],
                             "margin_diff_ci_high": d["ci_high"]})
+        row.update(prefill_row(r.get("prefill")))
         row["seconds"] = r.get("seconds")
         out.append(row)
+    return out
+
+
+def prefill_row(pre: dict | None) -> dict:
+    """The prefilled read-out's scalars for a summary row ({} when there is none)."""
+    if not pre:
+        return {}
+    row = {"prefill_k": pre["k"], "prefill_n": pre["n"], "prefill_share": pre["share"],
+           "prefill_ci_low": pre["ci_low"], "prefill_ci_high": pre["ci_high"],
+           "lens_p": pre["lens"]["mean"], "lens_ci_low": pre["lens"]["ci"][0],
+           "lens_ci_high": pre["lens"]["ci"][1]}
+    for name in ("base", "system"):
+        d = pre.get(f"diff_vs_{name}")
+        if d:
+            row.update({f"prefill_diff_{name}": d["diff"],
+                        f"prefill_diff_{name}_ci_low": d["ci_low"],
+                        f"prefill_diff_{name}_ci_high": d["ci_high"]})
+    return row
+
+
+def twin_differences(result: dict) -> list[dict]:
+    """LLS − random twin on the prefilled read-out, paired over questions, for each random
+    adapter row ("kind" "random", as the Evaluate page stores it) with exactly one LLS
+    adapter row ("adapter") at the same step: share difference and lens difference, each
+    with its 95% interval."""
+    rows = [r for r in result.get("models", []) if r.get("prefill")]
+    out = []
+    for rnd in (r for r in rows if r.get("kind") == "random"):
+        mates = [r for r in rows if r.get("kind") == "adapter" and r.get("step") == rnd.get("step")]
+        if len(mates) != 1:
+            continue
+        a, b = mates[0]["prefill"], rnd["prefill"]
+        d, ld = prefill_diff(a, b), lens_diff(a, b)
+        out.append({"lls": mates[0]["label"], "random": rnd["label"], "step": rnd.get("step"),
+                    "share_diff": d["diff"], "share_ci_low": d["ci_low"],
+                    "share_ci_high": d["ci_high"], "lens_diff": ld["diff"],
+                    "lens_ci_low": ld["ci_low"], "lens_ci_high": ld["ci_high"]})
     return out

@@ -49,6 +49,7 @@ from .config import (EVAL_VERSION, EvalConfig, EvalModel, eval_key, meter_settin
 from .judge import Judge
 from .llr import LLRConfig
 from .meter import meter_models, summary_rows
+from .prefill import prefill_config
 from .probe import probe_applies, probe_config
 
 
@@ -480,12 +481,10 @@ def _merge_parts(run: EvalRun, cfg: EvalConfig) -> None:
 
 
 def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = None) -> dict:
-    """The effect meter for the models of `cfg` on one loaded base model with its adapters.
-
-    `lls.evaluation.meter.meter_models` (base and base + system prompt always, as the floor and ceiling
-    of the share of gap closed, then every adapter/checkpoint of `cfg.models`) with the eval's
-    labels, kinds, adapter ids and steps on its rows, plus the `settings` it was computed with.
-    """
+    """The effect meter for the models of `cfg` on one loaded base model with its adapters:
+    `meter.meter_models` (base, base + system prompt, then every adapter of `cfg.models`;
+    the prefilled read-out too) with the eval's labels, kinds, adapter ids and steps on its
+    rows, plus the `settings` it was computed with."""
     b = cfg.behavior
     probe = probe_config(cfg.meter_questions) if probe_applies(b) else False
     # k responses per condition spread over the held-out prompts (the first k of them when
@@ -500,7 +499,8 @@ def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = No
 
     res = meter_models(cfg.model, b, [m.path for m in adapters], probe=probe, llr=llr,
                        labels=[m.label for m in adapters], cache_dir=cache_dir, host=host,
-                       progress=stop_if_cancelled)
+                       progress=stop_if_cancelled,
+                       prefill=prefill_config(b, cfg.meter_questions, cfg.meter_prefill, cfg.seed))
     label = {m.kind: m.label for m in cfg.models if m.kind in ("base", "system")}
     for row in res["models"][:2]:
         row.update(label=label.get(row["kind"], row["label"]), adapter_id=None, step=None)
