@@ -188,6 +188,10 @@ if finished:
             c2.plotly_chart(f, key=f"study_bars_{i}")
     for line in S.describe_sampled(res) + U.collapse_text(res):
         st.caption(line)
+    if st.button(f"Open this cell in Chat (step {res['step']}, random twin, base + system "
+                 "prompt)", key="study_cell_chat"):
+        st.session_state["chat_preset"] = S.chat_setup(study, res)
+        st.switch_page("pages/4_Chat.py")
     c = res.get("cost") or {}
     st.caption(f"Cost: training {c.get('training')} s, meter read-outs {c.get('meter')} s, "
                f"sampled read-outs {c.get('sampled')} s; peak memory of the study process "

@@ -175,6 +175,12 @@ def _button(d, text: str):
                  60, f"button {text!r}")
 
 
+def _button_texts(d) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, "button")]
+
+
 def _click_until(d, target, moved, what: str, tries: int = 5) -> None:
     """Click `target` (a CSS selector, or a function of the driver returning the element)
     until `moved(d)`: a rerun that replaces the element while it is clicked loses the click,
@@ -362,20 +368,27 @@ def test_studies_page_opens_a_study_then_chat_in_a_real_browser(tiny_study, serv
 
     d = driver
     best = S.best_cell(tiny_study)
-    lls_label, twin_label = S.chat_setup(tiny_study, best)["labels"][:2]
+    res = tiny_study.result(tiny_study.cells()[0])
+    lls_label, twin_label = S.chat_setup(tiny_study, res)["labels"][:2]
     try:
         d.get(f"{server}/Studies?study={tiny_study.name}")
         _wait(d, lambda d: "1 of 1 cells done" in _body(d), 90, "the study's queue line")
-        _wait(d, lambda d: "Best cell and checkpoint" in _body(d) and "Best of" in _body(d),
-              60, "the best cell and its caveat")
+        # a best cell is named only when its interval clears 0; otherwise the page says so
+        verdict = "Best cell and checkpoint" if best["beats_twin"] else \
+            "No cell beat its random twin"
+        _wait(d, lambda d: verdict in _body(d), 60, "the study's verdict")
         assert best["label"] in _body(d)
-        _click_until(d, lambda d: _button(d, "Open in Chat (checkpoint, random twin, base + "
-                                             "system prompt)"),
+        assert not any(code in _body(d) for code in ("llr_diff", "margin_diff", "ci_low",
+                                                     "lls_moved", "beats_twin"))
+        if not best["beats_twin"]:
+            assert not any(t.startswith("Confirm") for t in _button_texts(d))
+        _click_until(d, lambda d: _button(d, f"Open this cell in Chat (step {res['step']}, "
+                                             "random twin, base + system prompt)"),
                      lambda d: "/Chat" in d.current_url, "the Chat page")
-        _wait(d, lambda d: "From the study:" in _body(d), 90,
+        _wait(d, lambda d: f"From the study {tiny_study.name}" in _body(d), 90,
               "the Chat page with the study's adapters pinned")
-        body = _body(d)
-        assert lls_label in body and twin_label in body
+        _wait(d, lambda d: lls_label in _body(d) and twin_label in _body(d), 120,
+              "the LLS and random-twin columns named by cell and step")
         # the probe questions are offered as prompts: ask the first one in every column
         _wait(d, lambda d: "ask one of the study's read-out questions" in _body(d), 30,
               "the study's questions")
