@@ -180,6 +180,27 @@ def test_training_writes_metrics_checkpoints_and_manifest(trained, hh_run):
 
 
 @pytest.mark.slow
+def test_a_second_adapter_reuses_the_base_readouts(trained, hh_run, monkeypatch):
+    """The base and base + system prompt read-outs, and step 0's (LoRA B = 0: the base
+    exactly), are computed once per base model: a second adapter computes neither."""
+    from lls.evaluation import meter as M
+
+    def refuse(*a, **k):
+        raise AssertionError("base read-outs computed again")
+
+    real, calls = M.readout_for_peft_model, []
+    monkeypatch.setattr(M, "reference_levels", refuse)
+    monkeypatch.setattr(M, "readout_for_peft_model",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    other = T.train(small_config(max_steps=2, seed=1), hh_run.key)
+    assert other.id != trained.id
+    assert other.meter_levels() == trained.meter_levels()
+    first, again = trained.meter()[0], other.meter()[0]
+    assert first["step"] == again["step"] == 0 and first["llr"] == again["llr"]
+    assert [r["step"] for r in other.meter()] == [0, 2] and len(calls) == 1  # step 2 only
+
+
+@pytest.mark.slow
 def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     import torch
     from peft import PeftModel

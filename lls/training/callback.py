@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import jobs
-from ..core.cache import append_jsonl, atomic_write_json, read_json_safe
+from ..core.cache import append_jsonl, atomic_write_json, fingerprint, read_json_safe
 from ..core.errors import LLSError
 from ..core.prompts import GENERAL_PROMPTS
 from ..evaluation import meter as M
@@ -54,20 +54,51 @@ class LLSCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- measurements
 
+    def _shared_path(self) -> Path | None:
+        """Where the base read-outs of this reference set and probe are kept for every
+        adapter of the same base model (beside the reference set; None if it is not cached)."""
+        if self.reference is None or not self.reference.path:
+            return None
+        probe = self.probe.to_dict() if self.probe else None
+        return Path(self.reference.path).parent / f"levels-{fingerprint(probe)}.json"
+
     def _levels(self, model) -> dict:
-        """Base and base + system prompt read-outs: computed once per adapter (kept in
-        meter_levels.json, so a resumed run does not recompute them)."""
+        """Base and base + system prompt read-outs, and the step-0 read-out of an adapter that
+        starts as the base (LoRA B = 0): computed once per base model and reference set, kept
+        beside the reference set and in the adapter's meter_levels.json."""
         path = self.adapter.path / "meter_levels.json"
         probe = self.probe.to_dict() if self.probe else None
-        saved = read_json_safe(path)
-        if saved and saved.get("reference") == self.reference.key and saved.get("probe") == probe:
-            return saved["levels"]
+        shared = self._shared_path()
+        for p in (path, shared):
+            saved = read_json_safe(p) if p is not None else None
+            if saved and saved.get("reference") == self.reference.key and \
+                    saved.get("probe") == probe:
+                if p != path:
+                    atomic_write_json(path, saved)
+                return saved["levels"]
         jobs.report_phase("meter levels", "base and base + system prompt read-outs (once)")
         levels = M.reference_levels(model, self.tokenizer, self.behavior, self.reference,
                                     probe=self.probe or False)
-        atomic_write_json(path, {"reference": self.reference.key, "probe": probe,
-                                 "levels": levels})
+        record = {"reference": self.reference.key, "probe": probe, "levels": levels}
+        atomic_write_json(path, record)
+        if shared is not None:
+            atomic_write_json(shared, record)
         return levels
+
+    def _start_readout(self, model) -> dict:
+        """The read-out at step 0. A LoRA adapter whose B matrices are all zero computes
+        exactly the base model, so its read-out is the base's with the levels as baselines:
+        the same for every adapter of this base model, computed once and shared."""
+        shared = self._shared_path()
+        zero = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
+        saved = read_json_safe(shared) if shared is not None and zero else None
+        if saved and saved.get("reference") == self.reference.key and saved.get("start"):
+            return saved["start"]
+        r = M.readout_for_peft_model(model, self.tokenizer, self.behavior, self.reference,
+                                     levels=self.levels, probe=self.probe or False)
+        if saved is not None:
+            atomic_write_json(shared, {**saved, "start": r})
+        return r
 
     def meter(self, model, step: int, path: Path) -> dict | None:
         """The effect meter's read-out of the model as it is now (meter.jsonl)."""
@@ -82,8 +113,9 @@ class LLSCallback(TrainerCallback):
                                                        self.llr_cfg)
                 if self.levels is None:
                     self.levels = self._levels(model)
-                r = M.readout_for_peft_model(model, self.tokenizer, self.behavior, self.reference,
-                                             levels=self.levels, probe=self.probe or False)
+                r = self._start_readout(model) if step == 0 else M.readout_for_peft_model(
+                    model, self.tokenizer, self.behavior, self.reference, levels=self.levels,
+                    probe=self.probe or False)
         except TrainingCancelled:
             raise  # a cancel (SIGTERM) during a read-out stops the run, it is no meter error
         except LLSError as e:
