@@ -193,6 +193,51 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     assert conf.confirms == best["cell"] and conf.s["seed"] == 1
 
 
+def _processes_with(text: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and text in (d / "cmdline").read_bytes().decode(errors="replace"):
+                out.append(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
+def test_stopping_the_study_stops_its_training_child(tiny_run, tmp_path):
+    name = "tiny-stop"
+    S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1]))
+    study = S.open_study(name)
+    lls_id, _ = S.adapter_ids(study, study.cells()[0])
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "lls", "study", "run", name],
+                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not _processes_with(lls_id):  # the training child has started
+            assert proc.poll() is None and time.time() < deadline, \
+                (tmp_path / "worker.log").read_text()
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)  # the study process only, as `kill PID` does
+        proc.wait(timeout=120)
+        deadline = time.time() + 90
+        while _processes_with(lls_id) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _processes_with(lls_id), "the training child outlived its study"
+        from lls.core.errors import LLSError
+        from lls.training.adapters import open_adapter
+        try:  # stopped by the study's signal (before or while training), not left to finish
+            status = open_adapter(lls_id).manifest["status"]
+        except LLSError:
+            status = "never created"
+        assert status in {"cancelled", "never created"}, status
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_queue_answers_trained_epoch_siblings_before_training_the_next_group(tiny_run,
                                                                              monkeypatch):
     import lls.studies.runner as R

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,15 +45,40 @@ def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str
     argv = train_command(cfg, study.config.run, adapter_id=adapter_id, baseline_of=baseline_of,
                          cache_dir=study.cache_dir)
     log(f"[lls.studies] training {adapter_id} ({'random twin' if baseline_of else 'LLS'})")
-    proc = subprocess.run(argv, stdout=sys.stdout, stderr=sys.stderr, env=os.environ.copy())
-    if proc.returncode != 0:
+    returncode = _run_child(argv)
+    if returncode != 0:
         try:
             why = open_adapter(adapter_id, study.cache_dir).manifest.get("error")
         except LLSError:
             why = "it stopped before creating the adapter"
-        raise StudyError(f"training {adapter_id} exited with {proc.returncode}"
-                         f"{' (killed: out of memory?)' if proc.returncode == -9 else ''}: "
+        raise StudyError(f"training {adapter_id} exited with {returncode}"
+                         f"{' (killed: out of memory?)' if returncode == -9 else ''}: "
                          f"{why or 'see the job log'}; running the queue again resumes it.")
+
+
+def _run_child(argv: list[str]) -> int:
+    """Run a training child and return its exit code. A SIGTERM or Ctrl-C to the study process
+    reaches the child too (it stops at its next step, resumable), so no training keeps running
+    after the study that started it is stopped."""
+    proc = subprocess.Popen(argv, stdout=sys.stdout, stderr=sys.stderr, env=os.environ.copy())
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def trained(study: Study, cell: Cell) -> bool:
