@@ -119,7 +119,8 @@ def test_cells_order_paper_first_and_ids_are_settings():
 
 # ----------------------------------------------------------------------------- real runs
 
-def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, tmp_path):
+def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, tmp_path,
+                                                                      capsys):
     name = "tiny-grid"
     S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1, 2]))
     cmd = [sys.executable, "-m", "lls", "study", "run", name]
@@ -170,6 +171,13 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     assert cost["total"] == pytest.approx(cost["training"] + cost["meter"] + cost["sampled"],
                                           abs=0.2)
     assert r2["memory"]["peak_rss_mb"] > 0
+    from lls.cli import main  # status prints the floor and the ceiling beside the cells
+    capsys.readouterr()
+    assert main(["study", "status", name]) == 0
+    lv = r2["sampled_levels"]["one-word"]["system"]
+    assert (f"sampled one-word answers: base {r2['sampled_levels']['one-word']['base']['k']}/4"
+            in (out := capsys.readouterr().out)) and f"teacher (base + system prompt) " \
+        f"{lv['k']}/{lv['n']}" in out
 
     mtimes = {c.id(study.config): study.result_path(c).stat().st_mtime for c in study.cells()}
     S.create_study(_config(tiny_run, name, gamma=[0.5]))  # extend the grid

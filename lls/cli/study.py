@@ -148,6 +148,14 @@ def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
     return "\n".join(out)
 
 
+def _level(x: dict) -> str:
+    """'16/512 (3.1% [1.6, 5.0])': a share with its interval over questions."""
+    if x.get("ci_low") is None:
+        return f"{x['k']}/{x['n']}"
+    return (f"{x['k']}/{x['n']} ({100 * x['k'] / x['n']:.1f}% "
+            f"[{100 * x['ci_low']:.1f}, {100 * x['ci_high']:.1f}])")
+
+
 def cmd_status(a) -> int:
     study = open_study(a.name, a.cache)
     rows = table(study)
@@ -168,6 +176,12 @@ def cmd_status(a) -> int:
         print(f"(made by study version {study.upgraded_from}: its cells are read again when "
               "the queue runs; finished adapters are reused)")
     print(READ_AT)
+    for kind in kinds:  # the floor and the ceiling every cell's shares sit between
+        lv = (levels or {}).get(kind) or {}
+        got = [f"{name} {_level(lv[w])}" for w, name in
+               (("base", "base"), ("system", "teacher (base + system prompt)")) if lv.get(w)]
+        if got:
+            print(f"sampled {KIND_LABELS.get(kind, kind)}: " + ", ".join(got))
     for r in rows:
         print(f"{r['cell']}  {r['status']:8s} {r['full_label']}"
               + (f"  error: {r['error']}" if r.get("error") else ""))

@@ -60,7 +60,7 @@ def _run_child(argv: list[str]) -> int:
     """Run a training child and return its exit code. A SIGTERM or Ctrl-C to the study process
     reaches the child too (it stops at its next step, resumable), so no training keeps running
     after the study that started it is stopped."""
-    proc = subprocess.Popen(argv, stdout=sys.stdout, stderr=sys.stderr, env=os.environ.copy())
+    proc = subprocess.Popen(argv, env=os.environ.copy())  # its output goes where ours does
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
