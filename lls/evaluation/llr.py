@@ -119,7 +119,8 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
         if d and d.get("key") == key:
             return Reference.from_dict(d, str(path))
     n = 2 * len(cfg.prompts) * cfg.per_prompt
-    jobs.report_progress(0, n, unit="answers", phase="meter reference set", force=True)
+    jobs.report_progress(0, n, unit="answers", phase="meter reference set", force=True,
+                         message="both conditions decoded together")
     texts = reference_texts(model, tokenizer, behavior.system_prompt, cfg)
     jobs.report_progress(n, n, unit="answers", phase="meter reference set", force=True)
     ref = Reference(key, behavior.system_prompt, cfg, texts["behavior"], texts["neutral"],
