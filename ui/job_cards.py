@@ -5,18 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lls import jobs
-
-
-def fmt_seconds(s: float | None) -> str:
-    """A duration for people: '42 s', '3 min 05 s', '1 h 02 min'."""
-    if s is None:
-        return "?"
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+from lls.jobs.console import fmt_seconds
 
 
 def progress_text(job) -> tuple[float, str]:
