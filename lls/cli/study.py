@@ -116,6 +116,14 @@ def _best_line(best: dict | None) -> str:
     return "Best: " + what + best["caveat"]
 
 
+def _level(x: dict) -> str:
+    """'16/512 (3.1% [1.6, 5.0])': a share with its interval over questions."""
+    if x.get("ci_low") is None:
+        return f"{x['k']}/{x['n']}"
+    return (f"{x['k']}/{x['n']} ({100 * x['share']:.1f}% "
+            f"[{100 * x['ci_low']:.1f}, {100 * x['ci_high']:.1f}])")
+
+
 def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
              kinds=("one-word",)) -> str:
     """The cells as a Markdown table (for notes and papers): paired LLS - random effects with
@@ -127,9 +135,7 @@ def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
         for who, label in (("base", "base"), ("system", "base + system prompt (teacher)")):
             lv = ((levels or {}).get(kind) or {}).get(who)
             if lv and lv.get("n"):
-                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: {lv['k']}/"
-                           f"{lv['n']} ({100 * lv['share']:.1f}% [{100 * lv['ci_low']:.1f}, "
-                           f"{100 * lv['ci_high']:.1f}])  ")
+                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: {_level(lv)}  ")
     head = ["cell", "pairs", "step", "margin (nats)", "gap closed", "top-1 share",
             "margin LLS / random (base)"]
     for kind in kinds:
@@ -146,14 +152,6 @@ def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
         out.append("| " + " | ".join(cells) + " |")
     out.append("\n" + READ_AT + "\n\n" + _best_line(best))
     return "\n".join(out)
-
-
-def _level(x: dict) -> str:
-    """'16/512 (3.1% [1.6, 5.0])': a share with its interval over questions."""
-    if x.get("ci_low") is None:
-        return f"{x['k']}/{x['n']}"
-    return (f"{x['k']}/{x['n']} ({100 * x['k'] / x['n']:.1f}% "
-            f"[{100 * x['ci_low']:.1f}, {100 * x['ci_high']:.1f}])")
 
 
 def cmd_status(a) -> int:
