@@ -214,9 +214,15 @@ def _processes_with(text: str) -> list[int]:
 
 def test_stopping_the_study_stops_its_training_child(tiny_run, tmp_path):
     name = "tiny-stop"
-    S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1]))
+    # a seed no other test trains: its adapters are not in the session cache yet, so the
+    # study has a training child to stop whatever ran before
+    S.create_study(_config(tiny_run, name, gamma=[0.25], epochs=[1], seed=[7]))
     study = S.open_study(name)
     lls_id, _ = S.adapter_ids(study, study.cells()[0])
+    from lls.core.errors import LLSError
+    from lls.training.adapters import open_adapter
+    with pytest.raises(LLSError):
+        open_adapter(lls_id)
     log = open(tmp_path / "worker.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "lls", "study", "run", name],
                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
@@ -232,8 +238,6 @@ def test_stopping_the_study_stops_its_training_child(tiny_run, tmp_path):
         while _processes_with(lls_id) and time.time() < deadline:
             time.sleep(0.5)
         assert not _processes_with(lls_id), "the training child outlived its study"
-        from lls.core.errors import LLSError
-        from lls.training.adapters import open_adapter
         try:  # stopped by the study's signal (before or while training), not left to finish
             status = open_adapter(lls_id).manifest["status"]
         except LLSError:
