@@ -17,6 +17,10 @@ Calibration (bundled model, sequences up to 278 tokens, `benchmarks/train_memory
 batch of 8 without checkpointing peaked at 6.4 GB, micro-batches of 2 at 2.93 GB, one
 checkpointed batch of 8 at 2.1 GB: about 1.9 GB fixed plus 0.57 GB per pair of a
 micro-batch. The estimates (7.4, 3.3 and 2.4 GB) stay 10-15% above, as upper bounds should.
+Short sequences have less slack: one batch of 8 at up to 119 tokens peaked at 3.97 GB (the
+training process of `train_memory.py`) and 4.2 GB (a study's training child) against an
+estimate of 3.92 GB with 6 hidden-size values per layer and token; with 7 it is 4.05 GB, above
+the 4 GB budget, so the plan takes 2 micro-batches of 4 there (peak ~2.9 GB, same step time).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ RUNTIME_BYTES = 768 * MB
 # Saved activations per token and layer, in units of (hidden, MLP size, LoRA rank x adapted
 # modules, heads x sequence length) values: attention and MLP inputs/outputs, norms,
 # residuals, the SiLU-gated product, and the attention row (SDPA's CPU backward). Fitted to
-# the measured slope (see the module doc; 10 and 4 before overestimated it by 1.6x).
-ACT_HIDDEN, ACT_MLP = 6, 3
+# the measured slope (see the module doc; 10 and 4 before overestimated it by 1.6x, 6 was
+# under the peak of short sequences).
+ACT_HIDDEN, ACT_MLP = 7, 3
 LORA_MODULES = 7  # q, k, v, o, gate, up, down
 # The LM head is applied in slices of this many rows (scoring engine, TRL's chunked log-prob).
 HEAD_ROWS = 1024
