@@ -101,10 +101,10 @@ def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
     import torch
     from datasets import Dataset
 
-    from lls.models.load import ModelSpec, load_model
+    from lls.models.load import ModelSpec, load_model, quiet_third_party_aliases
     from lls.scoring.runs import open_run
     from lls.training.dpo import (build_rows, completion_only_lm_head, dpo_args, lora_config,
-                                  quiet_third_party_aliases, trainer_class)
+                                  trainer_class)
 
     run = open_run(run_key)
     cfg = T.TrainConfig(batch_size=batch, selection=sel)

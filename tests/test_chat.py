@@ -140,3 +140,18 @@ def test_bad_adapter_path_is_a_clear_error(chat, tmp_path):
     (tmp_path / "x" / "adapter_model.bin").write_text("")
     with pytest.raises(ModelError, match="safetensors"):
         models.prepare(adapter_slot(tmp_path / "x"))
+
+
+def test_attaching_an_adapter_warns_nothing(bundled, tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model:
+    the chat (and every read-out that attaches adapters) keeps that FutureWarning out of the
+    user's terminal and the dashboard's log."""
+    import warnings
+
+    model, tok = bundled
+    models = ChatModels(model=copy.deepcopy(model), tokenizer=tok)
+    adapter = make_adapter(model, tmp_path / "a", 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        models.prepare(adapter_slot(adapter))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

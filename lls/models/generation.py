@@ -19,6 +19,7 @@ import torch
 
 from ..core.errors import ModelError
 from .decoder import Batch, choose_tokens, decode, prefill, seed_for, use_threads
+from .load import quiet_third_party_aliases
 from .render import with_system
 
 
@@ -174,8 +175,9 @@ class AdapterHost:
             if not self.names:
                 from peft import PeftModel
 
-                self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name,
-                                                       is_trainable=False)
+                with quiet_third_party_aliases():
+                    self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name,
+                                                           is_trainable=False)
             else:
                 self.model.load_adapter(key, adapter_name=name, is_trainable=False)
         except Exception as e:  # noqa: BLE001 - shape / base mismatch, corrupt files

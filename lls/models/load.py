@@ -9,6 +9,7 @@ safetensors copy is much faster than de-quantising again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -365,3 +366,21 @@ def load_model(spec: ModelSpec | None = None, *, for_training: bool = False):
 
 def model_fingerprint(spec: ModelSpec) -> str:
     return resolve(spec).fingerprint
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; peft (wrapping
+# the model) and TRL (around its reference pass) still read the old property, which warns on
+# every run (and every adapter attached) although nothing here uses the old name.
+THIRD_PARTY_ALIAS_WARNING = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_third_party_aliases():
+    """Silence the deprecation warning peft and TRL cause by reading transformers' old
+    `is_gradient_checkpointing` property (ours use the new names; see dpo_args)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=THIRD_PARTY_ALIAS_WARNING,
+                                category=FutureWarning)
+        yield

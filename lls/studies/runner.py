@@ -23,6 +23,7 @@ from ..core.cache import atomic_write_json, read_json_safe
 from ..core.errors import LLSError
 from ..evaluation import effects
 from ..evaluation.readouts import plan, sampled_diff, sampled_readout
+from ..models.load import quiet_third_party_aliases
 from ..scoring.lifecycle import owner_alive, owner_record
 from ..training.adapters import open_adapter
 from ..training.config import TrainConfig, baseline_config
@@ -174,7 +175,8 @@ class _Sampler:
         if path is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
+            with quiet_third_party_aliases():
+                model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
         try:
             r = sampled_readout(model, self.tokenizer, self.behavior, kind, self.settings,
                                 system_prompt=self.behavior.system_prompt if system else None)

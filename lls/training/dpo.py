@@ -210,24 +210,6 @@ def _rows_to_recompute(dataset, max_length: int | None) -> list[int]:
     return bad
 
 
-# transformers 5 renamed gradient checkpointing to activation checkpointing; peft (wrapping
-# the model) and TRL (around its reference pass) still read the old property, which warns on
-# every run although nothing here uses the old name.
-THIRD_PARTY_ALIAS_WARNING = r"`is_gradient_checkpointing` is deprecated"
-
-
-@contextlib.contextmanager
-def quiet_third_party_aliases():
-    """Silence the deprecation warning peft and TRL cause by reading transformers' old
-    `is_gradient_checkpointing` property (ours use the new names; see dpo_args)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=THIRD_PARTY_ALIAS_WARNING,
-                                category=FutureWarning)
-        yield
-
-
 @contextlib.contextmanager
 def completion_only_lm_head():
     """Let TRL's fused LM head project only the completion tokens on CPU as well.

@@ -31,11 +31,11 @@ from ..core.distributed import barrier, launch_argv, process_info
 from ..scoring.contrastive import as_ranked, contrastive_frame
 from .adapters import AdapterInfo, adapters_root, export_adapter, open_adapter
 from .dpo import (build_rows, completion_only_lm_head, dpo_args, drop_long_prompts,
-                  longest_sequence, lora_config, quiet_third_party_aliases, reuse_check,
-                  trainer_class)
+                  longest_sequence, lora_config, reuse_check, trainer_class)
 from ..jobs.resources import ModelShape, TrainingPlan, bound_malloc, plan_for
 from ..jobs.store import ACTIVE
-from ..models.load import ModelSpec, load_model, load_tokenizer, resolve_device
+from ..models.load import (ModelSpec, load_model, load_tokenizer, quiet_third_party_aliases,
+                           resolve_device)
 from ..scoring.runs import ScoreRun, open_run
 from .cancel import TrainingCancelled, sigterm_cancels, stop_requested
 from .config import (SelectionSpec, TrainConfig, TrainingError, baseline_config,
