@@ -5,7 +5,8 @@ prompts x 8 answers x 48 new tokens, in 2 conditions: base and base + the owl sy
 on the bundled model at temperature 1.
 
 * new: `lls.models.decoder.decode`, both conditions' 16 prompts in one call (what
-  `lls.evaluation.llr.reference_texts` does), its thread policy as shipped;
+  `lls.evaluation.llr.reference_texts` does), its thread policy as shipped (each line says
+  how many decode steps ran on 1 thread and how many on all);
 * old: the per-prompt decoder `lls.models.generation.sample` ran before the batched decoder
   (copied below as `old_sample`, unchanged): one prompt's rows at a time, torch's threads;
 * busy: the same run beside a busy process this script starts (a python process spinning a
@@ -141,6 +142,25 @@ def workload(tok, prompts: int, per_prompt: int):
 
 
 CPU = {}  # label -> CPU seconds of the last run (all threads of this process)
+STEPS: dict[int, int] = {}  # threads -> decode steps of the last run of the new decoder
+
+
+def _counting_pick(pick):
+    def counted(self):
+        n = pick(self)
+        STEPS[n] = STEPS.get(n, 0) + 1
+        return n
+    return counted
+
+
+decoder.StepThreads.pick = _counting_pick(decoder.StepThreads.pick)
+
+
+def steps_used() -> str:
+    """How the decode steps of the last run split over thread counts (and reset)."""
+    out = ", ".join(f"{n} thread{'s' if n > 1 else ''}: {k}" for n, k in sorted(STEPS.items()))
+    STEPS.clear()
+    return f"steps on {out}" if out else "no steps"
 
 
 def timed(label: str, fn):
@@ -183,18 +203,19 @@ class Busy:
 
 def line(label: str, tokens: int, secs: float, cpu: str = "new") -> None:
     print(f"{label:<40s}: {tokens / secs:8.1f} tok/s  ({tokens} tokens, {secs:6.1f} s, "
-          f"{tokens / CPU[cpu]:6.1f} tok per CPU-second)", flush=True)
+          f"{tokens / CPU[cpu]:6.1f} tok per CPU-second; {steps_used()})", flush=True)
 
 
 class NoPolicy:
     """The new decoder with every forward pass on all the caller's threads (no policy)."""
 
     def __enter__(self):
-        self.saved = decoder.threads_for
+        self.saved = decoder.threads_for, decoder.StepThreads.record
         decoder.threads_for = lambda tokens, width, available: available
+        decoder.StepThreads.record = lambda self, *a: None  # never tries one thread
 
     def __exit__(self, *exc):
-        decoder.threads_for = self.saved
+        decoder.threads_for, decoder.StepThreads.record = self.saved
 
 
 def main() -> int:
@@ -222,6 +243,7 @@ def main() -> int:
           f"tokens x width (width {decoder.model_width(model)}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     run_new(model, ids[:1], seeds[:1], 2, 4, stop)  # warm-up
+    STEPS.clear()
     old_sample(model, ids[:1], 2, max_new_tokens=4, stop=stop)
 
     alone, beside, free, alone_cpu = [], [], {}, []

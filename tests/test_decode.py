@@ -7,6 +7,8 @@ Slow tier: the bundled model against one-prompt decoding and transformers' `gene
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -143,8 +145,88 @@ def test_thread_policy_and_restore(tiny, monkeypatch):
         decode(tiny, PROMPTS, 2, max_new_tokens=3)
     finally:
         handle.remove()
-    assert {n for _, n in sizes} == {1}  # tiny passes run on one thread
+    # tiny passes run on one thread (3 steps: fewer than the steps before the first try of
+    # the other count, see test_step_threads_*)
+    assert {n for _, n in sizes} == {1}
     assert torch.get_num_threads() == before
+
+
+def _run_steps(threads: decoder.StepThreads, cost, steps: int, rows: int = 64) -> list[int]:
+    """Drive `threads` for `steps` steps where a step on n threads takes cost(step, n) s/row."""
+    used = []
+    for i in range(steps):
+        threads.step = i  # what the `idle` functions below read
+        n = threads.pick()
+        threads.record(n, cost(i, n) * rows, rows)
+        used.append(n)
+    return used
+
+
+IDLE = 0.5  # one of 2 cores idle while a step runs on the other
+
+
+def test_step_threads_take_all_cores_when_they_are_faster():
+    # idle machine: 2 threads do a step in 0.55 of the time
+    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: IDLE),
+                      lambda i, n: 1.0 if n == 1 else 0.55, 40)
+    first_try = used.index(2)
+    assert first_try == decoder.StepThreads.FIRST_TRY - 1
+    assert used[first_try:].count(1) <= 3  # kept; 1 thread is tried again now and then
+
+
+def test_step_threads_back_off_when_all_cores_are_slower():
+    # cores idle, but 2 threads are 3x slower (e.g. a tiny model): each losing try doubles
+    # the wait before the next
+    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: IDLE),
+                      lambda i, n: 1.0 if n == 1 else 3.0, 200)
+    tries = [i for i, n in enumerate(used) if n == 2]
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert gaps == sorted(gaps) and gaps[0] < gaps[-1] <= decoder.StepThreads.MAX_WAIT
+    assert len(tries) <= 6  # a few slow steps in 200
+
+
+def test_step_threads_never_try_more_threads_beside_a_busy_process():
+    # no idle core: a 2-thread step would wait for the core the busy process holds (~20x
+    # slower measured here), so it is not even tried, though it would be faster if idle
+    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: 0.0),
+                      lambda i, n: 1.0 if n == 1 else 0.55, 100)
+    assert used == [1] * 100
+    # idleness not known yet (no reading spanned enough clock ticks): not tried either
+    assert _run_steps(decoder.StepThreads(1, 2, idle=lambda: None),
+                      lambda i, n: 1.0 if n == 1 else 0.55, 20) == [1] * 20
+
+
+def test_step_threads_follow_a_change_of_load():
+    # idle for 60 steps, then a busy process starts: 2 threads turn 20x slower than 1;
+    # it stops at step 150 and the cores are idle again
+    def busy(i):
+        return 60 <= i < 150
+
+    def cost(i, n):
+        return 1.0 if n == 1 else (20.0 if busy(i) else 0.55)
+
+    threads = decoder.StepThreads(1, 2, idle=lambda: 0.0 if busy(threads.step) else IDLE)
+    used = _run_steps(threads, cost, 200)
+    assert used[50:60].count(2) >= 9
+    assert used[60:70].count(2) <= 1  # back on one thread at the next step
+    assert used[70:150] == [1] * 80  # and no more tries while the other core is busy
+    assert used[150:200].count(2) >= 40  # all cores again once they are idle
+
+
+def test_idle_share_reads_the_machine():
+    share = decoder.IdleShare(min_ticks=1)
+    if decoder.cpu_times() is None:
+        assert share() is None  # no /proc/stat: unknown, never a guess
+        return
+    deadline = time.time() + 5
+    while share() is None and time.time() < deadline:
+        sum(range(10000))
+    assert 0.0 <= share() <= 1.0
+
+
+def test_step_threads_on_one_core_never_try():
+    threads = decoder.StepThreads(1, 1, idle=lambda: IDLE)
+    assert _run_steps(threads, lambda i, n: 1.0, 50) == [1] * 50
 
 
 def test_seed_helper_is_stable():

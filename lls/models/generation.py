@@ -79,7 +79,7 @@ def stream_tokens(model, ids: list[int], *, temperature: float = 1.0, top_p: flo
 
 def sample(model, tokenizer, prompts, *, n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 96, seed: int = 0,
-           system_prompt: str | None = None, max_batch_rows: int = 64,
+           system_prompt: str | None = None, max_batch_rows: int = 128,
            seeds: Sequence[int] | None = None,
            reply_start: str | Sequence[str | None] | None = None) -> list[list[str]]:
     """`n` sampled answers (stripped texts) for each prompt (a string or a message list).
