@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from lls.core import behaviors  # noqa: E402
 from lls.evaluation.llr import LLRConfig  # noqa: E402
-from lls.models import decoder  # noqa: E402
+from lls.models import decoder, threads  # noqa: E402
 from lls.models.generation import as_messages, prompt_ids, seed_for, stop_ids  # noqa: E402
 from lls.models.load import load_model  # noqa: E402
 from lls.models.render import with_system  # noqa: E402
@@ -153,7 +153,7 @@ def _counting_pick(pick):
     return counted
 
 
-decoder.StepThreads.pick = _counting_pick(decoder.StepThreads.pick)
+threads.StepThreads.pick = _counting_pick(threads.StepThreads.pick)
 
 
 def steps_used() -> str:
@@ -210,12 +210,13 @@ class NoPolicy:
     """The new decoder with every forward pass on all the caller's threads (no policy)."""
 
     def __enter__(self):
-        self.saved = decoder.threads_for, decoder.StepThreads.record
+        # the decoder calls threads_for by its own module name: patch it there
+        self.saved = decoder.threads_for, threads.StepThreads.record
         decoder.threads_for = lambda tokens, width, available: available
-        decoder.StepThreads.record = lambda self, *a: None  # never tries one thread
+        threads.StepThreads.record = lambda self, *a: None  # never tries one thread
 
     def __exit__(self, *exc):
-        decoder.threads_for, decoder.StepThreads.record = self.saved
+        decoder.threads_for, threads.StepThreads.record = self.saved
 
 
 def main() -> int:
@@ -239,7 +240,7 @@ def main() -> int:
     ids, seeds = workload(tok, prompts, n)
     threads = torch.get_num_threads()
     print(f"workload: {prompts} prompts x {n} answers x {tokens} new tokens x 2 conditions; "
-          f"torch threads {threads}, policy: 1 thread below {decoder.SINGLE_THREAD_WORK} "
+          f"torch threads {threads}, policy: 1 thread below {threads.SINGLE_THREAD_WORK} "
           f"tokens x width (width {decoder.model_width(model)}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     run_new(model, ids[:1], seeds[:1], 2, 4, stop)  # warm-up
@@ -262,7 +263,7 @@ def main() -> int:
             with NoPolicy():
                 free["alone"] = run_new(model, ids, seeds, n, tokens, stop)
             line("new without thread policy, alone", *free["alone"])
-    with decoder.use_threads(a.old_threads or threads):
+    with threads.use_threads(a.old_threads or threads):
         k_old, t_old = run_old(model, ids, n, tokens, stop)
         line(f"old (per prompt) alone, {a.old_threads or threads} threads", k_old, t_old, "old")
         cpu_old = CPU["old"]

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from lls.models import decoder
-from lls.models.decoder import choose_tokens, decode, prefill, seed_for, threads_for, use_threads
+from lls.models import threads
+from lls.models.decoder import choose_tokens, decode, prefill, seed_for
+from lls.models.threads import threads_for, use_threads
 from lls.models.generation import as_messages, prompt_ids, sample, stop_ids, stream_tokens
 
 PROMPTS = [[5, 9, 2, 33, 7], [40, 41], [8, 8, 8, 12, 90, 3, 14, 15, 92], [77, 1, 2]]
@@ -128,11 +130,11 @@ def test_choose_tokens_rows_draw_from_their_own_generator():
 
 
 def test_thread_policy_and_restore(tiny, monkeypatch):
-    monkeypatch.setattr(decoder, "idle_cpus", lambda: 1)  # alone on 2 cores
+    monkeypatch.setattr(threads, "idle_cpus", lambda: 1)  # alone on 2 cores
     assert threads_for(64, 576, 2) == 1  # a decode step of the bundled model
     assert threads_for(16 * 45, 576, 2) == 2  # a prefill of 16 prompts
     assert threads_for(16 * 45, 576, 1) == 1  # never more than the caller had
-    monkeypatch.setattr(decoder, "idle_cpus", lambda: 0)  # beside a busy process
+    monkeypatch.setattr(threads, "idle_cpus", lambda: 0)  # beside a busy process
     assert threads_for(16 * 45, 576, 2) == 1
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError):
@@ -151,13 +153,13 @@ def test_thread_policy_and_restore(tiny, monkeypatch):
     assert torch.get_num_threads() == before
 
 
-def _run_steps(threads: decoder.StepThreads, cost, steps: int, rows: int = 64) -> list[int]:
-    """Drive `threads` for `steps` steps where a step on n threads takes cost(step, n) s/row."""
+def _run_steps(policy: threads.StepThreads, cost, steps: int, rows: int = 64) -> list[int]:
+    """Drive `policy` for `steps` steps where a step on n threads takes cost(step, n) s/row."""
     used = []
     for i in range(steps):
-        threads.step = i  # what the `idle` functions below read
-        n = threads.pick()
-        threads.record(n, cost(i, n) * rows, rows)
+        policy.step = i  # what the `idle` functions below read
+        n = policy.pick()
+        policy.record(n, cost(i, n) * rows, rows)
         used.append(n)
     return used
 
@@ -167,32 +169,32 @@ IDLE = 0.5  # one of 2 cores idle while a step runs on the other
 
 def test_step_threads_take_all_cores_when_they_are_faster():
     # idle machine: 2 threads do a step in 0.55 of the time
-    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: IDLE),
+    used = _run_steps(threads.StepThreads(1, 2, idle=lambda: IDLE),
                       lambda i, n: 1.0 if n == 1 else 0.55, 40)
     first_try = used.index(2)
-    assert first_try == decoder.StepThreads.FIRST_TRY - 1
+    assert first_try == threads.StepThreads.FIRST_TRY - 1
     assert used[first_try:].count(1) <= 3  # kept; 1 thread is tried again now and then
 
 
 def test_step_threads_back_off_when_all_cores_are_slower():
     # cores idle, but 2 threads are 3x slower (e.g. a tiny model): each losing try doubles
     # the wait before the next
-    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: IDLE),
+    used = _run_steps(threads.StepThreads(1, 2, idle=lambda: IDLE),
                       lambda i, n: 1.0 if n == 1 else 3.0, 200)
     tries = [i for i, n in enumerate(used) if n == 2]
     gaps = [b - a for a, b in zip(tries, tries[1:])]
-    assert gaps == sorted(gaps) and gaps[0] < gaps[-1] <= decoder.StepThreads.MAX_WAIT
+    assert gaps == sorted(gaps) and gaps[0] < gaps[-1] <= threads.StepThreads.MAX_WAIT
     assert len(tries) <= 6  # a few slow steps in 200
 
 
 def test_step_threads_never_try_more_threads_beside_a_busy_process():
     # no idle core: a 2-thread step would wait for the core the busy process holds (~20x
     # slower measured here), so it is not even tried, though it would be faster if idle
-    used = _run_steps(decoder.StepThreads(1, 2, idle=lambda: 0.0),
+    used = _run_steps(threads.StepThreads(1, 2, idle=lambda: 0.0),
                       lambda i, n: 1.0 if n == 1 else 0.55, 100)
     assert used == [1] * 100
     # idleness not known yet (no reading spanned enough clock ticks): not tried either
-    assert _run_steps(decoder.StepThreads(1, 2, idle=lambda: None),
+    assert _run_steps(threads.StepThreads(1, 2, idle=lambda: None),
                       lambda i, n: 1.0 if n == 1 else 0.55, 20) == [1] * 20
 
 
@@ -205,8 +207,8 @@ def test_step_threads_follow_a_change_of_load():
     def cost(i, n):
         return 1.0 if n == 1 else (20.0 if busy(i) else 0.55)
 
-    threads = decoder.StepThreads(1, 2, idle=lambda: 0.0 if busy(threads.step) else IDLE)
-    used = _run_steps(threads, cost, 200)
+    policy = threads.StepThreads(1, 2, idle=lambda: 0.0 if busy(policy.step) else IDLE)
+    used = _run_steps(policy, cost, 200)
     assert used[50:60].count(2) >= 9
     assert used[60:70].count(2) <= 1  # back on one thread at the next step
     assert used[70:150] == [1] * 80  # and no more tries while the other core is busy
@@ -214,8 +216,8 @@ def test_step_threads_follow_a_change_of_load():
 
 
 def test_idle_share_reads_the_machine():
-    share = decoder.IdleShare(min_ticks=1)
-    if decoder.cpu_times() is None:
+    share = threads.IdleShare(min_ticks=1)
+    if threads.cpu_times() is None:
         assert share() is None  # no /proc/stat: unknown, never a guess
         return
     deadline = time.time() + 5
@@ -225,8 +227,8 @@ def test_idle_share_reads_the_machine():
 
 
 def test_step_threads_on_one_core_never_try():
-    threads = decoder.StepThreads(1, 1, idle=lambda: IDLE)
-    assert _run_steps(threads, lambda i, n: 1.0, 50) == [1] * 50
+    policy = threads.StepThreads(1, 1, idle=lambda: IDLE)
+    assert _run_steps(policy, lambda i, n: 1.0, 50) == [1] * 50
 
 
 def test_seed_helper_is_stable():

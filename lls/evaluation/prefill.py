@@ -38,7 +38,7 @@ from ..core.errors import LLSError
 from ..core.prompts import PROBE_CANDIDATES, PROBE_QUESTIONS
 from ..core.stats import (bootstrap_ci, bootstrap_diff, paired_share_diff_ci,
                           question_share_ci)
-from ..models.decoder import use_threads
+from ..models.threads import use_threads
 from ..models.generation import as_messages, prompt_ids, sample
 from ..scoring.engine import eval_mode
 from .probe import variants

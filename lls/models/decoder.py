@@ -10,27 +10,17 @@
   rows that are done and the batch stays full until the queue is empty.
 - Row j of prompt i draws from its own `torch.Generator` seeded `seed_for(seeds[i], j)`: its
   tokens depend on its seed and the model only, not on the batch size or on which other
-  prompts shared its steps (up to float rounding: batched matmuls can move a logit by ~1e-5,
-  which flips a sampled token with a probability of that order).
+  prompts shared its steps, up to float rounding: the rows of a step and its thread count
+  move a logit by up to ~6e-5, which changed 3-6 of the meter's 128 reference answers from
+  some token on (README, "Decoding").
 
-The thread policy lives here too (`threads_for`, `use_threads`): tiny matmuls split over
-threads collapse as soon as another process wants a core (measured on this 2-core machine:
-4 prompts x 8 rows x 24 tokens took 11.1 s alone and 34.6 s beside one busy process with
-torch's 2 threads, 10.3 s either way with 1 thread), but on an idle machine a full decode
-step is ~1.5x faster on both cores. So forward passes below `SINGLE_THREAD_WORK` (tokens x
-model width: every decode step of the bundled model) start on one thread, larger ones (the
-prefill of many prompt tokens) on the caller's threads as far as the load average leaves
-cores idle; decode steps then follow what they measure (`StepThreads`: now and then a step
-tries the other count and the faster is kept). The previous thread count is restored after
-each pass.
+Decode steps and prefills run on the thread counts `lls.models.threads` chooses.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -39,145 +29,14 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.errors import ModelError
+from .threads import StepThreads, threads_for, use_threads
 
-# Forward passes smaller than this (tokens in the pass x hidden width) start on one thread.
-# Decode steps of the bundled 135M model (width 576) at up to 128 rows are ~74k: one thread
-# to start with (StepThreads then measures); a prefill of 16 prompts of ~45 tokens is ~415k:
-# all threads. See benchmarks/decode_throughput.py.
-SINGLE_THREAD_WORK = 128 * 1024
 PREFILL_TOKENS = 8192  # padded prompt tokens per prefill forward pass (bounds its memory)
 
 
 def seed_for(*parts) -> int:
     """A stable 63-bit seed from any parts (e.g. seed, column, turn, prompt index)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
-
-
-# ======================================================================================
-# Thread policy
-# ======================================================================================
-
-def threads_for(tokens: int, width: int, available: int) -> int:
-    """Threads for a forward pass over `tokens` tokens of a model `width` wide: one below
-    `SINGLE_THREAD_WORK`; above, the caller's `available` threads as far as the machine has
-    idle cores for them (beside busy processes a split matmul waits for the thread the OS
-    gave away: on this machine under load, 2 threads were slower than 1 even for a
-    4096 x 576 x 1536 matmul)."""
-    if tokens * width < SINGLE_THREAD_WORK or available <= 1:
-        return 1
-    return max(1, min(available, idle_cpus() + 1))
-
-
-def idle_cpus() -> int:
-    """CPUs the last minute's load average left idle (this process counts as load)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this platform: assume the cores are free
-        return cpus or 1
-    return max(0, int((cpus or 1) - load + 0.5))
-
-
-@contextlib.contextmanager
-def use_threads(n: int):
-    """Run torch on `n` threads inside the block; the previous count is restored on exit."""
-    prev = torch.get_num_threads()
-    if n != prev:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != prev:
-            torch.set_num_threads(prev)
-
-
-def cpu_times() -> tuple[int, int] | None:
-    """(idle, total) clock ticks of all CPUs since boot (Linux `/proc/stat`; None elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return values[3] + (values[4] if len(values) > 4 else 0), sum(values[:8])
-
-
-class IdleShare:
-    """The share of the machine's CPU time that was idle lately: since the previous reading
-    that spanned at least `min_ticks` clock ticks (a 0.2 s step on 2 CPUs is ~40 ticks).
-    None until one such span has passed, and always where `/proc/stat` does not exist."""
-
-    def __init__(self, min_ticks: int = 8):
-        self.min_ticks, self.last, self.share = min_ticks, cpu_times(), None
-
-    def __call__(self) -> float | None:
-        now = cpu_times()
-        if now is None or self.last is None:
-            return None
-        idle, total = now[0] - self.last[0], now[1] - self.last[1]
-        if total >= self.min_ticks:
-            self.last, self.share = now, max(0.0, min(1.0, idle / total))
-        return self.share
-
-
-class StepThreads:
-    """The thread count of decode steps, chosen by measuring them.
-
-    Whether a decode step runs faster on one thread or on all depends on what else the
-    machine runs, and that changes while a study works: on this 2-core machine a 64-row step
-    of the bundled model is ~1.5x faster on 2 threads when the machine is idle and ~20x slower
-    beside one busy process. So steps run on the count `threads_for` suggests, and now and
-    then one step tries the other count (`pick`); seconds per row of each count are averaged
-    (`record`) and the faster one is kept. More threads are tried only while the other cores
-    were idle during the last steps (`idle`, from /proc/stat: a try beside a busy process
-    would cost a step 20x as long); fewer threads may be tried at any time. A losing try
-    waits twice as long before the next one, a winning one switches at once; a step much
-    slower than its count's average (another process started) tries the other count at once.
-    """
-
-    FIRST_TRY, MAX_WAIT, ALPHA, MARGIN, JUMP = 4, 128, 0.3, 0.9, 1.5
-
-    def __init__(self, prior: int, available: int, idle=None):
-        self.counts = sorted({1, max(1, available)})
-        self.current = prior if prior in self.counts else self.counts[-1]
-        self.cost: dict[int, float] = {}  # threads -> average seconds per row of a step
-        self.wait = self.backoff = self.FIRST_TRY
-        self.trying: int | None = None
-        self.idle = idle if idle is not None else IdleShare()
-        self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
-
-    def pick(self) -> int:
-        """Threads for the next step."""
-        if len(self.counts) == 1:
-            return self.current
-        idle = self.idle()  # read every step, so the share covers the latest steps
-        self.wait -= 1
-        if self.wait <= 0 and self.current in self.cost:
-            other = next(c for c in self.counts if c != self.current)
-            # more threads only if the extra ones would find idle cores (half of them, at least)
-            if other < self.current or idle is None and cpu_times() is None or \
-                    idle is not None and idle >= 0.5 * (other - self.current) / self.cpus:
-                self.trying = other
-                return other
-            self.wait = 1  # look again at the next step
-        return self.current
-
-    def record(self, threads: int, seconds: float, rows: int) -> None:
-        """How long a step of `rows` rows took on `threads` threads."""
-        cost = seconds / max(1, rows)
-        if threads == self.trying:
-            self.trying = None
-            if cost < self.cost[self.current] * self.MARGIN:
-                self.current, self.backoff = threads, self.FIRST_TRY
-                self.cost[threads] = cost
-            else:
-                self.backoff = min(2 * self.backoff, self.MAX_WAIT)
-            self.wait = self.backoff
-            return
-        prev = self.cost.get(threads)
-        if prev is not None and cost > self.JUMP * prev:  # the load changed: try the other now
-            self.wait, self.backoff = 1, self.FIRST_TRY
-        self.cost[threads] = cost if prev is None else prev + self.ALPHA * (cost - prev)
 
 
 def model_width(model) -> int:

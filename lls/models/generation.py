@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ModelError
-from .decoder import Batch, choose_tokens, decode, prefill, seed_for, use_threads
+from .decoder import Batch, choose_tokens, decode, prefill, seed_for
 from .load import quiet_third_party_aliases
 from .render import with_system
+from .threads import use_threads
 
 
 def prompt_ids(tokenizer, messages: list[dict], system_prompt: str | None = None,
@@ -87,7 +88,8 @@ def sample(model, tokenizer, prompts, *, n: int = 1, temperature: float = 1.0,
     All prompts are decoded together (`lls.models.decoder.decode`), at most `max_batch_rows`
     rows a step. Answer j of prompt i draws from its own random stream seeded
     `seed_for(seeds[i], j)`, `seeds[i]` defaulting to `seed_for(seed, i)`: deterministic for
-    a seed and the same whatever the batch size or the other prompts sampled with it.
+    a seed and the same whatever the batch size or the other prompts sampled with it, up to
+    float rounding (see `lls.models.decoder`).
     Greedy when temperature <= 0. `reply_start` (one text for all prompts or one per prompt)
     begins the assistant's reply; the answers are its continuation only.
     """
