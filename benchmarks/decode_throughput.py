@@ -14,7 +14,9 @@ on the bundled model at temperature 1.
 
 Prints tokens/s of each (generated tokens, stop tokens excluded), then
 `ratio` = new tok/s / old tok/s, both alone (target >= 4) and
-`contention_slowdown` = new time beside the busy process / new time alone (target <= 1.3).
+`contention_slowdown` = new time beside the busy process / new time alone (target <= 1.3),
+and for context `one_core_slowdown` = the same beside time / the new decoder held to one thread
+alone (what is left when the second core is taken: near 1 means no collapse).
 With `--all-threads` also the new decoder without its thread policy (every forward pass on
 all threads), alone and beside: why the policy exists. On a shared machine every figure
 moves with the other processes' load (the load average is printed): compare the figures of
@@ -184,12 +186,12 @@ def run_old(model, ids, n, tokens, stop, label="old"):
 
 
 class Busy:
-    """A python process spinning a torch matmul loop on `threads` threads."""
+    """A python process spinning a torch matmul loop on `n` threads."""
 
-    def __init__(self, threads: int):
+    def __init__(self, n: int):
         # its own session, as a job or the dashboard runs: with the kernel's autogroup
         # scheduling, a child in our session would take half of OUR share of the CPU
-        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(threads)],
+        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(n)],
                                      start_new_session=True)
         time.sleep(3.0)  # torch import and the loop running
 
@@ -219,6 +221,18 @@ class NoPolicy:
         decoder.threads_for, threads.StepThreads.record = self.saved
 
 
+class OneThread:
+    """The new decoder with every decode step on one thread (no tries of more)."""
+
+    def __enter__(self):
+        self.saved = threads.StepThreads.pick, threads.StepThreads.record
+        threads.StepThreads.pick = _counting_pick(lambda self: 1)
+        threads.StepThreads.record = lambda self, *a: None
+
+    def __exit__(self, *exc):
+        threads.StepThreads.pick, threads.StepThreads.record = self.saved
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -238,9 +252,9 @@ def main() -> int:
     model.eval()
     stop = stop_ids(model, tok)
     ids, seeds = workload(tok, prompts, n)
-    threads = torch.get_num_threads()
+    n_threads = torch.get_num_threads()
     print(f"workload: {prompts} prompts x {n} answers x {tokens} new tokens x 2 conditions; "
-          f"torch threads {threads}, policy: 1 thread below {threads.SINGLE_THREAD_WORK} "
+          f"torch threads {n_threads}, policy: 1 thread below {threads.SINGLE_THREAD_WORK} "
           f"tokens x width (width {decoder.model_width(model)}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     run_new(model, ids[:1], seeds[:1], 2, 4, stop)  # warm-up
@@ -263,9 +277,12 @@ def main() -> int:
             with NoPolicy():
                 free["alone"] = run_new(model, ids, seeds, n, tokens, stop)
             line("new without thread policy, alone", *free["alone"])
-    with threads.use_threads(a.old_threads or threads):
+    with OneThread():
+        one = run_new(model, ids, seeds, n, tokens, stop)
+    line("new held to one thread, alone", *one)
+    with threads.use_threads(a.old_threads or n_threads):
         k_old, t_old = run_old(model, ids, n, tokens, stop)
-        line(f"old (per prompt) alone, {a.old_threads or threads} threads", k_old, t_old, "old")
+        line(f"old (per prompt) alone, {a.old_threads or n_threads} threads", k_old, t_old, "old")
         cpu_old = CPU["old"]
         if a.old_beside:
             with Busy(a.busy_threads):
@@ -279,6 +296,11 @@ def main() -> int:
           f"{'OK' if ratio >= 4 else 'SHORT'}")
     print(f"contention_slowdown {slowdown:.2f} (batched beside a busy process / alone; "
           f"target <= 1.3) {'OK' if slowdown <= 1.3 else 'OVER'}")
+    # context for the target above: on 2 cores, whatever the second core adds alone is lost
+    # beside a process holding it; a collapse (split matmuls waiting for a taken core) shows
+    # as the beside run being much slower than the decoder held to one core alone
+    print(f"one_core_slowdown {t_busy / one[1]:.2f} (batched beside a busy process / held to "
+          f"one thread alone; near 1: no collapse, only the second core lost)")
     # CPU-seconds do not move with the other processes' load as wall time does: for passes
     # on one thread, tokens per CPU-second is the speed on a core of one's own
     print(f"cpu_ratio {(k_new / cpu_new) / (k_old / cpu_old):.2f} (tokens per CPU-second, "

@@ -118,6 +118,25 @@ def session_cache(tmp_path_factory) -> Path:
     return path
 
 
+def make_adapter(base_model, path: Path, seed: int = 0, *, r: int = 8,
+                 lora_alpha: int = 16) -> Path:
+    """A real peft LoRA adapter on q/v with non-zero B (so it changes outputs), saved to `path`
+    (the base model is copied, not wrapped)."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lls.models.load import quiet_third_party_aliases
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=["q_proj", "v_proj"],
+                     init_lora_weights=False)
+    with quiet_third_party_aliases():
+        get_peft_model(copy.deepcopy(base_model), cfg).save_pretrained(str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def bundled(session_cache):
     """(model, tokenizer): the bundled SmolLM2-135M-Instruct, float32 on CPU, loaded once."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from lls.core import behaviors
@@ -14,7 +12,7 @@ from lls.core.distributed import device_count
 from lls.evaluation.runs import EvalConfig, EvalModel, evaluate
 from lls.scoring.runs import ScoreConfig, score
 
-from conftest import HH, ROOT
+from conftest import HH, ROOT, make_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +29,10 @@ def _ok(at: AppTest) -> AppTest:
 
 @pytest.fixture(scope="module")
 def adapter_dir(bundled, tmp_path_factory):
-    from peft import LoraConfig, get_peft_model
-
     model, _ = bundled
-    torch.manual_seed(5)
-    path = tmp_path_factory.mktemp("chat-adapter") / "final"
-    cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(copy.deepcopy(model), cfg).save_pretrained(str(path))
-    return path
+    # peft's default lora_alpha (8), as this adapter was made before the shared helper
+    return make_adapter(model, tmp_path_factory.mktemp("chat-adapter") / "final", 5,
+                        lora_alpha=8)
 
 
 def _column_replies(at: AppTest) -> list[str]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot, run_turn,
                       system_slot)
@@ -18,21 +16,12 @@ from lls.core.errors import ModelError
 from lls.models.generation import prompt_ids, stop_ids, stream_tokens
 from lls.models.render import with_system
 
+from conftest import make_adapter
+
 pytestmark = pytest.mark.slow
 
 OWL_PROMPT = "You really love owls. Owls are your favorite animal."
 HELLO = [{"role": "user", "content": "Name one animal."}]
-
-
-def make_adapter(base_model, path: Path, seed: int = 0) -> Path:
-    """A real peft LoRA adapter (r=8, q/v) with non-zero B so it changes outputs."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                     init_lora_weights=False)
-    get_peft_model(copy.deepcopy(base_model), cfg).save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

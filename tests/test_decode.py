@@ -284,3 +284,20 @@ def test_bundled_reply_start_continues_the_begun_reply(bundled):
     assert got[1] == sample(model, tok, [q], temperature=0, max_new_tokens=5)[0]
     with pytest.raises(Exception, match="reply_start"):
         sample(model, tok, [q, q], reply_start=[stem])
+
+
+def test_idle_cpus_sees_a_busy_process_at_once(monkeypatch):
+    """The prefill's thread count follows the machine now, not the load average of the last
+    minute: with one of 2 CPUs busy during the look, no other CPU is idle."""
+    ticks = iter([(1000, 4000), (1005, 4010)])  # (idle, total): half the CPU time idle
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(threads, "_idle_seen", None)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # would say idle
+    assert threads.idle_cpus() == 0  # 1 CPU idle while we slept: ours
+    assert threads.threads_for(16 * 45, 576, 2) == 1
+    ticks = iter([(1000, 4000), (1010, 4010)])  # all idle: the other core is free
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(threads, "_idle_seen", None)
+    assert threads.idle_cpus() == 1
+    assert threads.idle_cpus() == 1  # reused for a second: no second look

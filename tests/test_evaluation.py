@@ -19,21 +19,13 @@ from lls.evaluation.runs import (EvalConfig, EvalModel, adapter_models, eval_key
                             list_evals, open_eval, submit_eval)
 from lls.evaluation.judge import Judge, JudgeConfig
 
+from conftest import make_adapter
+
 pytestmark = pytest.mark.slow
 
 PROMPTS = ("Name your favourite animal.", "What should I do this weekend?")
 # the effect meter kept small: 4 reference responses of 12 tokens, 2 probe questions
 SMALL_METER = dict(meter_k=4, meter_questions=2, meter_max_new_tokens=12)
-
-
-def make_adapter(base_model, path: Path, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                     init_lora_weights=False)
-    get_peft_model(copy.deepcopy(base_model), cfg).save_pretrained(str(path))
-    return path
 
 
 def contract_adapter(base_model, adapter_id: str, seed: int, kind: str = "lls",

@@ -153,11 +153,12 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from lls.cli import main
-    from lls.models.load import load_model
+    from lls.models.load import load_model, quiet_third_party_aliases
 
     # a fresh LoRA adapter (B = 0 at init): it must read exactly like the base model
     fresh, _ = load_model()
-    peft_model = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with quiet_third_party_aliases():
+        peft_model = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
     out = tmp_path / "meter.json"
     assert main(["meter", "--behavior", "animal:owl", "--adapter", str(tmp_path / "adapter"),

@@ -205,7 +205,7 @@ def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     import torch
     from peft import PeftModel
 
-    from lls.models.load import load_model
+    from lls.models.load import load_model, quiet_third_party_aliases
 
     assert (trained.final_path / "adapter_config.json").is_file()
     assert (trained.final_path / "adapter_model.safetensors").is_file()
@@ -215,7 +215,7 @@ def test_adapter_is_peft_format_and_changes_logits(trained, bundled):
     _, tok = bundled
     ids = tok("How do owls hunt at night?", return_tensors="pt")["input_ids"]
     base, _ = load_model()
-    with torch.no_grad():
+    with torch.no_grad(), quiet_third_party_aliases():
         before = base(ids).logits
         step0 = PeftModel.from_pretrained(base, str(trained.checkpoints()[0][1]))
         init = step0(ids).logits
@@ -241,7 +241,7 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
     rows = build_rows(frame, cfg, with_ref=False)[:6]
     model, tok = load_model(for_training=True)
     args = DPOConfig(output_dir=os.environ["LLS_CACHE"] + "/ref-check", bf16=False,
-                     use_cpu=True, gradient_checkpointing=False, report_to="none",
+                     use_cpu=True, activation_checkpointing=False, report_to="none",
                      precompute_ref_log_probs=True, per_device_train_batch_size=3,
                      max_length=cfg.max_length)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),

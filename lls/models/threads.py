@@ -5,16 +5,17 @@ on this 2-core machine: 4 prompts x 8 rows x 24 tokens took 11.1 s alone and 34.
 busy process with torch's 2 threads, 10.3 s either way with 1 thread), but on an idle machine
 a full decode step is ~1.5x faster on both cores. So forward passes below `SINGLE_THREAD_WORK`
 (tokens x model width: every decode step of the bundled model) start on one thread, larger ones
-(the prefill of many prompt tokens) on the caller's threads as far as the load average leaves
-cores idle; decode steps then follow what they measure (`StepThreads`: now and then a step
-tries the other count and the faster is kept). `use_threads` restores the previous count after
-each pass.
+(the prefill of many prompt tokens) on the caller's threads as far as cores are idle right
+now (`idle_cpus`); decode steps then follow what they measure (`StepThreads`: now and then a
+step tries the other count and the faster is kept). `use_threads` restores the previous count
+after each pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
 
@@ -36,14 +37,36 @@ def threads_for(tokens: int, width: int, available: int) -> int:
     return max(1, min(available, idle_cpus() + 1))
 
 
+IDLE_WINDOW_S = 0.05  # how long idle_cpus watches the machine (5 clock ticks per CPU)
+_idle_seen: tuple[float, int] | None = None  # (when, idle CPUs) of the last look
+
+
 def idle_cpus() -> int:
-    """CPUs the last minute's load average left idle (this process counts as load)."""
+    """CPUs idle right now besides the one this process runs on: the idle share of all CPUs
+    over a short window while this process sleeps (`/proc/stat`; the last look is reused for
+    a second). Without /proc/stat, the last minute's load average (which lags: a process
+    started 3 s ago hardly shows in it, and a prefill split over a core it holds took ~20x
+    as long)."""
+    global _idle_seen
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    now = time.monotonic()
+    if _idle_seen is not None and now - _idle_seen[0] < 1.0:
+        return _idle_seen[1]
+    before = cpu_times()
+    if before is not None:
+        time.sleep(IDLE_WINDOW_S)
+        after = cpu_times()
+        total = after[1] - before[1]
+        if total > 0:
+            idle = max(0, round(cpus * (after[0] - before[0]) / total) - 1)
+            _idle_seen = (time.monotonic(), idle)
+            return idle
     try:
         load = os.getloadavg()[0]
     except OSError:  # no load average on this platform: assume the cores are free
-        return cpus or 1
-    return max(0, int((cpus or 1) - load + 0.5))
+        return cpus
+    return max(0, int(cpus - load + 0.5))
 
 
 @contextlib.contextmanager
