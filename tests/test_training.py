@@ -234,7 +234,7 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from lls.models.load import load_model
+    from lls.models.load import load_model, quiet_third_party_aliases
 
     cfg = small_config()
     frame = hh_run.frame()
@@ -244,8 +244,10 @@ def test_reused_reference_logps_equal_trl_own(hh_run):
                      use_cpu=True, activation_checkpointing=False, report_to="none",
                      precompute_ref_log_probs=True, per_device_train_batch_size=3,
                      max_length=cfg.max_length)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok, peft_config=LoraConfig(r=8, task_type="CAUSAL_LM"))
+    with quiet_third_party_aliases():  # peft and TRL read transformers' old property name
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tok,
+                             peft_config=LoraConfig(r=8, task_type="CAUSAL_LM"))
     ds = trainer.train_dataset
     by_id = frame.set_index("id")
     ours_c = np.array([by_id.loc[i, "lc"] for i in ds["pair_id"]])
