@@ -29,11 +29,13 @@ one run only, and use `--repeats` to alternate alone/beside runs (the best of ea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -208,29 +210,24 @@ def line(label: str, tokens: int, secs: float, cpu: str = "new") -> None:
           f"{tokens / CPU[cpu]:6.1f} tok per CPU-second; {steps_used()})", flush=True)
 
 
-class NoPolicy:
-    """The new decoder with every forward pass on all the caller's threads (no policy)."""
-
-    def __enter__(self):
-        # the decoder calls threads_for by its own module name: patch it there
-        self.saved = decoder.threads_for, threads.StepThreads.record
-        decoder.threads_for = lambda tokens, width, available: available
-        threads.StepThreads.record = lambda self, *a: None  # never tries one thread
-
-    def __exit__(self, *exc):
-        decoder.threads_for, threads.StepThreads.record = self.saved
+def no_policy():
+    """The new decoder with every forward pass on all the caller's threads (no policy): the
+    decoder calls threads_for by its own module name, so it is patched there, and steps never
+    try one thread (nothing recorded, nothing to compare)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(patch.object(decoder, "threads_for",
+                                     lambda tokens, width, available: available))
+    stack.enter_context(patch.object(threads.StepThreads, "record", lambda self, *a: None))
+    return stack
 
 
-class OneThread:
+def one_thread():
     """The new decoder with every decode step on one thread (no tries of more)."""
-
-    def __enter__(self):
-        self.saved = threads.StepThreads.pick, threads.StepThreads.record
-        threads.StepThreads.pick = _counting_pick(lambda self: 1)
-        threads.StepThreads.record = lambda self, *a: None
-
-    def __exit__(self, *exc):
-        threads.StepThreads.pick, threads.StepThreads.record = self.saved
+    stack = contextlib.ExitStack()
+    stack.enter_context(patch.object(threads.StepThreads, "pick",
+                                     _counting_pick(lambda self: 1)))
+    stack.enter_context(patch.object(threads.StepThreads, "record", lambda self, *a: None))
+    return stack
 
 
 def main() -> int:
@@ -270,14 +267,14 @@ def main() -> int:
             beside.append(run_new(model, ids, seeds, n, tokens, stop))
             line(f"new beside a busy process ({a.busy_threads} thr)", *beside[-1])
             if a.all_threads and r == 0:
-                with NoPolicy():
+                with no_policy():
                     free["beside"] = run_new(model, ids, seeds, n, tokens, stop)
                 line("new without thread policy, beside", *free["beside"])
         if a.all_threads and r == 0:
-            with NoPolicy():
+            with no_policy():
                 free["alone"] = run_new(model, ids, seeds, n, tokens, stop)
             line("new without thread policy, alone", *free["alone"])
-    with OneThread():
+    with one_thread():
         one = run_new(model, ids, seeds, n, tokens, stop)
     line("new held to one thread, alone", *one)
     with threads.use_threads(a.old_threads or n_threads):

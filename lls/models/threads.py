@@ -48,18 +48,15 @@ def idle_cpus() -> int:
     started 3 s ago hardly shows in it, and a prefill split over a core it holds took ~20x
     as long)."""
     global _idle_seen
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpus = cpus or 1
-    now = time.monotonic()
-    if _idle_seen is not None and now - _idle_seen[0] < 1.0:
+    cpus = cpu_count()
+    if _idle_seen is not None and time.monotonic() - _idle_seen[0] < 1.0:
         return _idle_seen[1]
-    before = cpu_times()
-    if before is not None:
+    share = IdleShare(min_ticks=1)
+    if share.last is not None:
         time.sleep(IDLE_WINDOW_S)
-        after = cpu_times()
-        total = after[1] - before[1]
-        if total > 0:
-            idle = max(0, round(cpus * (after[0] - before[0]) / total) - 1)
+        value = share()
+        if value is not None:
+            idle = max(0, round(cpus * value) - 1)
             _idle_seen = (time.monotonic(), idle)
             return idle
     try:
@@ -80,6 +77,13 @@ def use_threads(n: int):
     finally:
         if torch.get_num_threads() != prev:
             torch.set_num_threads(prev)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -114,8 +118,8 @@ class StepThreads:
     """The thread count of decode steps, chosen by measuring them.
 
     Whether a decode step runs faster on one thread or on all depends on what else the
-    machine runs, and that changes while a study works: on this 2-core machine a 64-row step
-    of the bundled model is ~1.5x faster on 2 threads when the machine is idle and ~20x slower
+    machine runs, and that changes while a study works: on this 2-core machine a full decode
+    step of the bundled model is ~1.5x faster on 2 threads when the machine is idle and ~20x slower
     beside one busy process. So steps run on the count `threads_for` suggests, and now and
     then one step tries the other count (`pick`); seconds per row of each count are averaged
     (`record`) and the faster one is kept. More threads are tried only while the other cores
@@ -134,8 +138,8 @@ class StepThreads:
         self.wait = self.backoff = self.FIRST_TRY
         self.trying: int | None = None
         self.idle = idle if idle is not None else IdleShare()
-        self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
+        self.blind = cpu_times() is None  # no /proc/stat: idleness is never known, try anyway
+        self.cpus = cpu_count()
 
     def pick(self) -> int:
         """Threads for the next step."""
@@ -146,7 +150,7 @@ class StepThreads:
         if self.wait <= 0 and self.current in self.cost:
             other = next(c for c in self.counts if c != self.current)
             # more threads only if the extra ones would find idle cores (half of them, at least)
-            if other < self.current or idle is None and cpu_times() is None or \
+            if other < self.current or idle is None and self.blind or \
                     idle is not None and idle >= 0.5 * (other - self.current) / self.cpus:
                 self.trying = other
                 return other
