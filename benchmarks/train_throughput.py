@@ -6,8 +6,9 @@ Same selection (48 pairs of a real owl scoring run on the hh-rlhf file, created 
 if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one process:
 
 * `recompute_free_ratio` (target >= 1.5): a step's forward + backward of the same 8 pairs as
-  the memory plan computes them by default (micro-batches that fit the 4 GB budget, gradients
-  accumulated, no recompute) and as one batch of 8 with activation checkpointing (the default
+  the memory plan computes them by default (micro-batches that fit the 4 GB budget, cut by the
+  trainer's own data loader from the step's pairs sorted by length, gradients accumulated, no
+  recompute) and as one batch of 8 with activation checkpointing (the default
   before the plan), on one loaded model, alternated `--steps` times each: time of the
   checkpointed step / time of the plan's step, medians. Alternating keeps the two under the same
   load on a shared machine; the optimizer step (LoRA only) is left out of both. The losses and
@@ -22,14 +23,15 @@ if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one pro
   spends in the reference pass is measured too: its share of a plain step bounds what reuse can
   save, 1 / (1 - share).
 
-    python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--trainer-runs]
-                                          [--compare-reference]
+    python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--unsorted] [--whole-plain]
+                                          [--trainer-runs] [--compare-reference]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import shutil
 import sys
 import time
@@ -91,10 +93,11 @@ def run_one(name: str, cfg: T.TrainConfig, run_key: str, compact: bool = True) -
 
 
 def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
-               whole_plain: bool = False) -> dict:
+               whole_plain: bool = False, unsorted: bool = False) -> dict:
     """Forward + backward of one step's pairs as the plan's micro-batches (no recompute) and as
-    one checkpointed batch (and, `whole_plain`, one batch without recompute), alternated on one
-    model; seconds, losses and gradient norms."""
+    one checkpointed batch (and, `whole_plain`, one batch without recompute; `unsorted`, the
+    plan's micro-batches cut in dataset order, not sorted by length), alternated on one model;
+    seconds, losses and gradient norms."""
     import statistics
     import tempfile
 
@@ -120,9 +123,10 @@ def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
             peft_config=lora_config(model, cfg))
         ex = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
         whole = trainer._prepare_inputs(trainer.data_collator(ex))
-        m = plan.micro_batch
-        micro = [trainer._prepare_inputs(trainer.data_collator(ex[i:i + m]))
-                 for i in range(0, len(ex), m)]
+        # the plan's micro-batches as the trainer cuts its first step (pairs sorted by length)
+        micro = [trainer._prepare_inputs(b) for b in
+                 itertools.islice(trainer.get_train_dataloader(), plan.grad_accum)]
+        assert sum(len(b["input_ids"]) for b in micro) == len(whole["input_ids"])
         net = trainer.model
         net.train()
         params = [p for p in net.parameters() if p.requires_grad]
@@ -132,8 +136,9 @@ def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
                 net.activation_checkpointing_enable()
             t, cpu = time.perf_counter(), time.process_time()
             loss = 0.0
-            for b in batches:
-                part = trainer.compute_loss(net, b) / len(batches)
+            rows = sum(len(b["input_ids"]) for b in batches)
+            for b in batches:  # each micro-batch weighted by its pairs, as the trainer does
+                part = trainer.compute_loss(net, b) * len(b["input_ids"]) / rows
                 part.backward()
                 loss += part.item()
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -146,6 +151,10 @@ def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
         kinds = {"plan": (micro, False), "checkpointed": ([whole], True)}
         if whole_plain:  # what recompute alone costs, and what micro-batches alone cost
             kinds["whole-plain"] = ([whole], False)
+        if unsorted:  # what sorting the step's pairs by length saves
+            m = plan.micro_batch
+            kinds["unsorted"] = ([trainer._prepare_inputs(trainer.data_collator(ex[i:i + m]))
+                                  for i in range(0, len(ex), m)], False)
         for batches, ck in kinds.values():
             step(batches, ck)  # warm-up (first-call allocations), not timed
         res = {name: [] for name in kinds}
@@ -172,6 +181,9 @@ def main() -> None:
                     help="torch threads (default torch's); 1 makes CPU time a measure of work")
     ap.add_argument("--whole-plain", action="store_true",
                     help="also alternate one batch without recompute (peaks at ~6.4 GB)")
+    ap.add_argument("--unsorted", action="store_true",
+                    help="also alternate the plan's micro-batches cut in dataset order (the "
+                         "plan before each step's pairs were sorted by length)")
     ap.add_argument("--trainer-runs", action="store_true",
                     help="also time whole training runs of both, one after the other")
     ap.add_argument("--compare-reference", action="store_true",
@@ -191,7 +203,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(a.threads)
-    alt = alternated(run.key, sel, a.batch_size, a.steps, a.whole_plain)
+    alt = alternated(run.key, sel, a.batch_size, a.steps, a.whole_plain, a.unsorted)
     plan = alt["plan"]
     print(f"\nforward + backward of {a.batch_size} pairs, alternated {a.steps} times each:")
     for name, runs in alt["runs"].items():
@@ -208,6 +220,12 @@ def main() -> None:
             print(f"{what}: recompute alone {med['checkpointed'] / med['whole-plain']:.2f}x the "
                   f"time of one batch without it; micro-batches alone "
                   f"{med['plan'] / med['whole-plain']:.2f}x")
+
+    if "unsorted" in alt["median_s"]:
+        med = alt["median_s"]
+        print(f"sorting the step's pairs by length: plan {med['plan']:.2f} s against "
+              f"{med['unsorted']:.2f} s unsorted ({med['unsorted'] / med['plan']:.2f}x); "
+              f"unsorted recompute_free_ratio {med['checkpointed'] / med['unsorted']:.2f}")
 
     base = dict(batch_size=a.batch_size, max_steps=a.steps, checkpoint_every=10_000,
                 eval_at_checkpoints=False, meter_at_checkpoints=False, selection=sel)

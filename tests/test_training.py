@@ -598,3 +598,58 @@ def test_cli_train_prints_its_phases_and_steps(tiny_run, session_cache):
     assert len(steps) == 2 and "ETA" in steps[0], text
     assert "memory plan: 4 pairs per step" in out.stdout
     assert "FutureWarning" not in out.stderr and "{'loss'" not in out.stdout
+
+
+@pytest.mark.slow
+def test_the_trainer_cuts_each_step_into_length_sorted_micro_batches(tiny_run):
+    """The DPO trainer's data loader (micro-batches of 4, accumulation 2) gives each step the
+    pairs of one seeded shuffle block, longest first: the first micro-batch of a step holds
+    its 4 longest pairs, so the second is padded less."""
+    import itertools
+    import tempfile
+
+    from datasets import Dataset
+
+    from lls.models.load import ModelSpec, load_model, quiet_third_party_aliases
+    from lls.scoring.runs import open_run
+    from lls.training.dpo import dpo_args, lora_config, trainer_class
+    from lls.training.sampler import StepSortedSampler, pair_lengths
+
+    run = open_run(tiny_run.key)
+    cfg = T.TrainConfig(batch_size=8, micro_batch=4, max_length=64, seed=5,
+                        selection=T.SelectionSpec(gamma=16 / 24, positive_only=False))
+    rows = build_rows(run.frame(), cfg, with_ref=True)
+    model, tok = load_model(ModelSpec.from_dict(run.manifest["config"]["model"]),
+                            for_training=True)
+    plan = T.memory_plan(cfg, model, tok, rows)
+    assert (plan.micro_batch, plan.grad_accum) == (4, 2)
+    with completion_only_lm_head(), quiet_third_party_aliases(), \
+            tempfile.TemporaryDirectory() as out:
+        trainer = trainer_class(True)(
+            model=model, args=dpo_args(cfg, out, plan, cpu=True, reuse=True),
+            train_dataset=Dataset.from_list(rows), processing_class=tok,
+            peft_config=lora_config(model, cfg))
+        loader = trainer.get_train_dataloader()
+        batches = list(itertools.islice(loader, 4))
+    assert isinstance(trainer._get_train_sampler(), StepSortedSampler)
+    lengths = pair_lengths(trainer.train_dataset, 64)
+    data = trainer.train_dataset
+    ids = {(round(c, 3), round(r, 3)): i for i, (c, r) in
+           enumerate(zip(data["ref_chosen_logps"], data["ref_rejected_logps"]))}
+    assert len(ids) == len(data)
+
+    def pairs(batch):  # each micro-batch's pairs, found back by their reference log-probs
+        return [ids[(round(c, 3), round(r, 3))] for c, r in
+                zip(batch["ref_chosen_logps"].tolist(), batch["ref_rejected_logps"].tolist())]
+
+    shuffle = torch_randperm(len(lengths), 5)
+    for step, (a, b) in enumerate(zip(batches[::2], batches[1::2])):
+        first, second = pairs(a), pairs(b)
+        assert set(first + second) == set(shuffle[8 * step:8 * step + 8])
+        assert min(lengths[i] for i in first) >= max(lengths[i] for i in second)
+
+
+def torch_randperm(n: int, seed: int) -> list[int]:
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()

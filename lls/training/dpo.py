@@ -21,6 +21,7 @@ from ..scoring.runs import _template_hash
 from ..scoring.selection import to_trl_rows, twin_flips
 from .cancel import guarded
 from .config import TrainConfig, selection_indices
+from .sampler import StepSortedSampler, pair_lengths
 from .trl_internals import require_dpo_overrides, use_triton_on_cpu
 
 # A chat turn's closing tokens after the response text (e.g. "<|im_end|>" and a newline).
@@ -141,7 +142,7 @@ def dpo_args(cfg: TrainConfig, output_dir: str, plan, *, cpu: bool, reuse: bool)
 def trainer_class(reuse: bool):
     """A DPOTrainer subclass that takes reference log-probs from the dataset when `reuse`
     (recomputing only the rows where that would be wrong) and saves checkpoints guarded
-    against a cancel arriving mid-save."""
+    against a cancel arriving mid-save, its steps' pairs sorted by length into micro-batches."""
     from trl import DPOTrainer
 
     require_dpo_overrides()
@@ -189,6 +190,16 @@ def trainer_class(reuse: bool):
             if scale == 1.0:
                 return out
             return (out[0] * scale, *out[1:]) if return_outputs else out * scale
+
+        # Each step's pairs sorted by length before they are cut into micro-batches: less
+        # padding, the same pairs per step (lls.training.sampler).
+        def _get_train_sampler(self, train_dataset=None):
+            data = self.train_dataset if train_dataset is None else train_dataset
+            a = self.args
+            return StepSortedSampler(
+                pair_lengths(data, a.max_length),
+                a.train_batch_size * a.gradient_accumulation_steps * max(1, a.world_size),
+                seed=a.data_seed if a.data_seed is not None else a.seed)
 
         def _save_checkpoint(self, model, trial):
             with guarded(then_stop=False):  # on_save exports + marks it complete, then stops

@@ -9,6 +9,8 @@ TRL 1.x exposes no public hook for these, so `lls.training.dpo` overrides or pat
 - `Trainer.get_batch_samples(epoch_iterator, num_batches, device)` and the
   `current_gradient_accumulation_steps` it sets: read to weight micro-batches by their pairs
   (an uneven last step of gradient accumulation is then the mean over its pairs);
+- `Trainer._get_train_sampler(train_dataset)`: overridden to sort each step's pairs by length
+  (`lls.training.sampler`) so micro-batches carry less padding;
 - `trl.trainer.utils._use_triton(device)`: patched so the fused LM head gathers completion
   positions on CPU too (a pure speed-up; without it training is slower, never wrong).
 
@@ -23,7 +25,8 @@ import contextlib
 
 from ..core.errors import LLSError
 
-DPO_OVERRIDES = ("_precompute_ref_logps", "_save_checkpoint", "get_batch_samples")
+DPO_OVERRIDES = ("_precompute_ref_logps", "_save_checkpoint", "get_batch_samples",
+                 "_get_train_sampler")
 USE_TRITON = "_use_triton"
 
 
