@@ -3,7 +3,7 @@
 Each optimizer step takes the next `step_size` pairs of a seeded shuffle (as a random sampler
 would), then orders them longest first, so the data loader cuts them into micro-batches of
 similar lengths. A micro-batch is padded to its longest sequence: sorting the step shrinks
-that padding (3-7% faster steps at batch 8 as 2 micro-batches of 4 on the hh-rlhf pairs,
+that padding (4% faster steps at batch 8 as 2 micro-batches of 4 on hh-rlhf pairs, same run,
 `benchmarks/train_throughput.py`). It never grows a micro-batch's padded size beyond what the
 memory plan sized for (micro-batch x longest sequence). The pairs of each step, and so the
 update, are the same as without sorting: only how they share micro-batches changes.
