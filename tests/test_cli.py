@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,17 @@ def test_score_select_export(small_run, tmp_path):
     assert len(rows) == sel["selected"] and rows[0]["w"] >= rows[-1]["w"]
     out = _run("runs")
     assert small_run.key in out.stdout
+
+
+def test_score_bar_of_a_finished_run_shows_no_made_up_rate(small_run):
+    # The bar starts when the first chunk (or a resumed run's cached pairs) is in: those pairs
+    # took no time on the bar's clock, and must not count towards its rate and ETA.
+    out = _run("score", "--data", str(HH), "--limit", "24", "--max-prompt-tokens", "192",
+               "--chunk-size", "8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "24/24" in out.stderr, out.stderr[-2000:]
+    rates = [float(r) for r in re.findall(r"([0-9.]+)pair/s", out.stderr)]
+    assert all(r < 1000 for r in rates), out.stderr[-2000:]
 
 
 def _one_line_error(out):

@@ -57,7 +57,10 @@ def run_scoring(cfg: ScoreConfig, a) -> int:
         if not bars and done == 0:
             return
         if not bars:
-            bars.append(tqdm(unit=unit, desc=desc, disable=a.quiet or not proc.is_main))
+            # `initial`: the bar's rate and ETA count from here, not the first chunk (or a
+            # resumed run's cached pairs) as if done in no time
+            bars.append(tqdm(unit=unit, desc=desc, total=total, initial=done,
+                             disable=a.quiet or not proc.is_main))
         bars[0].total = total
         bars[0].n = done
         bars[0].refresh()
