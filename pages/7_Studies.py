@@ -167,8 +167,8 @@ elif best:
     e = best["effect"]
     st.info(f"No cell beat its random twin: the largest paired effect ({best['label']}, step "
             f"{best['step']}: {e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}], "
-            f"best of {best['n_compared']}) has an interval reaching 0. There is nothing to "
-            "confirm yet.")
+            f"best of {best['n_compared']}): {best['why_not']}. There is nothing to confirm "
+            "yet.")
 
 # ------------------------------------------------------------------ 5. one cell
 finished = [r for r in rows if r["status"] == "done"]

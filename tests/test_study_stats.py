@@ -243,6 +243,20 @@ def test_best_of_n_counts_distinct_checkpoints_and_names_no_cell_below_its_twin(
     best = R.best_cell(study)
     assert best["n_compared"] == 4 and f"Best of {4}" in best["caveat"]
     assert best["beats_twin"] is False  # every interval reaches 0
+    assert best["why_not"] == "its interval reaches 0"
+
+
+def test_an_interval_below_zero_is_named_as_lls_below_its_twin(tmp_path):
+    below = {"step": 4, "margin": {"diff": -0.8, "ci_low": -1.3, "ci_high": -0.4},
+             "lls_gain": {"margin": {"diff": -0.6, "ci_low": -1.0, "ci_high": -0.2}}}
+    study = _fake_study(tmp_path, {"gamma": [0.05]},
+                        {0.05: lambda c: _result(c, "A", [below], 4)})
+    best = R.best_cell(study)
+    assert best["beats_twin"] is False
+    assert "lies below 0" in best["why_not"] and "lower than its random twin" in best["why_not"]
+    from lls.cli.study import _best_line
+    line = _best_line(best)
+    assert "Its interval lies below 0" in line and "reaching 0" not in line
 
 
 def test_confirm_queues_one_seed_at_a_time_judged_at_the_picked_step(tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ def _best_line(best: dict | None) -> str:
             f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] (best of {best['n_compared']}). ")
     if not best["beats_twin"]:
         return ("No cell beat its random twin: the largest paired effect, " + what +
-                "has an interval reaching 0.")
+                best["why_not"][0].upper() + best["why_not"][1:] + ".")
     return "Best: " + what + best["caveat"]
 
 

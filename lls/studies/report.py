@@ -110,7 +110,8 @@ def best_cell(study: Study) -> dict | None:
     """The finished grid cell and checkpoint with the largest paired effect on the study's
     read-out (not collapsed; LLS adapters that moved toward the target first), with
     `n_compared` distinct candidates. `beats_twin`: its interval lies above 0; the page
-    names a best cell only then. Confirmations never compete."""
+    names a best cell only then (`why_not` says why not, in words). Confirmations never
+    compete."""
     done = [r for c in study.cells() if not c.confirms and (r := study.result(c))]
     cands = [(r, b) for r in done if (b := result_best(r))]
     if not cands:
@@ -118,8 +119,13 @@ def best_cell(study: Study) -> dict | None:
     key = done[0]["readout"]
     r, b = max(cands, key=lambda rb: (rb[1].get("lls_moved", True), rb[1][key]["diff"]))
     n = n_compared(study)
-    moved, lo = b.get("lls_moved", True), b[key].get("ci_low")
+    moved, lo, hi = b.get("lls_moved", True), b[key].get("ci_low"), b[key].get("ci_high")
     beats = bool(lo is not None and lo > 0)
+    # why no cell is named: an interval entirely below 0 is a finding of its own (LLS moved
+    # the read-out less than random pairs did), not the same as "no difference shown"
+    why_not = None if beats else (
+        "its interval lies below 0: the LLS adapter scored lower than its random twin"
+        if hi is not None and hi < 0 else "its interval reaches 0")
     caveat = (f"Best of {n} distinct checkpoints (cells × read-out steps) on the same "
               "questions: the largest of many noisy estimates is optimistic. Confirm it with "
               "a new seed before trusting it.")
@@ -129,7 +135,8 @@ def best_cell(study: Study) -> dict | None:
                   "from the random twin moving away, not from transfer. " + caveat)
     return {"cell": r["cell"], "settings": r["settings"], "label": r["label"],
             "step": b["step"], "readout": key, "effect": b[key], "adapters": r["adapters"],
-            "n_compared": n, "lls_moved": moved, "beats_twin": beats, "caveat": caveat,
+            "n_compared": n, "lls_moved": moved, "beats_twin": beats, "why_not": why_not,
+            "caveat": caveat,
             "confirmations": confirmations(study, r["cell"])}
 
 
