@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from pathlib import Path
 from unittest.mock import patch
 
@@ -35,32 +34,35 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import decode_throughput as bench  # noqa: E402
-from lls.models import decoder, threads  # noqa: E402
+from lls.models import decoder  # noqa: E402
 from lls.models.generation import stop_ids  # noqa: E402
 from lls.models.load import load_model  # noqa: E402
 
 
 def row_parallel(model, ids, seeds, n, tokens, stop, workers: int):
     """The prompts dealt round-robin to `workers` Python threads, each decoding its share on
-    one torch thread; (generated tokens, seconds)."""
+    one torch thread (decode steps and prefills); (generated tokens, seconds)."""
     parts = [list(range(w, len(ids), workers)) for w in range(workers)]
-    outs = [None] * workers
 
-    def work(w):
-        p = parts[w]
-        outs[w] = decoder.decode(model, [ids[i] for i in p], n, seeds=[seeds[i] for i in p],
-                                 max_new_tokens=tokens, stop=stop)
+    def run():
+        outs = [None] * workers
 
-    t = time.perf_counter()
-    with patch.object(threads.StepThreads, "pick", lambda self: 1), \
-            patch.object(threads.StepThreads, "record", lambda self, *a: None), \
-            patch.object(decoder, "threads_for", lambda *a: 1):
-        pool = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-    return sum(len(r) for out in outs for rows in out for r in rows), time.perf_counter() - t
+        def work(w):
+            p = parts[w]
+            outs[w] = decoder.decode(model, [ids[i] for i in p], n,
+                                     seeds=[seeds[i] for i in p], max_new_tokens=tokens,
+                                     stop=stop)
+
+        # one_thread() holds decode steps to one thread; prefills are held here too
+        with bench.one_thread(), patch.object(decoder, "threads_for", lambda *a: 1):
+            pool = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                th.join()
+        return [rows for out in outs for rows in out]
+
+    return bench.timed("row-parallel", run)
 
 
 def main() -> int:
