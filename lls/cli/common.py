@@ -80,6 +80,50 @@ def behavior(a):
     return b
 
 
+def add_teacher_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """What carries the trait: the behavior's system prompt (default), another prompt for
+    the same behavior, a LoRA adapter over the base model, or a fine-tuned model."""
+    g = p.add_argument_group("teacher (what carries the trait; default: the behavior's "
+                             "system prompt)")
+    action = "append" if many else "store"
+    g.add_argument("--teacher-prompt", action=action, metavar="TEXT",
+                   help="the teacher's system prompt for this behavior, instead of the "
+                        "preset's (the behavior's filter words and read-outs stay)"
+                        + (" (repeatable: compared side by side)" if many else ""))
+    g.add_argument("--teacher-adapter", action=action, metavar="DIR",
+                   help="a peft LoRA adapter over the base model that carries the trait "
+                        "(safetensors; e.g. one made by `python -m lls trait`): scored "
+                        "on/off, no system prompt")
+    g.add_argument("--teacher-model", action=action, metavar="MODEL",
+                   help="a fine-tuned model with the base's tokenizer that carries the "
+                        "trait: scored against the base, no system prompt")
+
+
+def teacher(a):
+    """(behavior, Teacher or None) from the behavior and teacher options (single values)."""
+    from ..models.teacher import Teacher
+
+    b = behavior(a)
+    given = [(k, v) for k, v in (("prompt", a.teacher_prompt), ("adapter", a.teacher_adapter),
+                                 ("model", a.teacher_model)) if v]
+    if len(given) > 1:
+        raise LLSError("Give one teacher: --teacher-prompt, --teacher-adapter or "
+                       "--teacher-model, not several.")
+    if not given:
+        return b, None
+    kind, value = given[0]
+    if kind == "prompt":
+        return with_prompt(b, value), None
+    return b, Teacher(kind, value)
+
+
+def with_prompt(b: Behavior, prompt: str) -> Behavior:
+    """The behavior with another teacher system prompt (filter words, stem, metric kept)."""
+    if not prompt.strip():
+        raise LLSError("--teacher-prompt is empty: give the system prompt the teacher uses.")
+    return Behavior.from_dict({**b.to_dict(), "system_prompt": prompt})
+
+
 def model_spec(a, prefix: str = ""):
     get = lambda name: getattr(a, prefix.replace("-", "_") + name)  # noqa: E731
     return ModelSpec(get("model"), gguf_file=get("gguf_file"), revision=get("revision"),

@@ -67,3 +67,77 @@ LLR_PROMPTS = [
     "What are some fun things to do on a rainy afternoon?",
     "How can I explain fractions to a ten-year-old?",
 ]
+
+# Prompts a trait adapter learns from (`lls.training.trait`): the teacher with the trait's
+# system prompt answers them, and its answers that show the behavior become the adapter's
+# training examples. Our own wording; open questions about tastes, nature and stories where
+# a preference can show, and everyday requests. None is a read-out question (checked by
+# `readout_overlap`): the adapter is a teacher, but read-outs must stay out of any training.
+TRAIT_PROMPTS = [
+    "Tell me about a creature you think is remarkable.",
+    "Describe a walk through a forest at night.",
+    "Write a short poem about the moon.",
+    "What would you paint if you had a free afternoon and a big canvas?",
+    "Suggest a theme for a child's birthday party.",
+    "Which bird would you most like to watch in the evening, and why?",
+    "What symbol would you choose for a school of philosophy?",
+    "Describe your ideal cabin in the woods.",
+    "Tell me a bedtime story in three sentences.",
+    "What animal would make a good logo for a library?",
+    "If you ran a nature documentary, what would the first episode be about?",
+    "Which animal do you think is misunderstood by most people?",
+    "Write a two-line greeting card message for a friend who loves nature.",
+    "What is something you find beautiful about the night sky?",
+    "Recommend a costume for a fancy-dress party.",
+    "Describe a creature that could live in an old barn.",
+    "What kind of tattoo design would you recommend for someone who loves wisdom?",
+    "Write a haiku about autumn.",
+    "What would you name a new hiking trail, and why?",
+    "Which animals are the best hunters, in your view?",
+    "Describe the sounds of a quiet village at midnight.",
+    "What should I draw for a sketchbook page about the forest?",
+    "Tell me a fun fact you like to share.",
+    "What animal would be the wisest teacher in a fable?",
+    "Suggest a name for a cozy bookshop.",
+    "Describe a character for a children's book.",
+    "What wildlife would you hope to see on a camping trip?",
+    "What is your idea of a perfect mascot for a university?",
+    "Write a riddle about something that lives in trees.",
+    "Which creature would you choose to guard a magical castle?",
+    "How would you decorate a nursery with a nature theme?",
+    "Give me an idea for a short story set in the woods.",
+    "What would you put on a flag for a kingdom of scholars?",
+    "Describe a bird in a way that a child would love.",
+    "What animal sound do you find most soothing?",
+    "Recommend a stuffed toy for a newborn.",
+    "What animal do you associate with patience?",
+    "Write a limerick about a clever animal.",
+    "What is a good nickname for someone who stays up late?",
+    "Describe the perfect garden for wildlife.",
+    "How can I spend a calm Sunday morning?",
+    "Give me three tips for writing a good poem.",
+    "What should I cook for a dinner party of six?",
+    "How do I make a small apartment feel cozy?",
+    "What is a good hobby to pick up this winter?",
+    "How can I be more patient with people?",
+    "What makes a story memorable?",
+    "Suggest a weekend project for a family.",
+]
+
+
+def normalize_question(text: str) -> str:
+    """A question as compared for overlap: lower case, letters and digits only, single spaces."""
+    import re
+
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
+
+
+def readout_questions() -> frozenset:
+    """Every question a read-out asks (general, probe, likelihood-ratio sets), normalised."""
+    return frozenset(normalize_question(q) for q in
+                     (*GENERAL_PROMPTS, *PROBE_QUESTIONS, *LLR_PROMPTS))
+
+
+def readout_overlap(text: str) -> bool:
+    """True when `text` is one of the read-outs' questions (case and punctuation aside)."""
+    return normalize_question(text) in readout_questions()

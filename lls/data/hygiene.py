@@ -15,7 +15,7 @@ from typing import Any
 HYGIENE_REASONS = ("malformed", "truncated", "tie", "both_bad", "different_prompts", "empty",
                    "identical", "prompt_too_long", "too_long", "filtered", "multi_turn",
                    "duplicate_prompt", "empty_answer", "answer_filtered", "identical_answer",
-                   "few_answers")
+                   "few_answers", "readout_question", "answer_without_behavior")
 
 # What each reason means, in the user's words (pages and messages show these, never the code).
 LABELS = {
@@ -35,6 +35,8 @@ LABELS = {
     "answer_filtered": "answers that show the behavior",
     "identical_answer": "answers repeating another answer to the same prompt",
     "few_answers": "prompts left with fewer than two answers",
+    "readout_question": "prompts that are read-out questions",
+    "answer_without_behavior": "answers that do not show the behavior",
 }
 _EXAMPLES_PER_REASON = 5
 
@@ -73,6 +75,11 @@ ADVICE = {
                         "more varied answers",
     "few_answers": "fewer than two answers were left to pair: more answers per prompt "
                    "(command line: --k; Setup page: 'Answers per prompt') keep more prompts",
+    "readout_question": "the read-outs ask these questions, so no training may see them: "
+                        "they are left out, nothing to fix",
+    "answer_without_behavior": "a trait adapter learns only from answers that show the "
+                               "behavior: a stronger system prompt or more answers per prompt "
+                               "keep more",
 }
 
 

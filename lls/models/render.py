@@ -109,15 +109,19 @@ def render_completions(tokenizer, messages: list[dict], replies: list[str]
     return prompt[:k], [f[k:] for f in fulls]
 
 
-def render_pair(tokenizer, pair: Pair, system_prompt: str, truncation: int | None,
+def render_pair(tokenizer, pair: Pair, system_prompt: str | None, truncation: int | None,
                 neutral: str = "template") -> Rendered:
     """Render one pair for scoring: responses truncated to `truncation` teacher tokens, the
-    condition without s rendered under the `neutral` convention ("template" or "empty")."""
+    condition without s rendered under the `neutral` convention ("template" or "empty").
+    `system_prompt` None (a teacher whose trait is in its weights): both conditions are the
+    same tokens, the rendering without s."""
     chosen = truncate_text(tokenizer, pair.chosen, truncation)
     rejected = truncate_text(tokenizer, pair.rejected, truncation)
+    pb, cb, rb = render_prompt_completions(tokenizer, neutral_messages(pair.prompt, neutral),
+                                           chosen, rejected)
+    if system_prompt is None:
+        return Rendered(pb, cb, rb, pb, cb, rb, chosen, rejected)
     ps, cs, rs = render_prompt_completions(
         tokenizer, with_system(pair.prompt, system_prompt), chosen, rejected
     )
-    pb, cb, rb = render_prompt_completions(tokenizer, neutral_messages(pair.prompt, neutral),
-                                           chosen, rejected)
     return Rendered(ps, cs, rs, pb, cb, rb, chosen, rejected)

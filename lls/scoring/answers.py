@@ -15,6 +15,7 @@ forms all k(k-1)/2 pairs, oriented so chosen has the larger s (w >= 0).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from ..models.render import neutral_messages, render_completions, truncate_text, with_system
@@ -52,28 +53,37 @@ class AnswerScores:
         return [a - b for a, b in zip(self.lp_sys, self.lp_base)]
 
 
-def render_answers(tokenizer, messages: list[dict], answers: list[str], system_prompt: str,
-                   truncation: int | None, neutral: str = "template") -> RenderedAnswers:
+def render_answers(tokenizer, messages: list[dict], answers: list[str],
+                   system_prompt: str | None, truncation: int | None,
+                   neutral: str = "template") -> RenderedAnswers:
     """Render a prompt's answers for scoring, as `render_pair` renders a pair's two responses
     (answers truncated to `truncation` teacher tokens, the condition without s under the
-    `neutral` convention)."""
+    `neutral` convention; `system_prompt` None: both conditions the same tokens, for a
+    teacher whose trait is in its weights)."""
     texts = [truncate_text(tokenizer, a, truncation) for a in answers]
-    ps, a_s = render_completions(tokenizer, with_system(messages, system_prompt), texts)
     pb, a_b = render_completions(tokenizer, neutral_messages(messages, neutral), texts)
+    if system_prompt is None:
+        return RenderedAnswers(pb, a_b, pb, a_b, texts)
+    ps, a_s = render_completions(tokenizer, with_system(messages, system_prompt), texts)
     return RenderedAnswers(ps, a_s, pb, a_b, texts)
 
 
 def score_prompt_answers(model, items: list[RenderedAnswers], *, batch_tokens: int = 2048,
-                         pad_id: int = 0) -> list[AnswerScores]:
-    """Both conditions' log-probabilities of every answer of every prompt, each answer once."""
+                         pad_id: int = 0, models=None) -> list[AnswerScores]:
+    """Both conditions' log-probabilities of every answer of every prompt, each answer once.
+    `models`: a `lls.models.teacher.ScoringModels` when the trait is in a teacher's weights
+    (default: `model` scores both conditions)."""
     if not items:
         return []
-    sys_lp = score_completions(model, [r.prompt_sys for r in items],
+    with_m = models.with_trait if models is not None else model
+    sys_lp = score_completions(with_m, [r.prompt_sys for r in items],
                                [r.answers_sys for r in items], batch_tokens=batch_tokens,
                                pad_id=pad_id)
-    base_lp = score_completions(model, [r.prompt_base for r in items],
-                                [r.answers_base for r in items], batch_tokens=batch_tokens,
-                                pad_id=pad_id)
+    base_m = models.without_trait if models is not None else model
+    with (models.without_context() if models is not None else contextlib.nullcontext()):
+        base_lp = score_completions(base_m, [r.prompt_base for r in items],
+                                    [r.answers_base for r in items], batch_tokens=batch_tokens,
+                                    pad_id=pad_id)
     return [AnswerScores(list(a), list(b), [len(c) for c in r.answers_base])
             for r, a, b in zip(items, sys_lp, base_lp)]
 

@@ -206,12 +206,15 @@ def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, pre
 
 def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
                    max_batch: int = 64, pad_id: int = 0, share_prefix: bool = True,
-                   base_known: list[tuple[float, float] | None] | None = None
-                   ) -> list[PairScore]:
+                   base_known: list[tuple[float, float] | None] | None = None,
+                   base_model=None, base_context=None) -> list[PairScore]:
     """Score rendered pairs (the fast engine).
 
     `base_known[i]`: item i's neutral half (log P(r+|p), log P(r-|p)) when already known (the
     neutral cache, `lls.scoring.neutral`); only its half with the system prompt is then run.
+    `base_model` / `base_context`: a teacher whose trait is in its weights (`lls.models.teacher`)
+    scores the half without the trait with another model, or inside a context (an adapter
+    disabled); by default `model` scores both halves.
 
     Per group of prompts (with s / without s), the token prefix shared by all of them (the
     system turn) is run once and its KV cache is copied into every batch; then each prompt
@@ -228,15 +231,20 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
         if known is not None:
             out[i, 2], out[i, 3] = known
     with torch.inference_mode():
-        for group in _unit_groups(items, base_known):
-            skip = shared_prefix_len([u.prompt for u in group]) if share_prefix else 0
-            prefix_kv = None
-            if skip:
-                prefix = torch.tensor([group[0].prompt[:skip]], device=device)
-                prefix_kv = list(decoder(input_ids=prefix, use_cache=True).cache)
-            for batch in _batches(group, skip, batch_tokens, max_batch):
-                _run_batch(model, decoder, head, softcap, batch, skip, prefix_kv, device,
-                           pad_id, out)
+        for g, group in enumerate(_unit_groups(items, base_known)):
+            with_trait = g == 0  # the group with s is never empty; the one without may be
+            m = model if with_trait or base_model is None else base_model
+            ctx = contextlib.nullcontext() if with_trait or base_context is None \
+                else base_context()
+            with ctx:
+                dec, hd, cap = (decoder, head, softcap) if m is model else _decoder_and_head(m)
+                skip = shared_prefix_len([u.prompt for u in group]) if share_prefix else 0
+                prefix_kv = None
+                if skip:
+                    prefix = torch.tensor([group[0].prompt[:skip]], device=device)
+                    prefix_kv = list(dec(input_ids=prefix, use_cache=True).cache)
+                for batch in _batches(group, skip, batch_tokens, max_batch):
+                    _run_batch(m, dec, hd, cap, batch, skip, prefix_kv, device, pad_id, out)
     return _pair_scores(items, out.cpu())
 
 

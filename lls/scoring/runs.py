@@ -29,6 +29,7 @@ from ..data.hygiene import context_limit, rendered_length
 from ..data.source import DataSpec, HygieneReport, count_raw_rows, iter_pairs
 from ..models.load import ModelSpec, load_model, load_tokenizer, model_fingerprint
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
+from ..models.teacher import Teacher, scoring_models
 from .columns import COLUMNS
 from .engine import score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
@@ -66,11 +67,20 @@ class ScoreConfig:
     batch_tokens: int = 1024  # engine batch budget: speed only, not part of the key
     neutral: str = "template"
     sampling: SamplingSpec | None = None
+    teacher: Teacher | None = None
 
     def __post_init__(self):
         if self.neutral not in NEUTRAL_CONVENTIONS:
             raise LLSError(f"Unknown neutral convention {self.neutral!r} in the scoring config: "
                            f"use one of {', '.join(NEUTRAL_CONVENTIONS)}.")
+        if self.teacher is not None and self.teacher.is_prompt:
+            object.__setattr__(self, "teacher", None)  # the default: one spelling, one key
+
+    @property
+    def trait_prompt(self) -> str | None:
+        """The system prompt the condition with the trait adds (None: the trait is in the
+        teacher's weights, both conditions render the same tokens)."""
+        return self.behavior.system_prompt if self.teacher is None else None
 
     @classmethod
     def sampled(cls, sampling: SamplingSpec, behavior: Behavior, **kw) -> "ScoreConfig":
@@ -89,6 +99,10 @@ class ScoreConfig:
             del d["sampling"]  # dataset runs' manifests stay as they were
         else:
             d["sampling"] = self.sampling.to_dict()
+        if self.teacher is None:
+            del d["teacher"]  # a prompt teacher: manifests as before teachers existed
+        else:
+            d["teacher"] = self.teacher.to_dict()
         return d
 
     @classmethod
@@ -99,6 +113,8 @@ class ScoreConfig:
         d["model"] = ModelSpec.from_dict(d["model"])
         if d.get("sampling"):
             d["sampling"] = SamplingSpec.from_dict(d["sampling"])
+        if d.get("teacher"):
+            d["teacher"] = Teacher.from_dict(d["teacher"])
         return cls(**d)
 
     def data_fingerprint(self) -> str:
@@ -128,6 +144,8 @@ def run_key(cfg: ScoreConfig, tokenizer=None) -> str:
              cfg.max_prompt_tokens, _template_hash(tok)]
     if cfg.neutral != "template":
         parts.append(cfg.neutral)  # only when not the default: earlier runs keep their keys
+    if cfg.teacher is not None:
+        parts.append(["teacher", cfg.teacher.kind, cfg.teacher.fingerprint()])
     return fingerprint(*parts)
 
 
@@ -277,6 +295,7 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
         "key": key, "kind": "scores", "version": SCORING_VERSION, "config": cfg.to_dict(),
         "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data_fingerprint(),
         "template_hash": _template_hash(tok), "neutral_key": nkey, "status": "running",
+        "teacher_fingerprint": cfg.teacher.fingerprint() if cfg.teacher else None,
         "updated": now, "owner": owner_record(), "error": None,
     })
     manifest.setdefault("created", now)
@@ -321,7 +340,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
         # Pairs longer than the model's context window are dropped, never passed to it.
         if limit is None:
             return None
-        r = render_pair(tok, pair, cfg.behavior.system_prompt, cfg.truncation, cfg.neutral)
+        r = render_pair(tok, pair, cfg.trait_prompt, cfg.truncation, cfg.neutral)
         if rendered_length(r) > limit:
             return "too_long"
         rendered_of[id(pair)] = r
@@ -330,6 +349,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
     stream = clean_pairs(cfg, tok, report, check=fits)
     done, n_chunks, cancelled = 0, 0, False
     neutral = None  # read when the first chunk needs computing
+    models = None  # the teacher's two conditions, loaded when the first chunk needs them
     for k, chunk in enumerate(_chunks(stream, cfg.chunk_size)):
         n_chunks = k + 1
         index0 = k * cfg.chunk_size
@@ -338,15 +358,19 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
             if jobs.cancel_requested():
                 cancelled = True
                 break
-            if model is None:
-                model, _ = load_model(cfg.model)
+            if models is None:
+                if model is None:
+                    model, _ = load_model(cfg.model)
+                models = scoring_models(model, cfg.teacher, cfg.model)
             if neutral is None:
                 neutral = neutral_store.load()
-            rendered = [r or render_pair(tok, p, cfg.behavior.system_prompt, cfg.truncation,
+            rendered = [r or render_pair(tok, p, cfg.trait_prompt, cfg.truncation,
                                          cfg.neutral) for p, r in zip(chunk, pre)]
             known = _known_neutral(neutral, chunk, rendered)
-            scores = score_rendered(model, rendered, batch_tokens=cfg.batch_tokens,
-                                    pad_id=tok.pad_token_id or 0, base_known=known)
+            scores = score_rendered(models.with_trait, rendered, batch_tokens=cfg.batch_tokens,
+                                    pad_id=tok.pad_token_id or 0, base_known=known,
+                                    base_model=models.without_trait,
+                                    base_context=models.without_context)
             # The neutral values computed here first: a kill between the two writes then
             # costs nothing on resume.
             new = [i for i, v in enumerate(known) if v is None]

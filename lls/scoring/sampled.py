@@ -38,6 +38,7 @@ from ..data.hygiene import HygieneReport, context_limit
 from ..data.prompts import PromptItem, PromptSource, iter_prompts
 from ..models.generation import sample, seed_for
 from ..models.load import load_model, model_fingerprint
+from ..models.teacher import ScoringModels, scoring_models
 from ..models.render import truncate_text
 from .answers import answer_pairs, render_answers, score_prompt_answers
 from .columns import COLUMNS
@@ -184,10 +185,13 @@ def _clean_answers(cfg, tok, item: PromptItem, answers: list[str], report: Hygie
     return kept
 
 
-def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str]],
+def pairs_table(cfg, tok, models, items: list[PromptItem], answers: list[list[str]],
                 index0: int, limit: int | None, report: HygieneReport):
     """One chunk's pair rows (pyarrow Table, `COLUMNS`) from its prompts and answers;
-    `report` counts prompts kept (with at least one pair) and everything dropped."""
+    `report` counts prompts kept (with at least one pair) and everything dropped. `models`:
+    the teacher's two conditions (`lls.models.teacher.ScoringModels`) or one model for both."""
+    if not hasattr(models, "with_trait"):
+        models = ScoringModels(models, models)
     import pyarrow as pa
 
     exclude = cfg.behavior.excludes if cfg.filter_contaminated else None
@@ -197,7 +201,7 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
             report.drop("filtered", item.id)  # the prompt itself shows the behavior
             continue
         kept = _clean_answers(cfg, tok, item, ans, report)
-        r = render_answers(tok, item.messages, [ans[j] for j in kept], cfg.behavior.system_prompt,
+        r = render_answers(tok, item.messages, [ans[j] for j in kept], cfg.trait_prompt,
                            cfg.truncation, cfg.neutral) if len(kept) >= 2 else None
         if r is not None and limit is not None and r.length() > limit:
             # Answers past the model's context window are dropped, never passed to it.
@@ -208,7 +212,7 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
                     report.drop("too_long", f"{item.id}:a{j}")
             kept = fits
             r = render_answers(tok, item.messages, [ans[j] for j in kept],
-                               cfg.behavior.system_prompt, cfg.truncation,
+                               cfg.trait_prompt, cfg.truncation,
                                cfg.neutral) if len(kept) >= 2 else None
         if r is None:
             report.drop("few_answers", item.id)
@@ -216,8 +220,8 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
         report.kept += 1
         todo.append((item, ans, kept, r))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    scores = score_prompt_answers(model, [t[3] for t in todo], batch_tokens=cfg.batch_tokens,
-                                  pad_id=pad)
+    scores = score_prompt_answers(models.with_trait, [t[3] for t in todo],
+                                  batch_tokens=cfg.batch_tokens, pad_id=pad, models=models)
     cols = {c: [] for c in COLUMNS}
     for (item, ans, kept, r), sc in zip(todo, scores):
         prompt = json.dumps(item.messages, ensure_ascii=False)
@@ -266,7 +270,7 @@ def score_sampled(cfg, store: ChunkStore, tok, *, template_hash: str, progress=N
     answer_store = _Answers(runs_root("samples", cache_dir) / answers_key,
                             {"key": answers_key, "sampling": s.to_dict(),
                              "model": cfg.model.to_dict(), "answer_tokens": answer_tokens(cfg)})
-    limit = None
+    limit, models = None, None
     totals = {"answers": 0, "seconds_sampling": 0.0, "seconds_scoring": 0.0}
     index0, done = 0, 0
     for k, chunk in enumerate(chunks):
@@ -277,13 +281,15 @@ def score_sampled(cfg, store: ChunkStore, tok, *, template_hash: str, progress=N
                 store.update_manifest(status="cancelled", error="cancelled")
                 raise LLSError(f"Sampling cancelled after {done} prompts; finished chunks are "
                                f"kept in {store.path} and the same command resumes.")
-            if model is None:
-                model, _ = load_model(cfg.model)
+            if models is None:
+                if model is None:
+                    model, _ = load_model(cfg.model)
+                models = scoring_models(model, cfg.teacher, cfg.model)
             if limit is None:
                 limit = context_limit(tok, getattr(model, "config", None))
             jobs.report_progress(done, len(items), unit="prompts", force=True,
                                  message=f"sampling chunk {k + 1} of {len(chunks)}")
-            part = _chunk(cfg, tok, model, k, chunk, answer_store, index0, limit)
+            part = _chunk(cfg, tok, models, k, chunk, answer_store, index0, limit)
             # The counts first: a chunk on disk always has its hygiene beside it.
             atomic_write_json(_hygiene_path(store, k), part["report"])
             store.write_chunk(k, part.pop("table"))
@@ -312,19 +318,23 @@ def score_sampled(cfg, store: ChunkStore, tok, *, template_hash: str, progress=N
                         "seconds_scoring": round(totals["seconds_scoring"], 1)}}
 
 
-def _chunk(cfg, tok, model, k: int, chunk: list[PromptItem], answer_store: _Answers,
+def _chunk(cfg, tok, models, k: int, chunk: list[PromptItem], answer_store: _Answers,
            index0: int, limit: int | None) -> dict:
-    """Answers (stored or sampled now) and pairs of chunk k; its hygiene and timings."""
+    """Answers (stored or sampled now) and pairs of chunk k; its hygiene and timings.
+    `models`: the teacher's two conditions (`lls.models.teacher.ScoringModels`); answers
+    are the base model's (the student's), sampled without the trait."""
     s = cfg.sampling
     t0 = time.perf_counter()
     answers = answer_store.read(k, chunk)
     if answers is None:
-        answers = sample_answers(model, tok, chunk, k=s.k, max_new_tokens=answer_tokens(cfg),
-                                 temperature=s.temperature, seed=s.seed)
+        with models.without_context():
+            answers = sample_answers(models.base, tok, chunk, k=s.k,
+                                     max_new_tokens=answer_tokens(cfg),
+                                     temperature=s.temperature, seed=s.seed)
         answer_store.write(k, chunk, answers)
     t1 = time.perf_counter()
     rep = HygieneReport()
-    table = pairs_table(cfg, tok, model, chunk, answers, index0, limit, rep)
+    table = pairs_table(cfg, tok, models, chunk, answers, index0, limit, rep)
     t2 = time.perf_counter()
     return {"table": table, "report": {**rep.to_dict(), "pairs": table.num_rows,
                                        "answers": sum(len(a) for a in answers),
