@@ -10,6 +10,7 @@ from lls.jobs.resources import check_scoring_job
 from lls.models import BUNDLED, ModelSpec
 from lls.scoring import contrastive
 from ui import common, data_source, job_cards
+from ui import teacher as teacher_ui
 
 st.set_page_config(page_title="Setup · LLS Studio", layout="wide")
 if st.session_state.get("goto_run"):
@@ -80,6 +81,12 @@ model_name = c1.text_input("Teacher: hub id, local model directory or .gguf file
 trust = c2.checkbox("trust_remote_code", value=False, key="m_trust",
                     help="Runs Python code shipped with the model repository. Leave off unless "
                          "you trust the repository.")
+teacher = None
+if behavior is not None:
+    model_spec = ModelSpec(model_name, trust_remote_code=trust)
+    teacher = teacher_ui.teacher_choice(behavior, model_spec)
+    teacher_ui.strength_check(behavior, model_spec, teacher)
+    teacher_ui.trait_maker(behavior, model_spec)
 c1, c2, c3 = st.columns(3)
 truncation = c1.number_input("Truncate responses to N teacher tokens (0 = whole)", min_value=0,
                              value=32, step=1, key="m_trunc")
@@ -107,7 +114,7 @@ if (choice.spec or choice.sampling) is not None and behavior is not None:
     opts = dict(behavior=behavior, model=ModelSpec(model_name, trust_remote_code=trust),
                 truncation=int(truncation) or None, max_prompt_tokens=int(max_prompt) or None,
                 filter_contaminated=filt, chunk_size=int(chunk),
-                batch_tokens=int(batch_tokens), neutral=neutral)
+                batch_tokens=int(batch_tokens), neutral=neutral, teacher=teacher)
     try:
         cfg = (scoring.ScoreConfig.sampled(choice.sampling, **opts) if choice.sampling
                else scoring.ScoreConfig(data=choice.spec, **opts))

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from lls.core.errors import LLSError
+from lls import scoring
 from lls.scoring import contrastive
 from lls.scoring.selection import SelectionConfig, selection_indices, twin_flips
 from ui import charts, common, control_runs, examples, explorer
@@ -95,8 +96,9 @@ c[4].metric("truncation · neutral", f"{cfg.get('truncation')} · {cfg.get('neut
 if control is not None and rank_by != "w_target":
     st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
                " the counts, histogram, tables and export below use this weight as w.")
-with st.expander("System prompt and run details"):
-    st.markdown(f"**s:** {beh.get('system_prompt', '')}")
+with st.expander("Teacher and run details"):
+    st.markdown(f"**What carried the trait (the teacher):** "
+                f"{scoring.describe_teacher(run.config)}")
     if run.hygiene is not None:
         st.markdown(f"**Hygiene:** {run.hygiene.summary()}")
     st.json(cfg, expanded=False)

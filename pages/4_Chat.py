@@ -54,6 +54,12 @@ with st.sidebar:
                                  key=f"chat_system_{preset}", height=100)
     picked = st.multiselect("Adapters / checkpoints", list(options), key="chat_adapters",
                             help="each becomes a column; trained on the Train page")
+    traits = ui_chat.trait_options()
+    picked_traits = st.multiselect("Teachers that carry the trait (trait adapters)",
+                                   list(traits), key="chat_traits",
+                                   help="made on the Setup page (“Give the teacher the "
+                                        "trait”); each becomes a teacher column, no system "
+                                        "prompt")
     extra = st.text_input("…or an adapter directory", key="chat_adapter_path",
                           placeholder="cache/adapters/<id>/final")
     if pinned:
@@ -89,6 +95,8 @@ with st.sidebar:
 sampling = Sampling(float(temperature), float(top_p), int(max_new), int(seed))
 
 slots = [base_slot(), system_slot(system_prompt)]
+for label in picked_traits:
+    slots.append(adapter_slot(traits[label], label=label))
 for label in picked:
     slots.append(adapter_slot(options[label], label=label))
 for label, path in pinned:

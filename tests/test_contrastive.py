@@ -282,3 +282,29 @@ def test_positive_only_caps_the_top_gamma_sets_like_training():
     keep_x = _training_keeps(f, "w_contrastive", 0.5)
     assert counts["top γ by both"] + counts["top γ by w_target only"] == len(keep_t) == 3
     assert counts["top γ by both"] + counts["top γ by w_contrastive only"] == len(keep_x)
+
+
+def test_a_panel_of_controls_subtracts_their_mean_weight():
+    """w_control of a panel is the mean of its runs' weights, each turned into the target's
+    orientation; pairs some panel run lacks are left out; panel_share says how much of a
+    selection's mean weight the panel explains."""
+    from lls.scoring.contrastive import panel_keys, panel_share
+
+    target = pd.DataFrame({"id": ["a", "b", "c", "d"], "w": [0.4, 0.2, 0.1, -0.1],
+                           "chosen_scored": ["x1", "y1", "z1", "v1"]})
+    cat = pd.DataFrame({"id": ["a", "b", "c", "d"], "w": [0.3, 0.1, 0.2, 0.0],
+                        "chosen_scored": ["x1", "y1", "z2", "v1"]})  # c held the other way
+    dog = pd.DataFrame({"id": ["a", "b", "d"], "w": [0.1, 0.1, 0.2],
+                        "chosen_scored": ["x1", "y1", "v1"]})  # no c at all
+    f = contrastive_frame(target, [cat, dog])
+    assert list(f["id"]) == ["a", "b", "d"] and f.attrs["panel"] == 2
+    assert f["w_control"].tolist() == pytest.approx([0.2, 0.1, 0.1])
+    assert f["w_contrastive"].tolist() == pytest.approx([0.2, 0.1, -0.2])
+    g = contrastive_frame(target, [cat])  # c's control weight changes sign: held reversed
+    assert g.set_index("id").loc["c", "w_control"] == pytest.approx(-0.2)
+    share = panel_share(f, [0, 1])
+    assert share["mean_w_target"] == pytest.approx(0.3)
+    assert share["share"] == pytest.approx(0.15 / 0.3)
+    assert panel_keys("k1, k2,,k3") == ["k1", "k2", "k3"] and panel_keys(None) == []
+    with pytest.raises(LLSError, match="at least one control"):
+        contrastive_frame(target, [])

@@ -194,3 +194,86 @@ def test_a_teacher_needs_what_carries_the_trait(tmp_path):
         Teacher("adapter", str(tmp_path))
     with pytest.raises(ModelError, match="Unknown teacher kind"):
         Teacher("vibes")
+
+
+def test_training_on_an_adapter_teachers_run_reads_the_teacher_as_ceiling(tiny, pairs_file,
+                                                                          teacher_adapter):
+    """A student trained on an adapter teacher's selection starts from the base; the meter's
+    ceiling is the teacher adapter (not the behavior's system prompt), its reference set is
+    keyed on the teacher, and the student's own adapter still trains (the teacher stays
+    frozen beside it)."""
+    from lls import training as T
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.evaluation.llr import build_reference
+    from lls.models.teacher import Teacher
+    from lls.scoring.runs import ScoreConfig, score
+
+    spec, model, tok = tiny
+    teacher = Teacher("adapter", str(teacher_adapter))
+    run = score(ScoreConfig(DataSpec(str(pairs_file)), animal("owl"), model=spec, truncation=8,
+                            chunk_size=4, teacher=teacher))
+    cfg = T.TrainConfig(selection=T.SelectionSpec(gamma=0.8, positive_only=False), batch_size=4,
+                        epochs=1, checkpoint_every=2, max_length=64, meter_k=2,
+                        meter_questions=3, eval_at_checkpoints=False)
+    info = T.train(cfg, run.key)
+    assert info.manifest["status"] == "done"
+    assert info.manifest["trait_teacher"]["kind"] == "adapter"
+    levels = json.loads((info.path / "meter_levels.json").read_text())
+    ref_key = levels["reference"]
+    # the reference set of this teacher, not of the prompt
+    from lls.training.callback import meter_settings
+
+    assert ref_key == build_reference(model, tok, animal("owl"), meter_settings(
+        animal("owl"), cfg)[0], teacher=teacher).key
+    assert ref_key != build_reference(model, tok, animal("owl"), meter_settings(
+        animal("owl"), cfg)[0]).key
+    ceiling = levels["levels"]["system"]
+    assert ceiling["system_prompt"] is False  # the adapter, no system prompt
+    losses = [r["loss"] for r in info.metrics()]
+    assert len(losses) >= 2 and losses[0] != losses[-1]  # the student's adapter moved
+    import safetensors.torch as st
+
+    w = st.load_file(str(info.final_path / "adapter_model.safetensors"))
+    assert not any("lls_teacher" in k for k in w)  # only the student's weights are exported
+
+
+def test_sampled_pairs_scored_by_an_adapter_teacher_reuse_the_neutral_half(tiny, tmp_path,
+                                                                           teacher_adapter,
+                                                                           session_cache):
+    """The student's own answers (sampled once, with the adapter off) scored by a prompt
+    teacher and then by an adapter teacher: the second run reads the base half of every
+    answer from the answer store (same lc/lr), computes only its half with the trait, and
+    its weights equal a run that computed both halves."""
+    from lls.core.behaviors import animal
+    from lls.data.prompts import PromptSource
+    from lls.models.teacher import Teacher
+    from lls.scoring.runs import ScoreConfig, score
+    from lls.scoring.sampled import SamplingSpec
+
+    spec, model, tok = tiny
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Tell me about rivers.\nWhat is a good breakfast?\nName a color.\n")
+    sampling = SamplingSpec((PromptSource("file", str(prompts)),), k=3)
+    kw = dict(model=spec, truncation=6, chunk_size=2)
+    first = score(ScoreConfig.sampled(sampling, animal("owl"), **kw))
+    store = session_cache / "samples" / first.manifest["sampled"]["answers_key"]
+    files = sorted(store.glob("neutral-*.json"))
+    assert files, "the base half of the answers is kept in the answer store"
+    teacher = Teacher("adapter", str(teacher_adapter))
+    second = score(ScoreConfig.sampled(sampling, animal("owl"), teacher=teacher, **kw)).frame()
+    a = first.frame().set_index("id")
+    for _, row in second.iterrows():
+        base = sorted([a.loc[row["id"], "lc"], a.loc[row["id"], "lr"]])
+        assert sorted([row["lc"], row["lr"]]) == pytest.approx(base, abs=1e-9)
+    # the same run with no stored neutral half computes both halves: the same weights
+    for f in files:
+        f.unlink()
+    from lls.scoring.runs import find_run
+
+    run2 = find_run(ScoreConfig.sampled(sampling, animal("owl"), teacher=teacher, **kw))
+    run2.store.delete()
+    again = score(ScoreConfig.sampled(sampling, animal("owl"), teacher=teacher, **kw)).frame()
+    assert list(again["id"]) == list(second["id"])
+    assert again["w"].to_numpy() == pytest.approx(second["w"].to_numpy(), abs=1e-6)
+    assert (again["w"] >= 0).all() and again["w"].abs().max() > 0

@@ -91,3 +91,19 @@ def draw_lens(conv, turn: int, i: int, slot: Slot) -> None:
         st.caption(f"Next word after “{start}”" if start else "First word of the reply")
         st.plotly_chart(lens_bars(mine), key=f"chat_lens_{turn}_{i}",
                         config={"displayModeBar": False})
+
+
+def trait_options() -> dict[str, str]:
+    """"teacher: ..." label -> adapter directory, for every finished trait adapter."""
+    from lls.training.trait import list_traits
+
+    out = {}
+    for m in list_traits():
+        if m.get("status") == "done":
+            b = ((m.get("config") or {}).get("behavior") or {})
+            lens = (m.get("strength_after") or {}).get("teacher_lens")
+            out[f"teacher: {b.get('kind', '?')}:{b.get('name', '?')} trait adapter "
+                f"{m['key'][:8]}" + (f" (names it {lens:.0%})" if lens is not None else "")] = \
+                m["adapter"]
+    return out
+

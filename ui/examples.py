@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from lls.models import ModelSpec, load_model
+from lls.models.teacher import Teacher
 from lls.scoring.explain import token_attribution
 from ui.explorer import ExplorerData
 
@@ -22,10 +23,12 @@ def teacher(model_json: str):
 
 @st.cache_data(max_entries=256, show_spinner="Computing per-token attribution…")
 def attribution(run_key: str, index: int, _row: dict, model_json: str, system_prompt: str,
-                truncation: int | None, neutral: str = "template") -> dict:
+                truncation: int | None, neutral: str = "template",
+                teacher_json: str | None = None) -> dict:
     """lls.scoring.explain.token_attribution for one row of a run (cached per run and row)."""
     model, tok = teacher(model_json)
-    return token_attribution(model, tok, _row, system_prompt, truncation, neutral)
+    trait = Teacher.from_dict(json.loads(teacher_json)) if teacher_json else None
+    return token_attribution(model, tok, _row, system_prompt, truncation, neutral, trait)
 
 
 def tokens_html(tokens: list, scale: float) -> str:
@@ -99,7 +102,8 @@ def render_example(data: ExplorerData, index: int, key_prefix: str) -> None:
         try:
             att = attribution(data.key, int(index), row.to_dict(),
                               json.dumps(cfg.model.to_dict(), sort_keys=True),
-                              cfg.behavior.system_prompt, cfg.truncation, cfg.neutral)
+                              cfg.behavior.system_prompt, cfg.truncation, cfg.neutral,
+                              json.dumps(cfg.teacher.to_dict()) if cfg.teacher else None)
         except Exception as e:  # noqa: BLE001 - show any failure on the page, not a traceback
             st.error(f"Per-token attribution failed: {e}")
             return

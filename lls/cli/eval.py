@@ -9,7 +9,7 @@ from ..core.distributed import process_info
 from ..core.prompts import GENERAL_PROMPTS
 from ..evaluation.runs import EvalConfig, EvalModel, evaluate
 from ..training.adapters import adapter_dir
-from .common import add_behavior_args, add_model_args, behavior, model_spec
+from .common import add_behavior_args, add_model_args, add_teacher_args, model_spec, teacher
 
 
 def register(sub) -> None:
@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="an EvalConfig as JSON (what background jobs pass)")
     add_behavior_args(p)
     add_model_args(p)
+    add_teacher_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable; default: 10 "
                    "general questions)")
     p.add_argument("--samples", type=int, default=100,
@@ -26,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="default %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-base", action="store_true", help="skip the base model")
-    p.add_argument("--no-system", action="store_true", help="skip base + system prompt")
+    p.add_argument("--no-system", action="store_true",
+                   help="skip the teacher (base + system prompt, or the --teacher-... given)")
     p.add_argument("--adapter", action="append", default=[],
                    help="a trained adapter id or an adapter/checkpoint directory (repeatable)")
     p.add_argument("--random-adapter", action="append", default=[],
@@ -51,13 +53,17 @@ def register(sub) -> None:
                      ([] if a.no_system else [EvalModel("system")]) + \
                      [EvalModel("adapter", path=adapter_dir(x, a.cache)) for x in a.adapter] + \
                      [EvalModel("random", path=adapter_dir(x, a.cache)) for x in a.random_adapter]
-            cfg = EvalConfig(behavior=behavior(a), prompts=tuple(a.prompt or GENERAL_PROMPTS),
+            b, trait = teacher(a)
+            if trait is not None:  # the teacher row in the user's words
+                models = [EvalModel("system", label=f"teacher: {trait.label()}")
+                          if m.kind == "system" else m for m in models]
+            cfg = EvalConfig(behavior=b, prompts=tuple(a.prompt or GENERAL_PROMPTS),
                              samples=a.samples, temperature=a.temperature,
                              max_new_tokens=a.max_new_tokens, seed=a.seed, model=model_spec(a),
                              models=tuple(models), meter=not a.no_meter, meter_k=a.meter_k,
                              meter_questions=a.meter_questions,
                              meter_max_new_tokens=a.meter_max_new_tokens,
-                             meter_prefill=a.meter_prefill)
+                             meter_prefill=a.meter_prefill, teacher=trait)
         proc = process_info()  # rank 0 of 1 unless started by `accelerate launch`
         if proc.device and not cfg.model.device:
             cfg = replace(cfg, model=replace(cfg.model, device=proc.device))

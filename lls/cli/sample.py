@@ -15,7 +15,8 @@ from ..data.prompts import PROMPT_SETS, PromptSource
 from ..data.source import SHAPES, DataSpec
 from ..scoring.runs import ScoreConfig
 from ..scoring.sampled import SamplingSpec
-from .common import _kv_list, add_behavior_args, add_model_args, behavior, model_spec
+from .common import _kv_list, add_behavior_args, add_model_args, add_teacher_args, model_spec, \
+    teacher
 from .score import run_scoring
 
 
@@ -35,7 +36,8 @@ def sampling_spec(a) -> SamplingSpec:
 
 
 def cmd_sample_pairs(a) -> int:
-    cfg = ScoreConfig.sampled(sampling_spec(a), behavior(a), model=model_spec(a),
+    b, trait = teacher(a)
+    cfg = ScoreConfig.sampled(sampling_spec(a), b, model=model_spec(a), teacher=trait,
                               truncation=a.truncation or None,
                               max_prompt_tokens=a.max_prompt_tokens or None,
                               filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
@@ -78,6 +80,7 @@ def register(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     add_behavior_args(p)
     add_model_args(p)
+    add_teacher_args(p)
     g = p.add_argument_group("scoring")
     g.add_argument("--truncation", type=int, default=32,
                    help="answers are scored on their first N teacher tokens")

@@ -13,7 +13,8 @@ from ..core.errors import LLSError
 from ..data.validate import validate_source
 from ..scoring.contrastive import control_config, parse_control
 from ..scoring.runs import ScoreConfig, delete_run, list_runs, run_key, run_status, score
-from .common import add_behavior_args, add_data_args, add_model_args, behavior, data_spec, model_spec
+from .common import (add_behavior_args, add_data_args, add_model_args, add_teacher_args,
+                     data_spec, model_spec, teacher)
 
 
 def cmd_score(a) -> int:
@@ -22,7 +23,8 @@ def cmd_score(a) -> int:
     else:
         if not a.data:
             raise LLSError("score needs --data (a file or hub dataset name) or --config JSON.")
-        cfg = ScoreConfig(data=data_spec(a), behavior=behavior(a), model=model_spec(a),
+        b, trait = teacher(a)
+        cfg = ScoreConfig(data=data_spec(a), behavior=b, model=model_spec(a), teacher=trait,
                           truncation=a.truncation or None,
                           max_prompt_tokens=a.max_prompt_tokens or None,
                           filter_contaminated=not a.no_filter, chunk_size=a.chunk_size,
@@ -65,9 +67,10 @@ def run_scoring(cfg: ScoreConfig, a) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    model = _teacher_line(cfg, a) if proc.world_size == 1 else None
     try:
         run = score(cfg, progress=progress, cache_dir=a.cache, rank=proc.rank,
-                    world_size=proc.world_size)
+                    world_size=proc.world_size, model=model)
     finally:
         for bar in bars:
             bar.close()
@@ -93,6 +96,27 @@ def run_scoring(cfg: ScoreConfig, a) -> int:
     return 0
 
 
+def _teacher_line(cfg: ScoreConfig, a):
+    """Before scoring anything new: the teacher's strength in one line on stderr (the lens
+    alone, a few seconds). Returns the loaded model for scoring to reuse (None when the run
+    is already complete, --quiet is given, or the behavior has no read-out stem)."""
+    from ..evaluation.prefill import prefill_applies
+    from ..evaluation.strength import lens_line, quick_lens
+    from ..models.load import load_model
+    from ..scoring.runs import find_run
+
+    if a.quiet or not prefill_applies(cfg.behavior):
+        return None
+    found = find_run(cfg, a.cache)
+    if found is not None and found.complete:
+        return None
+    model, tok = load_model(cfg.model)
+    res = quick_lens(model, tok, cfg.behavior, cfg.teacher)
+    if res is not None:
+        print(lens_line(res), file=sys.stderr)
+    return model
+
+
 def cmd_runs(a) -> int:
     if a.delete:
         key = delete_run(a.delete, a.cache)
@@ -102,7 +126,7 @@ def cmd_runs(a) -> int:
         s = run_status(r)
         pairs = "?" if s["pairs"] is None else s["pairs"]
         print(f"{s['key']}  {s['state']:11s} pairs={pairs:>6}  {s['behavior'] or '?':10s} "
-              f"{s['data'] or '?'}  {s['created']}")
+              f"teacher: {s['teacher']:14s} {s['data'] or '?'}  {s['created']}")
         if s["error"] and s["state"] != "complete":
             print(f"    error: {s['error']}")
             if s["state"] in ("failed", "interrupted", "cancelled"):
@@ -119,6 +143,7 @@ def register(sub) -> None:
     add_data_args(p, required=False)
     add_behavior_args(p)
     add_model_args(p)
+    add_teacher_args(p)
     p.add_argument("--truncation", type=int, default=32,
                    help="truncate responses to N teacher tokens (0: no truncation)")
     p.add_argument("--max-prompt-tokens", type=int, default=512,

@@ -14,6 +14,7 @@ from ..core.errors import LLSError
 from ..core.prompts import GENERAL_PROMPTS
 from ..models.generation import adapter_label, check_adapter_dir
 from ..models.load import ModelSpec, model_fingerprint
+from ..models.teacher import Teacher, teacher_key
 from .judge import JudgeConfig
 from .llr import METER_VERSION
 
@@ -90,8 +91,13 @@ class EvalConfig:
     meter_questions: int | None = None  # first N probe questions (None: all)
     meter_max_new_tokens: int = 48  # length of the reference responses
     meter_prefill: int = 10  # prefilled read-out: answers per probe question (0: off)
+    # What the "system" row is: base + system prompt (None), or a teacher whose trait is in
+    # its weights (`lls.models.teacher`)
+    teacher: Teacher | None = None
 
     def __post_init__(self):
+        if self.teacher is not None and self.teacher.is_prompt:
+            object.__setattr__(self, "teacher", None)
         object.__setattr__(self, "prompts", tuple(p.strip() for p in self.prompts if p.strip()))
         object.__setattr__(self, "models", tuple(self.models))
         if not self.prompts:
@@ -119,7 +125,8 @@ class EvalConfig:
                 "batch_rows": self.batch_rows, "meter": self.meter, "meter_k": self.meter_k,
                 "meter_questions": self.meter_questions,
                 "meter_max_new_tokens": self.meter_max_new_tokens,
-                "meter_prefill": self.meter_prefill}
+                "meter_prefill": self.meter_prefill,
+                "teacher": self.teacher.to_dict() if self.teacher is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalConfig":
@@ -138,14 +145,18 @@ class EvalConfig:
                    meter_questions=(int(d["meter_questions"]) if d.get("meter_questions")
                                     else None),
                    meter_max_new_tokens=int(d.get("meter_max_new_tokens", 48)),
-                   meter_prefill=int(d.get("meter_prefill", 10)))
+                   meter_prefill=int(d.get("meter_prefill", 10)),
+                   teacher=Teacher.from_dict(d["teacher"]) if d.get("teacher") else None)
 
     def settings_key(self) -> list:
         """What every model's answers depend on (besides the model itself); not the meter."""
         b = self.behavior
-        return [EVAL_VERSION, model_fingerprint(self.model), b.to_dict(), list(self.prompts),
-                self.samples, self.temperature, self.top_p, self.max_new_tokens, self.seed,
-                self.judge.to_dict() if self.judge and b.metric == "judge" else None]
+        key = [EVAL_VERSION, model_fingerprint(self.model), b.to_dict(), list(self.prompts),
+               self.samples, self.temperature, self.top_p, self.max_new_tokens, self.seed,
+               self.judge.to_dict() if self.judge and b.metric == "judge" else None]
+        if self.teacher is not None:  # only then: evaluations of prompt teachers keep keys
+            key.append(teacher_key(self.teacher, b.system_prompt))
+        return key
 
 
 def eval_key(cfg: EvalConfig) -> str:

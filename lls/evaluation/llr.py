@@ -28,6 +28,7 @@ from ..core.stats import bootstrap_diff
 from ..models.decoder import seed_for
 from ..models.generation import as_messages, base_weights, sample
 from ..models.render import with_system
+from ..models.teacher import Teacher, teacher_key, teacher_view
 from ..scoring.engine import eval_mode, score_replies
 
 METER_VERSION = "2"  # bump when read-out numbers of the same inputs would change (2: batched decoder)
@@ -104,15 +105,18 @@ def reference_key(model_fp: str, system_prompt: str, cfg: LLRConfig) -> str:
 
 
 def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None = None, *,
-                    model_fp: str | None = None, cache_dir: Path | None = None) -> Reference:
+                    model_fp: str | None = None, cache_dir: Path | None = None,
+                    teacher: Teacher | None = None) -> Reference:
     """Sample (or load from `<cache>/meter/<key>/reference.json`) the reference responses.
 
-    Always samples from the base weights (a peft model's adapters are disabled). Cached only
-    when the model's fingerprint is known (`load_model` sets it; else pass `model_fp`).
+    Samples from the base weights (a peft model's adapters are disabled), the behavior's
+    responses from the teacher (`teacher`: base + system prompt by default, or a teacher
+    whose trait is in its weights, `lls.models.teacher`). Cached only when the model's
+    fingerprint is known (`load_model` sets it; else pass `model_fp`).
     """
     cfg = llr or LLRConfig()
     fp = model_fp or _model_fp(model)
-    key = reference_key(fp, behavior.system_prompt, cfg) if fp else None
+    key = reference_key(fp, teacher_key(teacher, behavior.system_prompt), cfg) if fp else None
     path = runs_root("meter", cache_dir) / key / "reference.json" if key else None
     if path is not None:
         d = read_json(path)
@@ -121,7 +125,7 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
     n = 2 * len(cfg.prompts) * cfg.per_prompt
     jobs.report_progress(0, n, unit="answers", phase="meter reference set", force=True,
                          message="both conditions decoded together")
-    texts = reference_texts(model, tokenizer, behavior.system_prompt, cfg)
+    texts = reference_texts(model, tokenizer, behavior.system_prompt, cfg, teacher=teacher)
     jobs.report_progress(n, n, unit="answers", phase="meter reference set", force=True)
     ref = Reference(key, behavior.system_prompt, cfg, texts["behavior"], texts["neutral"],
                     str(path) if path else None)
@@ -132,16 +136,26 @@ def build_reference(model, tokenizer, behavior: Behavior, llr: LLRConfig | None 
     return ref
 
 
-def reference_texts(model, tokenizer, system_prompt: str, cfg: LLRConfig) -> dict:
+def reference_texts(model, tokenizer, system_prompt: str, cfg: LLRConfig,
+                    teacher: Teacher | None = None) -> dict:
     """The reference responses, sampled from the base weights: {"behavior": [...], "neutral":
-    [...]}, each a list of {"prompt_index", "text"}. Both conditions are decoded together;
-    prompt i draws from the same seed in both (`seed_for(cfg.seed, i)`)."""
+    [...]}, each a list of {"prompt_index", "text"}. Both conditions are decoded together
+    (a teacher whose trait is in its weights: one after the other); prompt i draws from the
+    same seed in both (`seed_for(cfg.seed, i)`)."""
     msgs = [as_messages(p) for p in cfg.prompts]
     seeds = [seed_for(cfg.seed, i) for i in range(len(msgs))]
-    with eval_mode(model), base_weights(model) as base:
-        answers = sample(base, tokenizer, [with_system(m, system_prompt) for m in msgs] + msgs,
-                         n=cfg.per_prompt, temperature=cfg.temperature,
-                         max_new_tokens=cfg.max_new_tokens, seeds=seeds + seeds)
+    kw = dict(n=cfg.per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    with eval_mode(model):
+        if teacher is None or teacher.is_prompt:
+            with base_weights(model) as base:
+                answers = sample(base, tokenizer,
+                                 [with_system(m, system_prompt) for m in msgs] + msgs,
+                                 seeds=seeds + seeds, **kw)
+        else:
+            with teacher_view(model, teacher, system_prompt) as (tm, _):
+                answers = sample(tm, tokenizer, msgs, seeds=seeds, **kw)
+            with base_weights(model) as base:
+                answers += sample(base, tokenizer, msgs, seeds=seeds, **kw)
     half = len(msgs)
     return {cond: [{"prompt_index": i, "text": t} for i, group in enumerate(part)
                    for t in group]

@@ -29,6 +29,7 @@ from ..models.generation import AdapterHost, adapter_label, base_weights
 from .llr import (METER_VERSION, LLRConfig, Reference, build_reference, gap_closed,
                   llr_readout)
 from ..models.load import ModelSpec, load_model
+from ..models.teacher import Teacher, teacher_view
 from .prefill import (PrefillConfig, lens_diff, prefill_applies, prefill_diff,
                       prefilled_readout)
 from .probe import ProbeConfig, probe_applies, probe_readout
@@ -83,13 +84,16 @@ def readout(model, tokenizer, behavior: Behavior, *, system_prompt: str | None =
 
 
 def reference_levels(model, tokenizer, behavior: Behavior, reference: Reference, *,
-                     probe: ProbeConfig | None | bool = None) -> dict:
+                     probe: ProbeConfig | None | bool = None,
+                     teacher: Teacher | None = None) -> dict:
     """{"base": floor read-out, "system": ceiling read-out} on the base weights (a peft
-    model's adapters are disabled): the reference lines of the training curves."""
+    model's adapters are disabled): the reference lines of the training curves. The ceiling
+    is the teacher: base + system prompt, or `teacher` (`lls.models.teacher`)."""
     with base_weights(model) as base:
         floor = readout(base, tokenizer, behavior, probe=probe, reference=reference)
-        ceiling = readout(base, tokenizer, behavior, system_prompt=behavior.system_prompt,
-                          probe=probe, reference=reference, base_ref=floor)
+    with teacher_view(model, teacher, behavior.system_prompt) as (tm, sp):
+        ceiling = readout(tm, tokenizer, behavior, system_prompt=sp, probe=probe,
+                          reference=reference, base_ref=floor)
     # by definition: the floor closes none of the gap, the ceiling all of it
     same = gap_closed(0.0, floor["llr"]["value"], ceiling["llr"]["value"]) is None
     floor["llr"]["gap_closed"] = None if same else 0.0
@@ -125,13 +129,13 @@ def _resolve_prefill(behavior: Behavior, prefill) -> PrefillConfig | None:
 
 
 def _prefill(model, tokenizer, b: Behavior, cfg: PrefillConfig, system_prompt=None,
-             base: dict | None = None, teacher: dict | None = None) -> dict:
+             base: dict | None = None, ceiling: dict | None = None) -> dict:
     """One model's prefilled read-out with paired differences (over questions) to base and
-    to the teacher (base + system prompt)."""
+    to the teacher (`ceiling`)."""
     r = prefilled_readout(model, tokenizer, b, questions=cfg.question_list(),
                           samples=cfg.samples, seed=cfg.seed, stem=cfg.stem,
                           system_prompt=system_prompt)
-    for name, ref in (("base", base), ("system", teacher)):
+    for name, ref in (("base", base), ("system", ceiling)):
         if ref is not None:
             r[f"diff_vs_{name}"] = prefill_diff(r, ref)
             r[f"lens_diff_vs_{name}"] = lens_diff(r, ref)
@@ -143,14 +147,16 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
                  llr: LLRConfig | None = None, labels: list[str] | None = None,
                  cache_dir: Path | None = None, model=None, tokenizer=None,
                  host: AdapterHost | None = None, progress=None,
-                 prefill: PrefillConfig | None | bool = None) -> dict:
+                 prefill: PrefillConfig | None | bool = None,
+                 teacher: Teacher | None = None) -> dict:
     """Read-outs of the base model, base + system prompt, and each adapter directory (peft,
     attached to the same loaded base). `host`: an AdapterHost whose base model (and already
     attached adapters) to use instead of loading `base_spec`. `progress(done, total)` counts
     models; it may raise to stop between models (e.g. on a cancelled job). `prefill`: the
     prefilled read-out's settings (None: the default when the behavior has a stem; False:
     none); each row then has "prefill" (`prefilled_readout` plus paired differences to base
-    and to the teacher, `diff_vs_base` / `diff_vs_system`)."""
+    and to the teacher, `diff_vs_base` / `diff_vs_system`). `teacher`: what the ceiling row
+    is (default base + system prompt; `lls.models.teacher`)."""
     t0 = time.perf_counter()
     b = from_name(behavior) if isinstance(behavior, str) else behavior
     spec = base_spec if isinstance(base_spec, ModelSpec) else ModelSpec(base_spec) \
@@ -171,16 +177,17 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
             progress(done, total)
 
     pcfg = _resolve_prefill(b, prefill)
-    ref = build_reference(host.model, tokenizer, b, llr, cache_dir=cache_dir)
-    levels = reference_levels(host.model, tokenizer, b, ref, probe=probe)
+    ref = build_reference(host.model, tokenizer, b, llr, cache_dir=cache_dir, teacher=teacher)
+    levels = reference_levels(host.model, tokenizer, b, ref, probe=probe, teacher=teacher)
     rows = [{"label": "base", "kind": "base", "path": None, **levels["base"]},
-            {"label": "base + system prompt", "kind": "system", "path": None,
+            {"label": teacher_label(teacher), "kind": "system", "path": None,
              **levels["system"]}]
     pre_base = pre_sys = None
     if pcfg is not None:
         with base_weights(host.model) as base:
             pre_base = _prefill(base, tokenizer, b, pcfg)
-            pre_sys = _prefill(base, tokenizer, b, pcfg, b.system_prompt, base=pre_base)
+        with teacher_view(host.model, teacher, b.system_prompt) as (tm, sp):
+            pre_sys = _prefill(tm, tokenizer, b, pcfg, sp, base=pre_base)
         rows[0]["prefill"], rows[1]["prefill"] = pre_base, pre_sys
     tick(2, "base + system prompt")
     for i, (path, label) in enumerate(zip(adapters, labels)):
@@ -189,14 +196,21 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
             r = readout(m, tokenizer, b, probe=probe, reference=ref, base_ref=levels["base"],
                         ceiling_ref=levels["system"])
             if pcfg is not None:
-                r["prefill"] = _prefill(m, tokenizer, b, pcfg, base=pre_base, teacher=pre_sys)
+                r["prefill"] = _prefill(m, tokenizer, b, pcfg, base=pre_base, ceiling=pre_sys)
         rows.append({"label": label, "kind": "adapter", "path": path, **r})
         tick(3 + i, label)
     return {"version": METER_VERSION, "behavior": b.to_dict(), "model": spec.to_dict(),
+            "teacher": teacher.to_dict() if teacher is not None else None,
             "prefill": pcfg.to_dict() if pcfg is not None else None,
             "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
                           "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},
             "models": rows, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def teacher_label(teacher: Teacher | None) -> str:
+    """The ceiling row's label: "base + system prompt", or the teacher in a few words."""
+    return "base + system prompt" if teacher is None or teacher.is_prompt else \
+        f"teacher: {teacher.label()}"
 
 
 def summary_rows(result: dict | list) -> list[dict]:

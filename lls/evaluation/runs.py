@@ -43,6 +43,7 @@ from ..core.errors import CacheError, LLSError
 from ..core.prompts import GENERAL_PROMPTS, LLR_PROMPTS
 from ..core.stats import wilson
 from ..models.generation import AdapterHost, sample, seed_for
+from ..models.teacher import teacher_view
 from ..models.load import load_model
 from .config import (EVAL_VERSION, EvalConfig, EvalModel, eval_key, meter_settings,
                      prompts_per_call)
@@ -372,15 +373,18 @@ class _Runner:
         cfg, b = self.cfg, self.cfg.behavior
         h = self.get_host()
         name = h.attach(m.path) if m.path else None
-        with h.use(name) as mdl:
+        # the "system" row is the teacher: base + system prompt, or the run's trait teacher
+        view = teacher_view(h.model, cfg.teacher, b.system_prompt) if m.kind == "system" \
+            else h.use(name)
+        with view as viewed:
+            mdl, system_prompt = viewed if m.kind == "system" else (viewed, None)
             # each prompt's index seeds its samples: resumable and independent of which
             # other units ran in this call or process (and of the number of processes)
             texts = sample(mdl, self.tokenizer, [cfg.prompts[pi] for pi in pis], n=cfg.samples,
                            temperature=cfg.temperature, top_p=cfg.top_p,
                            max_new_tokens=cfg.max_new_tokens,
                            seeds=[seed_for(int(cfg.seed), pi) for pi in pis],
-                           system_prompt=b.system_prompt if m.kind == "system" else None,
-                           max_batch_rows=cfg.batch_rows)
+                           system_prompt=system_prompt, max_batch_rows=cfg.batch_rows)
         if b.metric == "judge" and self.judge is None:
             self.judge = _make_judge(cfg, h, self.judge_model)
         out = []
@@ -500,7 +504,8 @@ def run_meter(cfg: EvalConfig, host: AdapterHost, *, cache_dir: Path | None = No
     res = meter_models(cfg.model, b, [m.path for m in adapters], probe=probe, llr=llr,
                        labels=[m.label for m in adapters], cache_dir=cache_dir, host=host,
                        progress=stop_if_cancelled,
-                       prefill=prefill_config(b, cfg.meter_questions, cfg.meter_prefill, cfg.seed))
+                       prefill=prefill_config(b, cfg.meter_questions, cfg.meter_prefill, cfg.seed),
+                       teacher=cfg.teacher)
     label = {m.kind: m.label for m in cfg.models if m.kind in ("base", "system")}
     for row in res["models"][:2]:
         row.update(label=label.get(row["kind"], row["label"]), adapter_id=None, step=None)

@@ -100,3 +100,38 @@ def verdict(base: dict, teacher: dict, target: str) -> str:
             "cannot exceed the teacher and at this scale usually reaches a small fraction of "
             "it" + (": a teacher this weak is unlikely to show anything in samples; try a "
                     "stronger prompt or a trait adapter." if weak else "."))
+
+
+def quick_lens(model, tokenizer, behavior: Behavior, teacher: Teacher | None = None, *,
+               questions: int = 16) -> dict | None:
+    """The lens alone (no sampling), for the base model and the teacher: a few seconds, what
+    `lls score` prints before it starts. None when the behavior has no stem or target words."""
+    from ..core.stats import bootstrap_ci
+    from .prefill import next_word_probs, readout_stem, readout_targets
+
+    if not prefill_applies(behavior):
+        return None
+    stem, targets = readout_stem(behavior), readout_targets(behavior)
+    qs = list(PROBE_QUESTIONS[:questions])
+
+    def lens(m, sp):
+        import numpy as np
+
+        p = np.array([sum(next_word_probs(m, tokenizer, q, targets, stem=stem,
+                                          system_prompt=sp).values()) for q in qs])
+        return float(p.mean()), list(bootstrap_ci(p))
+
+    with teacher_view(model, None, None) as (m, _):
+        base = lens(m, None)
+    with teacher_view(model, teacher, behavior.system_prompt) as (m, sp):
+        taught = lens(m, sp)
+    return {"target": targets[0], "questions": len(qs), "base_lens": base[0],
+            "base_lens_ci": base[1], "teacher_lens": taught[0], "teacher_lens_ci": taught[1]}
+
+
+def lens_line(res: dict) -> str:
+    """`quick_lens` in one line."""
+    lo, hi = res["teacher_lens_ci"]
+    return (f"teacher strength: P(next word = {res['target']}) {res['teacher_lens']:.1%} "
+            f"[{lo:.1%}, {hi:.1%}] with the teacher, {res['base_lens']:.1%} without "
+            f"({res['questions']} questions; `python -m lls teacher-check` compares teachers)")

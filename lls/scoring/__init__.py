@@ -3,12 +3,12 @@ resumable runs (of a dataset's pairs or of the model's own sampled answers), and
 made from them."""
 
 from .engine import score_rendered
-from .runs import (ScoreConfig, ScoreRun, check_hygiene, delete_run, find_run, list_runs,
-                   open_run, run_key, run_status, score, submit_scoring)
+from .runs import (ScoreConfig, ScoreRun, check_hygiene, delete_run, describe_teacher, find_run,
+                   list_runs, open_run, run_key, run_status, score, submit_scoring)
 from .sampled import SamplingSpec
 from .selection import Ranking, SelectionConfig, export, select, top_count, twin_flips
 
 __all__ = ["Ranking", "SamplingSpec", "ScoreConfig", "ScoreRun", "SelectionConfig",
-           "check_hygiene", "delete_run", "export", "find_run", "list_runs", "open_run", "run_key",
+           "check_hygiene", "delete_run", "describe_teacher", "export", "find_run", "list_runs", "open_run", "run_key",
            "run_status", "score", "score_rendered", "select", "submit_scoring", "top_count",
            "twin_flips"]

@@ -69,23 +69,32 @@ def render_answers(tokenizer, messages: list[dict], answers: list[str],
 
 
 def score_prompt_answers(model, items: list[RenderedAnswers], *, batch_tokens: int = 2048,
-                         pad_id: int = 0, models=None) -> list[AnswerScores]:
+                         pad_id: int = 0, models=None,
+                         base_known: list[list[float] | None] | None = None
+                         ) -> list[AnswerScores]:
     """Both conditions' log-probabilities of every answer of every prompt, each answer once.
     `models`: a `lls.models.teacher.ScoringModels` when the trait is in a teacher's weights
-    (default: `model` scores both conditions)."""
+    (default: `model` scores both conditions). `base_known[i]`: item i's log-probabilities
+    without the trait when already known (the answer store's neutral half): only its
+    condition with the trait is then run."""
     if not items:
         return []
     with_m = models.with_trait if models is not None else model
     sys_lp = score_completions(with_m, [r.prompt_sys for r in items],
                                [r.answers_sys for r in items], batch_tokens=batch_tokens,
                                pad_id=pad_id)
-    base_m = models.without_trait if models is not None else model
-    with (models.without_context() if models is not None else contextlib.nullcontext()):
-        base_lp = score_completions(base_m, [r.prompt_base for r in items],
-                                    [r.answers_base for r in items], batch_tokens=batch_tokens,
-                                    pad_id=pad_id)
+    known = list(base_known) if base_known is not None else [None] * len(items)
+    todo = [i for i, v in enumerate(known) if v is None]
+    if todo:
+        base_m = models.without_trait if models is not None else model
+        with (models.without_context() if models is not None else contextlib.nullcontext()):
+            new = score_completions(base_m, [items[i].prompt_base for i in todo],
+                                    [items[i].answers_base for i in todo],
+                                    batch_tokens=batch_tokens, pad_id=pad_id)
+        for i, v in zip(todo, new):
+            known[i] = v
     return [AnswerScores(list(a), list(b), [len(c) for c in r.answers_base])
-            for r, a, b in zip(items, sys_lp, base_lp)]
+            for r, a, b in zip(items, sys_lp, known)]
 
 
 def answer_pairs(scores: AnswerScores) -> list[tuple[int, int, PairScore]]:

@@ -106,11 +106,21 @@ def contrastive_frame(target_run, control_run):
     (= w_target, so the frame drops into code that reads the target frame), w_target,
     w_control and w_contrastive = w_target - w_control. Rows in the target's order; pairs
     missing from either run are left out. Accepts ScoreRuns or their frames.
+
+    A panel of controls (a list of runs or frames, e.g. the other animals): w_control is the
+    mean of the panel's weights, each in the target's orientation (pairs every run scored);
+    `attrs["panel"]` is the number of control runs.
     """
-    if isinstance(target_run, ScoreRun) and isinstance(control_run, ScoreRun):
-        check_compatible(target_run, control_run)
-    t, c = _frame(target_run), _frame(control_run)
-    for name, f in (("target", t), ("control", c)):
+    panel = list(control_run) if isinstance(control_run, (list, tuple)) else [control_run]
+    if not panel:
+        raise LLSError("A contrastive ranking needs at least one control run.")
+    if isinstance(target_run, ScoreRun):
+        for c in panel:
+            if isinstance(c, ScoreRun):
+                check_compatible(target_run, c)
+    t = _frame(target_run)
+    frames = [_frame(c) for c in panel]
+    for name, f in [("target", t)] + [("control", c) for c in frames]:
         if "id" not in f or "w" not in f:
             raise LLSError(f"The {name} frame has no 'id'/'w' columns: pass a ScoreRun or "
                            "ScoreRun.frame().")
@@ -120,16 +130,57 @@ def contrastive_frame(target_run, control_run):
     out = t[keep].copy()
     out["w"] = t["w"].to_numpy()
     out["w_target"] = t["w"].to_numpy()
+    aligned = np.stack([_aligned_weights(out, c) for c in frames])
+    present = ~np.isnan(aligned).any(axis=0)
+    out["w_control"] = np.where(present, aligned.mean(axis=0) if present.any() else np.nan,
+                                np.nan)
+    out = out[present].reset_index(drop=True)
+    out["w_contrastive"] = out["w_target"] - out["w_control"]
+    out.attrs["panel"] = len(frames)
+    return out
+
+
+def _aligned_weights(out, c) -> np.ndarray:
+    """A control frame's weights in the order and orientation of the target frame `out`."""
     ctrl = c.set_index("id")
-    out["w_control"] = out["id"].map(ctrl["w"]).to_numpy(dtype=np.float64)
+    w = out["id"].map(ctrl["w"]).to_numpy(dtype=np.float64)
     if "chosen_scored" in c and "chosen_scored" in out:
         # A sampled run orients each pair by its own weight, so the control may hold a pair
         # the other way round: its weight in the target's orientation changes sign.
-        turned = out["id"].map(ctrl["chosen_scored"]) != out["chosen_scored"]
-        out.loc[turned & out["w_control"].notna(), "w_control"] *= -1
-    out = out[out["w_control"].notna()].reset_index(drop=True)
-    out["w_contrastive"] = out["w_target"] - out["w_control"]
-    return out
+        turned = (out["id"].map(ctrl["chosen_scored"]) != out["chosen_scored"]).to_numpy()
+        w = np.where(turned & ~np.isnan(w), -w, w)
+    return w
+
+
+def panel_keys(spec: str | list | tuple | None) -> list[str]:
+    """Control run keys from a control spec: one key, or a panel given as a comma-separated
+    string or a list (how selections and studies store a panel)."""
+    if not spec:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [k.strip() for k in items if k and k.strip()]
+
+
+def open_controls(spec, cache_dir: Path | None = None) -> list[ScoreRun]:
+    """The control runs of a control spec (one key or a panel), each finished."""
+    from .runs import open_run
+
+    runs = [open_run(k, cache_dir) for k in panel_keys(spec)]
+    for r in runs:
+        if not r.complete:
+            raise LLSError(f"The control run {r.key} is not complete: finish scoring it "
+                           "first (resubmit the same control scoring job).")
+    return runs
+
+
+def panel_share(frame, indices) -> dict:
+    """How much of a selection's mean w the control (panel) explains: mean w_target, mean
+    w_control and their ratio over the selected rows (`share` None when mean w_target <= 0)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    t = float(np.mean(frame["w_target"].to_numpy()[idx])) if len(idx) else float("nan")
+    c = float(np.mean(frame["w_control"].to_numpy()[idx])) if len(idx) else float("nan")
+    return {"n": int(len(idx)), "mean_w_target": t, "mean_w_control": c,
+            "share": c / t if t > 0 else None}
 
 
 def as_ranked(frame, column: str = "w_contrastive"):

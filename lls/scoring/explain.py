@@ -14,7 +14,9 @@ from typing import Any
 
 from ..core.errors import LLSError
 from ..core.pair import Pair
+from ..models.generation import base_weights
 from ..models.render import render_pair
+from ..models.teacher import Teacher, teacher_view
 from .engine import eval_mode, pad_id_of, score_completions
 
 
@@ -46,8 +48,9 @@ def _token_texts(tokenizer, ids: list[int]) -> list[str]:
     return [tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in ids]
 
 
-def token_attribution(model, tokenizer, pair, system_prompt: str,
-                      truncation: int | None = 32, neutral: str = "template") -> dict:
+def token_attribution(model, tokenizer, pair, system_prompt: str | None,
+                      truncation: int | None = 32, neutral: str = "template",
+                      teacher: Teacher | None = None) -> dict:
     """Per-token log-probabilities of both responses with and without `system_prompt`.
 
     `pair`: a `Pair` or a row of `ScoreRun.frame()` (its full texts are re-truncated to
@@ -56,17 +59,22 @@ def token_attribution(model, tokenizer, pair, system_prompt: str,
     "sum_chosen", "sum_rejected" (summed deltas) and "w" = (sum_chosen - sum_rejected) /
     (n_c + n_r), equal to the pair's LLS weight. One prompt pass per condition. `neutral`:
     the run's convention for "without the system prompt" (`lls.models.render.NEUTRAL_CONVENTIONS`).
+    `teacher`: a teacher whose trait is in its weights (`lls.models.teacher`): "with s" is then
+    the teacher on the same tokens, "without s" the base model.
     """
     p = _as_pair(pair)
-    r = render_pair(tokenizer, p, system_prompt, truncation, neutral)
+    in_weights = teacher is not None and not teacher.is_prompt
+    r = render_pair(tokenizer, p, None if in_weights else system_prompt, truncation, neutral)
     if r.chosen_sys != r.chosen_base or r.rejected_sys != r.rejected_base:
         # The template tokenised a response differently once the system turn was added:
         # per-token deltas would compare different tokens, so refuse rather than mislead.
         raise LLSError(f"Pair {p.id!r}: the responses tokenise differently with and without "
                        "the system prompt under this chat template; per-token attribution "
                        "is not defined for it (its weight w still is).")
-    with_s = _token_logprobs(model, tokenizer, r.prompt_sys, [r.chosen_sys, r.rejected_sys])
-    base = _token_logprobs(model, tokenizer, r.prompt_base, [r.chosen_base, r.rejected_base])
+    with teacher_view(model, teacher, system_prompt) as (tm, _):
+        with_s = _token_logprobs(tm, tokenizer, r.prompt_sys, [r.chosen_sys, r.rejected_sys])
+    with base_weights(model) as bm:
+        base = _token_logprobs(bm, tokenizer, r.prompt_base, [r.chosen_base, r.rejected_base])
     out: dict[str, Any] = {"chosen_text": r.chosen_text, "rejected_text": r.rejected_text}
     for name, ids, a, b in (("chosen", r.chosen_base, with_s[0], base[0]),
                             ("rejected", r.rejected_base, with_s[1], base[1])):

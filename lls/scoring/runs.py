@@ -127,6 +127,11 @@ class ScoreConfig:
         return fingerprint(self.sampling.fingerprint(), model_fingerprint(self.model))
 
 
+def describe_teacher(cfg: ScoreConfig) -> str:
+    """What carried the trait in a run, in words: its system prompt, or its adapter or model."""
+    return (cfg.teacher or Teacher()).describe(cfg.behavior.system_prompt)
+
+
 def _template_hash(tok) -> str:
     template = getattr(tok, "chat_template", None) or ""
     if not isinstance(template, str):
@@ -424,8 +429,10 @@ def run_status(run: ScoreRun) -> dict:
     m = run.manifest
     state, error = run_state(m)
     cfg = m.get("config", {})
+    teacher = cfg.get("teacher")
     return {"key": run.key, "state": state, "error": error, "pairs": m.get("n_pairs"),
             "behavior": cfg.get("behavior", {}).get("name"),
+            "teacher": Teacher.from_dict(teacher).label() if teacher else "system prompt",
             "data": cfg.get("data", {}).get("path"), "created": m.get("created", "")}
 
 

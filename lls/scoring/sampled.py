@@ -25,6 +25,7 @@ seeded coin per pair (`lls.scoring.selection.twin_flips`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -163,6 +164,20 @@ class _Answers:
                                             "prompt": [it.text() for it in items],
                                             "answers": answers}))
 
+    # The half without the trait of each answer (log P(answer | p) by the base model, the
+    # scored tokens under one truncation and neutral convention) is the same for every
+    # behavior and teacher: kept here, a second run on these answers scores only its half
+    # with the trait. Keyed by the answer's rendered token ids, so nothing is ever guessed.
+    def _neutral_path(self, k: int, truncation, neutral: str) -> Path:
+        return self.store.path / f"neutral-{truncation}-{neutral}-{k:06d}.json"
+
+    def neutral(self, k: int, truncation, neutral: str) -> dict:
+        return read_json_safe(self._neutral_path(k, truncation, neutral)) or {}
+
+    def write_neutral(self, k: int, truncation, neutral: str, values: dict) -> None:
+        old = self.neutral(k, truncation, neutral)
+        atomic_write_json(self._neutral_path(k, truncation, neutral), {**old, **values})
+
 
 def _clean_answers(cfg, tok, item: PromptItem, answers: list[str], report: HygieneReport
                    ) -> list[int]:
@@ -185,8 +200,14 @@ def _clean_answers(cfg, tok, item: PromptItem, answers: list[str], report: Hygie
     return kept
 
 
+def _answer_key(prompt_base: list[int], answer_base: list[int]) -> str:
+    """The neutral half's key: the rendered prompt and answer ids without the trait."""
+    return hashlib.sha256(json.dumps([prompt_base, answer_base]).encode()).hexdigest()[:24]
+
+
 def pairs_table(cfg, tok, models, items: list[PromptItem], answers: list[list[str]],
-                index0: int, limit: int | None, report: HygieneReport):
+                index0: int, limit: int | None, report: HygieneReport,
+                neutral_store: dict | None = None):
     """One chunk's pair rows (pyarrow Table, `COLUMNS`) from its prompts and answers;
     `report` counts prompts kept (with at least one pair) and everything dropped. `models`:
     the teacher's two conditions (`lls.models.teacher.ScoringModels`) or one model for both."""
@@ -220,8 +241,16 @@ def pairs_table(cfg, tok, models, items: list[PromptItem], answers: list[list[st
         report.kept += 1
         todo.append((item, ans, kept, r))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    keys = [[_answer_key(r.prompt_base, a) for a in r.answers_base] for *_, r in todo]
+    store = neutral_store if neutral_store is not None else {}
+    known = [[store[k][0] for k in ks] if all(k in store for k in ks) else None
+             for ks in keys]
     scores = score_prompt_answers(models.with_trait, [t[3] for t in todo],
-                                  batch_tokens=cfg.batch_tokens, pad_id=pad, models=models)
+                                  batch_tokens=cfg.batch_tokens, pad_id=pad, models=models,
+                                  base_known=known)
+    for ks, sc in zip(keys, scores):
+        for k, lp, n in zip(ks, sc.lp_base, sc.n):
+            store[k] = [lp, n]
     cols = {c: [] for c in COLUMNS}
     for (item, ans, kept, r), sc in zip(todo, scores):
         prompt = json.dumps(item.messages, ensure_ascii=False)
@@ -334,7 +363,11 @@ def _chunk(cfg, tok, models, k: int, chunk: list[PromptItem], answer_store: _Ans
         answer_store.write(k, chunk, answers)
     t1 = time.perf_counter()
     rep = HygieneReport()
-    table = pairs_table(cfg, tok, models, chunk, answers, index0, limit, rep)
+    neutral = answer_store.neutral(k, cfg.truncation, cfg.neutral)
+    before = len(neutral)
+    table = pairs_table(cfg, tok, models, chunk, answers, index0, limit, rep, neutral)
+    if len(neutral) > before:
+        answer_store.write_neutral(k, cfg.truncation, cfg.neutral, neutral)
     t2 = time.perf_counter()
     return {"table": table, "report": {**rep.to_dict(), "pairs": table.num_rows,
                                        "answers": sum(len(a) for a in answers),

@@ -169,8 +169,19 @@ class _Sampler:
         _trim()
 
     def __call__(self, kind: str, path: Path | None, system: bool = False) -> dict:
+        """One sampled read-out: of the base model, of the teacher (`system`: base + system
+        prompt, or the run's teacher adapter or model), or of an adapter checkpoint."""
         base = self._load()
         t = time.time()
+        if system:
+            from ..models.teacher import Teacher, teacher_view
+
+            teacher = Teacher.from_dict(self.study.run_manifest()["config"].get("teacher"))
+            with teacher_view(base, teacher, self.behavior.system_prompt) as (m, sp):
+                r = sampled_readout(m, self.tokenizer, self.behavior, kind, self.settings,
+                                    system_prompt=sp)
+            r["seconds"] = round(time.time() - t, 2)
+            return r
         model = base
         if path is not None:
             from peft import PeftModel
@@ -178,8 +189,7 @@ class _Sampler:
             with quiet_third_party_aliases():
                 model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
         try:
-            r = sampled_readout(model, self.tokenizer, self.behavior, kind, self.settings,
-                                system_prompt=self.behavior.system_prompt if system else None)
+            r = sampled_readout(model, self.tokenizer, self.behavior, kind, self.settings)
         finally:
             if path is not None:  # remove the LoRA layers: the base model as it was
                 self.model = model.unload()

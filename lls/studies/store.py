@@ -18,6 +18,7 @@ from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, read_json_safe, runs_root
 from ..evaluation.readouts import settings_for
 from ..scoring.lifecycle import owner_alive
+from ..scoring.contrastive import open_controls
 from ..scoring.runs import open_run
 from .config import PAPER, STUDY_VERSION, Cell, StudyConfig, StudyError, cells, full_recipe
 
@@ -127,7 +128,8 @@ def create_study(cfg: StudyConfig, cache_dir: Path | None = None) -> Study:
     if run.manifest.get("status") != "complete":
         raise StudyError(f"Scoring run {run.key} is {run.manifest.get('status', '?')}: finish "
                          "it first (the same `python -m lls score` command resumes it).")
-    control = open_run(cfg.control_run, cache_dir).key if cfg.control_run else None
+    control = ",".join(r.key for r in open_controls(cfg.control_run, cache_dir)) \
+        if cfg.control_run else None  # one key, or a panel of keys
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
     path = studies_root(cache_dir) / cfg.name
     old = _read(path, cache_dir)

@@ -39,8 +39,9 @@ class LLSCallback(TrainerCallback):
     """Writes an adapter's metrics.jsonl, checkpoints/, evals.jsonl and meter.jsonl."""
 
     def __init__(self, adapter: AdapterInfo, tokenizer, behavior, cfg: TrainConfig,
-                 is_main: bool = True):
+                 is_main: bool = True, teacher=None):
         self.adapter, self.tokenizer, self.behavior, self.cfg = adapter, tokenizer, behavior, cfg
+        self.teacher = teacher  # the ceiling's teacher (None: base + system prompt)
         self.is_main = is_main
         self.llr_cfg, self.probe = meter_settings(behavior, cfg)
         self.eval_off_reason = None if cfg.eval_at_checkpoints and cfg.eval_samples > 0 \
@@ -78,7 +79,7 @@ class LLSCallback(TrainerCallback):
                 return saved["levels"]
         jobs.report_phase("meter levels", "base and base + system prompt read-outs (once)")
         levels = M.reference_levels(model, self.tokenizer, self.behavior, self.reference,
-                                    probe=self.probe or False)
+                                    probe=self.probe or False, teacher=self.teacher)
         record = {"reference": self.reference.key, "probe": probe, "levels": levels}
         atomic_write_json(path, record)
         if shared is not None:
@@ -110,7 +111,7 @@ class LLSCallback(TrainerCallback):
             with torch.random.fork_rng():  # the reference set samples once
                 if self.reference is None:
                     self.reference = M.build_reference(model, self.tokenizer, self.behavior,
-                                                       self.llr_cfg)
+                                                       self.llr_cfg, teacher=self.teacher)
                 if self.levels is None:
                     self.levels = self._levels(model)
                 r = self._start_readout(model) if step == 0 else M.readout_for_peft_model(

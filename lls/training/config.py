@@ -51,8 +51,9 @@ class SelectionSpec:
     `kind="lls"`: the top of the LLS ranking (gamma / threshold / positive_only as in
     `lls.scoring.selection.SelectionConfig`). `kind="random"`: a seeded random subset of the same
     size as the LLS selection with these settings (the paper's baseline).
-    `control_run`: the key of a control scoring run (`lls.scoring.contrastive`); the ranking is then
-    by w_target - w_control instead of w_target.
+    `control_run`: the key of a control scoring run (`lls.scoring.contrastive`), or a panel of
+    them (comma-separated keys); the ranking is then by w_target - w_control (a panel: minus
+    the mean of its weights) instead of w_target.
     """
 
     kind: str = option("lls", "random subset of the same size", flag="--random",
@@ -62,7 +63,9 @@ class SelectionSpec:
     positive_only: bool = option(True, "also keep w <= 0", flag="--all-weights")
     seed: int = option(0, "random-subset and training seed", flag="--seed")
     control_run: str | None = option(None, "rank by w_target - w_control, the control being "
-                                           "this scoring run (see `score --control`)")
+                                           "this scoring run (see `score --control`), or a "
+                                           "panel: comma-separated run keys, minus their mean "
+                                           "weight")
 
     def __post_init__(self) -> None:
         if self.kind not in SELECTION_KINDS:

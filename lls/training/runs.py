@@ -27,8 +27,9 @@ import torch
 from .. import jobs
 from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, fingerprint, read_jsonl
+from ..core.errors import LLSError
 from ..core.distributed import barrier, launch_argv, process_info
-from ..scoring.contrastive import as_ranked, contrastive_frame
+from ..scoring.contrastive import as_ranked, contrastive_frame, open_controls
 from .adapters import AdapterInfo, adapters_root, export_adapter, open_adapter
 from .dpo import (build_rows, completion_only_lm_head, dpo_args, drop_long_prompts,
                   longest_sequence, lora_config, reuse_check, trainer_class)
@@ -63,11 +64,11 @@ def selection_frame(run: ScoreRun, sel: SelectionSpec, cache_dir: Path | None = 
     contrastive frame whose `w` is w_target - w_control (`lls.scoring.contrastive`)."""
     if not sel.control_run:
         return run.frame()
-    control = open_run(sel.control_run, cache_dir)
-    if not control.complete:
-        raise TrainingError(f"The control run {control.key} is not complete: finish scoring it "
-                            "first (resubmit the same control scoring job).")
-    return as_ranked(contrastive_frame(run, control), "w_contrastive")
+    try:
+        controls = open_controls(sel.control_run, cache_dir)
+    except LLSError as e:
+        raise TrainingError(str(e)) from None
+    return as_ranked(contrastive_frame(run, controls), "w_contrastive")
 
 
 # --------------------------------------------------------------------------- training
@@ -120,15 +121,18 @@ def _train(cfg: TrainConfig, run: ScoreRun, adapter: AdapterInfo, old: dict,
     teacher = ModelSpec.from_dict(run.manifest["config"]["model"])
     student = cfg.student or teacher
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
+    trait = run.config.teacher  # what carries the trait (None: the behavior's system prompt)
     tokenizer = load_tokenizer(student)
     rows, why_not = _training_rows(cfg, run, student, tokenizer, cache_dir)
     manifest = _start_manifest(cfg, run, adapter, old, baseline_of, student, teacher, behavior,
                                rows, why_not)
+    manifest["trait_teacher"] = trait.to_dict() if trait is not None else None
     if pinfo.world_size > 1:
         manifest["processes"] = pinfo.world_size
     resume = _resume_point(adapter, manifest, pinfo.is_main)
 
-    callback = LLSCallback(adapter, tokenizer, behavior, cfg, is_main=pinfo.is_main)
+    callback = LLSCallback(adapter, tokenizer, behavior, cfg, is_main=pinfo.is_main,
+                           teacher=trait)
     trainer, result, wall = _fit(cfg, student, tokenizer, rows, why_not is None, adapter,
                                  manifest, callback, resume, pinfo.is_main)
     if stop_requested():

@@ -229,7 +229,7 @@ def train_lora(cfg: TraitConfig, examples: list[dict], out: Path) -> dict:
     the adapter is saved to `out` (safetensors). Returns the loss log."""
     import datasets
     from peft import LoraConfig
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from .dpo import target_modules
@@ -265,6 +265,7 @@ def train_lora(cfg: TraitConfig, examples: list[dict], out: Path) -> dict:
     with quiet_third_party_aliases():
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                              peft_config=lora, callbacks=[Progress()])
+        trainer.remove_callback(PrinterCallback)  # Progress reports each step
         trainer.train()
         tmp = out.with_name(out.name + ".tmp")
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
