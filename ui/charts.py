@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lls.core.stats import GAP_UNDEFINED
 from lls.scoring.selection import Ranking, SelectionConfig, selection_indices
 
 SCATTER_POINTS = 20_000  # points drawn in the w_target vs w_control scatter (selected always)
@@ -54,11 +55,12 @@ def w_histogram(counts: np.ndarray, edges: np.ndarray, cutoff: float | None,
     return fig
 
 
-def subsets_histogram(w: np.ndarray, subsets: dict[str, np.ndarray]) -> go.Figure:
-    """Overlaid w histograms of named subsets (row indices into `w`), e.g. LLS vs random."""
+def subsets_histogram(weights: dict[str, np.ndarray]) -> go.Figure:
+    """Overlaid w histograms of named subsets (each its pairs' weights as training sees
+    them: a sampled run's random twin turned), e.g. LLS vs random."""
     fig = go.Figure()
-    for name, idx in subsets.items():
-        fig.add_histogram(x=w[idx], name=name, opacity=0.6, nbinsx=40)
+    for name, w in weights.items():
+        fig.add_histogram(x=np.asarray(w), name=name, opacity=0.6, nbinsx=40)
     fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="w", yaxis_title="pairs")
     return fig
@@ -161,7 +163,12 @@ def meter_table(series: list[tuple[str, list[dict]]]) -> pd.DataFrame:
     for name, rows in series:
         if rows:
             last = rows[-1]
-            out.append({"model": name, **{c: last.get(c) for c in cols}})
+            row = {"model": name, **{c: last.get(c) for c in cols}}
+            # the one gap closed, in words: undefined is never printed as a share
+            g = last.get("gap_closed")
+            row["gap_closed"] = GAP_UNDEFINED if last.get("gap_closed_undefined") else \
+                "" if g is None else f"{100 * g:.0f}%"
+            out.append(row)
     return pd.DataFrame(out)
 
 
@@ -243,8 +250,10 @@ def eval_meter_figure(table: pd.DataFrame) -> go.Figure:
     colors = [EVAL_COLORS.get(k, "#555") for k in table["kind"]]
     for col, (key, lo, hi, gap, _) in enumerate(panels, start=1):
         y = [_num(v) for v in table[key]]
-        text = ["" if kind in ("base", "system") or g is None or pd.isna(g) else
-                f"{float(g):.0%} of gap" for kind, g in zip(table["kind"], table[gap])]
+        why = table[f"{gap}_undefined"] if f"{gap}_undefined" in table else [None] * len(table)
+        text = ["" if kind in ("base", "system") else GAP_UNDEFINED if isinstance(u, str) and u
+                else "" if g is None or pd.isna(g) else f"{float(g):.0%} of gap"
+                for kind, g, u in zip(table["kind"], table[gap], why)]
         fig.add_trace(go.Bar(
             x=table["label"], y=y, marker_color=colors, text=text, textposition="outside",
             showlegend=False,

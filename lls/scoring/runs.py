@@ -33,7 +33,7 @@ from .columns import COLUMNS
 from .engine import score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
 from .neutral import NeutralCache, neutral_key
-from .sampled import SamplingSpec, read_prompts, score_sampled
+from .sampled import PAIRS_VERSION, SamplingSpec, read_prompts, score_sampled
 
 SCORING_VERSION = "1"  # bump when the engine's numbers or the chunk schema change
 
@@ -108,7 +108,8 @@ class ScoreConfig:
         file is missing."""
         if self.sampling is None:
             return self.data.fingerprint()
-        return fingerprint(self.sampling.fingerprint(), model_fingerprint(self.model))
+        return fingerprint(self.sampling.fingerprint(),
+                           model_fingerprint(self.sampling.answers_from or self.model))
 
 
 def _template_hash(tok) -> str:
@@ -154,6 +155,19 @@ class ScoreRun(StoredRun):
         """True for a run of the model's own answers (`lls.scoring.sampled`)."""
         return bool((self.manifest.get("config") or {}).get("sampling"))
 
+    def check_pairs_version(self) -> None:
+        """Refuse a sampled run whose pairs were made by an older pair format (its ids may
+        mix two formats under one key): scoring it again reuses its sampled answers."""
+        if self.sampled and str(self.manifest.get("pairs_version")) != PAIRS_VERSION:
+            raise LLSError(
+                f"Sampled run {self.key} was paired by an older version of sampled pairs "
+                f"(pair format {self.manifest.get('pairs_version') or 1}, now "
+                f"{PAIRS_VERSION}: pair ids no longer depend on orientation, read-out "
+                "questions are dropped), so its pairs cannot be aligned with newer runs. "
+                "Run the same `python -m lls sample-pairs` command (or the Setup page) again: "
+                "it scores a new run from the sampled answers already stored, without "
+                "sampling them again.")
+
     def table(self):
         """All finished chunks as one pyarrow Table (columns: `COLUMNS`)."""
         return self.store.read_all()
@@ -161,6 +175,7 @@ class ScoreRun(StoredRun):
     def frame(self):
         """All finished chunks as a pandas DataFrame, in dataset order. A sampled run's frame
         says `attrs["orientation"] == "by_score"` (chosen = larger s: the random twin flips)."""
+        self.check_pairs_version()
         frame = self.table().to_pandas()
         if self.manifest.get("orientation"):
             frame.attrs["orientation"] = self.manifest["orientation"]
@@ -279,12 +294,17 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
         "template_hash": _template_hash(tok), "neutral_key": nkey, "status": "running",
         "updated": now, "owner": owner_record(), "error": None,
     })
+    if cfg.sampling is not None:
+        manifest["pairs_version"] = PAIRS_VERSION
     manifest.setdefault("created", now)
     store.write_manifest(manifest)
     try:
         if cfg.sampling is not None:
-            fields = score_sampled(cfg, store, tok, template_hash=_template_hash(tok),
-                                   progress=progress, model=model, cache_dir=cache_dir)
+            src = cfg.sampling.answers_from
+            answers_tok = load_tokenizer(src) if src is not None else tok
+            fields = score_sampled(cfg, store, tok, template_hash=_template_hash(answers_tok),
+                                   progress=progress, model=model, cache_dir=cache_dir,
+                                   answers_tok=answers_tok)
             store.update_manifest(**fields, updated=_now())
             n = fields["n_pairs"]
             jobs.report_progress(n, n, unit="pairs", message=fields["status"], force=True)
