@@ -7,6 +7,7 @@ import streamlit as st
 from lls import jobs, scoring
 from lls.core.errors import LLSError
 from lls.studies import study as S
+from lls.studies.export import report_html
 from lls.studies.runner import submit_study
 from lls.training.config import TrainConfig
 from ui import charts, job_cards
@@ -193,6 +194,13 @@ with st.expander("Data hygiene (what scoring kept and dropped)",
     if hyg.get("readout_overlap_text"):
         st.warning(hyg["readout_overlap_text"])
     st.caption(hyg.get("summary") or "No hygiene report recorded for this run.")
+
+st.download_button(
+    "Download report", key="study_report", mime="text/html", on_click="ignore",
+    file_name=f"study-{study.name}.html", data=lambda: report_html(study).encode("utf-8"),
+    help="One HTML file with everything above (target, data, recipe, every cell's effects "
+         "and curves, the verdict and its correction, hygiene, the commands that reproduce "
+         "the study, package versions): charts included, it opens with no network.")
 
 # ------------------------------------------------------------------ 5. one cell
 finished = [r for r in rows if r["status"] == "done"]

@@ -486,3 +486,13 @@ def test_dataset_and_file_prompts_that_are_readout_questions_are_dropped(tmp_pat
     assert table.num_rows == 0 and rep.kept == 0
     assert rep.dropped.get("readout_question") == 1
     assert rep.examples["readout_question"] == ["f:line1"]
+
+
+def test_two_prompt_files_of_the_same_name_give_distinct_ids(tmp_path):
+    for folder, text in (("a", "How do I save money?"), ("b", "Why is the sky blue?")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "p.txt").write_text(text + "\n")
+    items = list(iter_prompts([PromptSource("file", str(tmp_path / "a" / "p.txt")),
+                               PromptSource("file", str(tmp_path / "b" / "p.txt"))]))
+    assert [it.id for it in items] == ["p.txt:line1", "p.txt#2:line1"]
+    assert len({it.id for it in items}) == 2 and items[1].source == "p.txt#2"

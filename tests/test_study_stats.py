@@ -500,3 +500,70 @@ def test_the_best_step_is_always_one_whose_samples_were_read():
     ok = runner.pick_sampled_best(curve, "margin", 10, [],
                                   lambda s: {"step": s, "kinds": _kinds(None)}, got)
     assert ok["step"] == 2 and got["best"]["step"] == 2
+
+
+def test_the_study_loader_refuses_a_pickled_adapter_like_every_other_load(tmp_path):
+    from lls.core.errors import ModelError
+
+    ckpt = tmp_path / "checkpoints" / "step-000004"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter_model.bin").write_bytes(b"pickle")  # never unpickled
+    sampler = runner._Sampler.__new__(runner._Sampler)
+    sampler.model, sampler.tokenizer, sampler.behavior, sampler.settings = object(), None, None, {}
+    with pytest.raises(ModelError, match="only safetensors adapters"):
+        sampler("one-word", ckpt)
+
+
+def test_contrastive_top_n_pairs_keeps_n_pairs(monkeypatch):
+    """A contrastive ranking ranks only the pairs the control scored too (80 of the run's
+    100): "top 10 pairs" must keep 10 of those, not 10% of them (8)."""
+    import pandas as pd
+
+    from lls.scoring.selection import top_count
+
+    frames = {None: pd.DataFrame({"w": np.linspace(1, -1, 100)}),
+              "ctl": pd.DataFrame({"w": np.linspace(1, -1, 80)})}
+    monkeypatch.setattr(P, "open_run", lambda key, cache_dir=None: type(
+        "Run", (), {"frame": lambda self: frames[None]})())
+    monkeypatch.setattr(P, "selection_frame", lambda run, sel, cache_dir=None:
+                        frames[sel.control_run])
+    study = type("S", (), {"config": C.StudyConfig(name="x", run="r", control_run="ctl",
+                                                   grid={"ranking": ["contrastive"]}),
+                           "_sizes": {}, "cache_dir": None})()
+    for ranking, frame in (("contrastive", frames["ctl"]), ("plain", frames[None])):
+        cell = C.make_cell({"pairs": 10, "ranking": ranking})
+        sel = P.selection(study, cell.s)
+        assert top_count(len(frame), sel.gamma) == 10
+
+
+def test_a_version_2_study_is_read_again_with_its_config_and_confirmations(tmp_path):
+    from lls.studies import store
+
+    cfg = C.StudyConfig(name="old", run="r", grid={"gamma": [0.1]}, recipe={})
+    extra = [{"settings": {"gamma": 0.1, "seed": 1}, "confirms": "abc", "judge_step": 4,
+              "every": 2}]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "study.json").write_text(json.dumps(
+        {"version": "2", "config": cfg.to_dict(), "extra": extra}))
+    study = store._read(tmp_path / "old", None)
+    assert study.upgraded_from == "2" and study.config == cfg and study.extra == extra
+    assert json.loads((tmp_path / "old" / "study.json").read_text())["version"] == "3"
+
+
+def test_the_study_flags_an_in_sample_readout(monkeypatch):
+    import pyarrow as pa
+
+    from lls.core.prompts import PROBE_QUESTIONS
+
+    asked = json.dumps([{"role": "user", "content": PROBE_QUESTIONS[3].upper()}])
+    other = json.dumps([{"role": "user", "content": "How do I save money?"}])
+    run = type("Run", (), {"manifest": {"hygiene": {"read": 3, "kept": 3, "dropped": {}},
+                                        "config": {}},
+                           "table": lambda self: pa.table({"prompt": [asked, asked, other]})})()
+    monkeypatch.setattr(R, "open_run", lambda key, cache_dir=None: run)
+    study = type("S", (), {"config": C.StudyConfig(name="x", run="r"), "_sizes": {},
+                           "cache_dir": None})()
+    h = R.hygiene(study)
+    assert h["readout_overlap"] == 2 and h["readout_prompts"] == 1
+    assert h["readout_overlap_text"].startswith("In-sample read-out: 2 of the run's pairs")

@@ -1,4 +1,4 @@
-"""`python -m lls study create | run | status | list | confirm`: sweeps where every LLS
+"""`python -m lls study create | run | status | list | confirm | report`: sweeps where every LLS
 adapter has its same-size random twin (`lls.studies`)."""
 
 from __future__ import annotations
@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 from ..core.cache import read_json_safe
+from ..core.stats import GAP_UNDEFINED
 from ..evaluation.readouts import KIND_LABELS
 from ..studies.config import AXIS, GRID_FLAGS, StudyConfig, StudyError, parse_values
 from ..studies import text as T
 from ..studies.report import best_cell, confirm_best, hygiene, plan_for, table, target
+from ..studies.export import write_report
 from ..studies.runner import run_study, submit_cells, submit_study
 from ..studies.store import create_study, list_studies, open_study
 
@@ -112,7 +114,8 @@ def cmd_status(a) -> int:
                 own = "" if r.get(k + "_note") else T.own_text(r, k)
                 print(f"    {k:10s} LLS − random {T.ci_text(r, k)}"
                       + (f"   LLS / random (base) {own}" if own else "")
-                      + (f"   ({r[k + '_note']})" if r.get(k + "_note") else ""))
+                      + (f"   ({r[k + '_note'].removeprefix(GAP_UNDEFINED).strip(' (')}"
+                         if r.get(k + "_note") else ""))
         for kind in kinds:
             print(f"    sampled {KIND_LABELS.get(kind, kind)}: LLS "
                   f"{T.share_text(r, kind, 'lls') or '-'}, random "
@@ -123,6 +126,13 @@ def cmd_status(a) -> int:
               f"read-outs {r['seconds_meter']}, sampled read-outs {r['seconds_sampled']}; "
               f"peak memory of the study process {r.get('peak_rss_mb')} MB")
     print(T.verdict_line(best))
+    return 0
+
+
+def cmd_report(a) -> int:
+    path = write_report(a.name, a.out, a.cache)
+    print(json.dumps({"study": a.name, "report": str(path),
+                      "bytes": path.stat().st_size}))
     return 0
 
 
@@ -189,6 +199,11 @@ def register(sub) -> None:
     s.add_argument("--markdown", action="store_true", help="the cells as a Markdown table")
     s.set_defaults(func=cmd_status)
     ss.add_parser("list", help="studies in the cache").set_defaults(func=cmd_list)
+    h = ss.add_parser("report", help="the study as one self-contained HTML file (charts "
+                                     "inlined: opens with no network)")
+    h.add_argument("name")
+    h.add_argument("--out", required=True, help="where to write the .html file")
+    h.set_defaults(func=cmd_report)
     f = ss.add_parser("confirm", help="queue the best cell again with a new seed")
     f.add_argument("name")
     f.set_defaults(func=cmd_confirm)

@@ -229,9 +229,15 @@ def context_limit(tokenizer: Any = None, config: Any = None) -> int | None:
     return min(limits) if limits else None
 
 
+def reach(prompt_sys, prompt_base, response_sys, response_base) -> int:
+    """The longest position one rendered response reaches: its prompt plus the response,
+    with the system prompt or without (the engine runs each response from the prompt's
+    last position). The one measure the context-window check compares with the limit."""
+    return max(len(prompt_sys) + len(response_sys), len(prompt_base) + len(response_base))
+
+
 def rendered_length(rendered: Any) -> int:
-    """The longest position a rendered pair reaches: prompt (with the system prompt) plus the
-    longer response (the engine runs each response from the prompt's last position)."""
-    return max(len(rendered.prompt_sys) + max(len(rendered.chosen_sys), len(rendered.rejected_sys)),
-               len(rendered.prompt_base) + max(len(rendered.chosen_base),
-                                               len(rendered.rejected_base)))
+    """The longest position a rendered pair reaches (`reach` of its longer response)."""
+    r = rendered
+    return max(reach(r.prompt_sys, r.prompt_base, r.chosen_sys, r.chosen_base),
+               reach(r.prompt_sys, r.prompt_base, r.rejected_sys, r.rejected_base))

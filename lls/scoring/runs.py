@@ -30,7 +30,7 @@ from ..data.source import DataSpec, HygieneReport, count_raw_rows, iter_pairs
 from ..models.load import ModelSpec, load_model, load_tokenizer, model_fingerprint
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
 from .columns import COLUMNS
-from .engine import score_rendered
+from .engine import pad_id_of, score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
 from .neutral import NeutralCache, neutral_key
 from .sampled import PAIRS_VERSION, SamplingSpec, read_prompts, score_sampled
@@ -366,7 +366,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
                                          cfg.neutral) for p, r in zip(chunk, pre)]
             known = _known_neutral(neutral, chunk, rendered)
             scores = score_rendered(model, rendered, batch_tokens=cfg.batch_tokens,
-                                    pad_id=tok.pad_token_id or 0, base_known=known)
+                                    pad_id=pad_id_of(tok), base_known=known)
             # The neutral values computed here first: a kill between the two writes then
             # costs nothing on resume.
             new = [i for i, v in enumerate(known) if v is None]

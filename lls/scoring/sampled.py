@@ -34,12 +34,13 @@ from .. import jobs
 from ..core.cache import ChunkStore, atomic_write_json, fingerprint, read_json_safe, runs_root
 from ..core.errors import LLSError
 from ..core.pair import Pair
-from ..data.hygiene import HygieneReport, asks_readout, context_limit
+from ..data.hygiene import HygieneReport, asks_readout, context_limit, reach
 from ..data.prompts import PromptItem, PromptSource, iter_prompts
 from ..models.generation import sample, seed_for
 from ..models.load import ModelSpec, load_model, model_fingerprint
 from ..models.render import truncate_text
 from .answers import answer_pairs, render_answers, score_prompt_answers
+from .engine import pad_id_of
 from .columns import COLUMNS
 
 SAMPLES_VERSION = "1"  # bump when the stored answers' meaning or schema changes
@@ -227,7 +228,7 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
         if r is not None and limit is not None and r.length() > limit:
             # Answers past the model's context window are dropped, never passed to it.
             fits = [j for j, a_s, a_b in zip(kept, r.answers_sys, r.answers_base)
-                    if max(len(r.prompt_sys) + len(a_s), len(r.prompt_base) + len(a_b)) <= limit]
+                    if reach(r.prompt_sys, r.prompt_base, a_s, a_b) <= limit]
             for j in kept:
                 if j not in fits:
                     report.drop("too_long", f"{item.id}:a{j}")
@@ -240,9 +241,8 @@ def pairs_table(cfg, tok, model, items: list[PromptItem], answers: list[list[str
             continue
         report.kept += 1
         todo.append((item, ans, kept, r))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     scores = score_prompt_answers(model, [t[3] for t in todo], batch_tokens=cfg.batch_tokens,
-                                  pad_id=pad)
+                                  pad_id=pad_id_of(tok))
     cols = {c: [] for c in COLUMNS}
     for (item, ans, kept, r), sc in zip(todo, scores):
         prompt = json.dumps(item.messages, ensure_ascii=False)

@@ -289,9 +289,9 @@ def hygiene(study: Study) -> dict:
         run = open_run(study.config.run, study.cache_dir)
         h = run.manifest.get("hygiene")
         rep = HygieneReport.from_dict(h) if h else None
-        prompts = run.table().column("prompt").to_pylist()
-        overlap = sum(1 for p in set(prompts) if asks_readout(json.loads(p)))
-        pairs = sum(1 for p in prompts if asks_readout(json.loads(p)))
+        counts = run.table().column("prompt").value_counts().to_pylist()
+        asked = [c["counts"] for c in counts if asks_readout(json.loads(c["values"]))]
+        overlap, pairs = len(asked), sum(asked)
         sources = ((run.manifest.get("config") or {}).get("sampling") or {}).get("sources", [])
         sets = [src["path"] for src in sources if src.get("kind") == "set"]
         text = None

@@ -24,6 +24,7 @@ from ..core.errors import LLSError
 from ..evaluation import effects
 from ..evaluation.llr import with_prompts
 from ..evaluation.readouts import plan, sampled_diff, sampled_readout
+from ..models.generation import check_adapter_dir
 from ..models.load import quiet_third_party_aliases
 from ..scoring.lifecycle import owner_alive, owner_record
 from ..training.adapters import open_adapter
@@ -176,6 +177,9 @@ class _Sampler:
         if path is not None:
             from peft import PeftModel
 
+            # the one adapter check of every load: a peft directory with safetensors
+            # weights, never a pickled .bin
+            path = check_adapter_dir(path)
             with quiet_third_party_aliases():
                 model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
         try:

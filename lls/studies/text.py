@@ -125,8 +125,8 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-STATE_WORDS = {"beats": "beat its random twin (corrected for the search)",
-               "confirmed": "beat its random twin (confirmed by a fresh seed)",
+STATE_WORDS = {"beats": "it beat its random twin after correcting for the search",
+               "confirmed": "it beat its random twin, confirmed by a fresh seed",
                "candidate": "a candidate, not a verdict",
                "none": "no cell beat its random twin"}
 
@@ -163,4 +163,4 @@ def verdict_line(best: dict | None) -> str:
         if cf.get("effect"):
             conf += (f" Confirmation with seed {cf['seed']} at step {cf['step']}: "
                      f"{cf['status']}, {effect_text(cf['effect'])}.")
-    return f"Best ({STATE_WORDS[state]}): " + what + corrected + best["caveat"] + conf
+    return f"Best cell ({STATE_WORDS[state]}): " + what + corrected + best["caveat"] + conf
