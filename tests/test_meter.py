@@ -139,6 +139,15 @@ def test_gap_closed_has_one_guard_on_every_path(monkeypatch):
     lls = {"reference": "r", "llr": moved}
     g = effects.paired_step(lls, rnd, {"base": floor, "system": ceiling})["gap_closed"]
     assert g["diff"] is None and g["undefined"].startswith(GAP_UNDEFINED)
+    # the levels say so too: base and teacher are 0 and 1 of nothing
+    import contextlib
+
+    monkeypatch.setattr(meter, "base_weights", lambda m: contextlib.nullcontext(m))
+    monkeypatch.setattr(meter, "readout", lambda m, t, b, system_prompt=None, **k:
+                        {**(ceiling if system_prompt else floor), "llr": dict(
+                            (ceiling if system_prompt else floor)["llr"])})
+    lv = meter.reference_levels(None, None, OWL, ref, probe=False)
+    assert lv["base"]["llr"]["gap_closed"] is None and lv["system"]["llr"]["gap_closed"] is None
     # a clear span: a share with an interval
     wide = {"reference": "r", "llr": _prompted(base_b + 1.0 + noise(), np.zeros(64))}
     ok = llr.model_gap_closed({"llr": moved}, floor, wide)
@@ -223,7 +232,13 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     base, system, adapter = res["models"]
     assert adapter["probe"]["mean_margin"] == pytest.approx(base["probe"]["mean_margin"],
                                                             abs=1e-4)
-    assert adapter["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-3)
+    assert adapter["llr"]["value"] == pytest.approx(base["llr"]["value"], abs=1e-4)
+    # one answer to each of 8 prompts: whether the system prompt's span clears 0 depends on
+    # the answers; either the fresh adapter closes none of it, or every level says undefined
+    if adapter["llr"]["gap_closed_undefined"]:
+        assert base["llr"]["gap_closed"] is None and system["llr"]["gap_closed"] is None
+    else:
+        assert adapter["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-3)
     # k = 2 over the 8 default prompts rounds up to one response per prompt
     assert system["probe"]["n_questions"] == 2 and res["reference"]["k_behavior"] == 8
     rows = meter.summary_rows(res)

@@ -97,7 +97,7 @@ def reference_levels(model, tokenizer, behavior: Behavior, reference: Reference,
                           probe=probe, reference=reference, base_ref=floor)
     # by definition: the floor closes none of the gap, the ceiling all of it (unless the
     # system prompt barely opens one: then neither is a share of anything)
-    span = ceiling["llr"].get("gap_closed_undefined")
+    span = model_gap_closed(ceiling, floor, ceiling).get("undefined")
     for level, value in ((floor, 0.0), (ceiling, 1.0)):
         level["llr"]["gap_closed"] = None if span else value
         level["llr"]["gap_closed_undefined"] = span
