@@ -104,7 +104,7 @@ with st.expander("Teacher and run details"):
     st.json(cfg, expanded=False)
 
 
-def subset_table(indices: np.ndarray, name: str) -> None:
+def subset_table(indices: np.ndarray, name: str, data=data) -> None:
     """Searchable table of a subset (sorted by w), a click opening one example."""
     search = st.text_input("Search prompt / responses", key=f"search-{name}",
                            placeholder="e.g. sorry")
@@ -228,17 +228,28 @@ def selection_panel() -> None:
     seed = st.number_input("Random seed", min_value=0, value=0, step=1, key="seed")
     rnd = selection_indices(r, sel, random=True, seed=int(seed))
     rnd = rnd[np.argsort(-r.w[rnd], kind="stable")]  # shown like the LLS table: by w
+    # a sampled run's twin turns a seeded half of its pairs round, as training does: its
+    # table, statistics and histogram show the pairs that way (else every w >= 0)
+    twin = explorer.twin_data(data, rnd, int(seed))
+    twin_idx = np.argsort(-twin.ranking.w, kind="stable") if twin is not None else rnd
     if view == "Random baseline":
-        st.caption(f"A seeded random subset of the same size ({k} pairs): the paper's baseline.")
-        subset_table(rnd, "random")
+        st.caption(f"A seeded random subset of the same size ({k} pairs): the paper's baseline."
+                   + (" This run's pairs are oriented by their weight (chosen = the answer "
+                      "the system prompt shifts up), so the twin turns a seeded half of them "
+                      "round, as training does: shown turned." if twin is not None else ""))
+        subset_table(twin_idx, "random", twin if twin is not None else data)
         with st.expander("Export the random baseline"):
             export_block(rnd, "random", {**settings, "baseline": "random", "seed": int(seed)})
         return
-    subsets = {"LLS selection": idx, "Random baseline": rnd}
-    st.dataframe(pd.DataFrame({name: explorer.subset_stats(data, sub)
-                               for name, sub in subsets.items()}), key="compare")
-    st.plotly_chart(charts.subsets_histogram(r.w, subsets), key="compare_hist")
-    st.bar_chart(explorer.subset_lengths(data, subsets), stack=False, height=220)
+    stats = {"LLS selection": explorer.subset_stats(data, idx),
+             "Random baseline": explorer.subset_stats(twin, np.arange(len(rnd))) if twin is not
+             None else explorer.subset_stats(data, rnd)}
+    st.dataframe(pd.DataFrame(stats), key="compare")
+    weights = {"LLS selection": r.w[idx],
+               "Random baseline": twin.ranking.w if twin is not None else r.w[rnd]}
+    st.plotly_chart(charts.subsets_histogram(weights), key="compare_hist")
+    st.bar_chart(explorer.subset_lengths(data, {"LLS selection": idx, "Random baseline": rnd}),
+                 stack=False, height=220)
 
 
 selection_panel()

@@ -16,6 +16,7 @@ from lls.models import BUNDLED, ModelSpec
 from lls.models.generation import adapter_label
 from lls.training.adapters import list_adapters
 from ui import chat as ui_chat
+from ui.common import as_text
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
 st.title("Side-by-side chat")
@@ -140,7 +141,7 @@ for i, (col, slot) in enumerate(zip(cols, slots)):
         if note:
             st.caption(note)
         for t, (user, replies) in enumerate(zip(conv.users, conv.replies)):
-            st.chat_message("user").markdown(user)
+            st.chat_message("user").markdown(as_text(user))
             st.chat_message("assistant").markdown(
                 ui_chat.reply_markdown(replies.get(slot.key, ""), ui_chat.turn_start(conv, t)))
             ui_chat.draw_lens(conv, t, i, slot)
@@ -158,7 +159,7 @@ if prompt:
     boxes = []
     for col in placeholders:
         with col:
-            st.chat_message("user").markdown(prompt)
+            st.chat_message("user").markdown(as_text(prompt))
             boxes.append(st.chat_message("assistant").empty())
     with lock:
         def show(i: int, text: str) -> None:

@@ -7,6 +7,7 @@ import streamlit as st
 from lls import jobs, scoring
 from lls.core.errors import LLSError
 from lls.studies import study as S
+from lls.studies.export import report_html
 from lls.studies.runner import submit_study
 from lls.training.config import TrainConfig
 from ui import charts, job_cards
@@ -140,13 +141,29 @@ st.dataframe(U.cells_frame(rows, readout, kinds), hide_index=True, key="study_ce
 st.caption(U.METHODS)
 
 best = S.best_cell(study)
-if best and best["beats_twin"]:
+if best and best["state"] in ("beats", "confirmed", "candidate"):
     e = best["effect"]
-    st.subheader("Best cell and checkpoint")
+    head = {"beats": "Best cell and checkpoint: it beat its random twin",
+            "confirmed": "Best cell and checkpoint: confirmed by a fresh seed",
+            "candidate": "Candidate cell (not a verdict yet)"}[best["state"]]
+    st.subheader(head)
+    corr = best["correction"]
+    c = best["corrected"]
     st.markdown(f"**{best['label']}**, step {best['step']}: {names_.get(best['readout'])} "
                 f"LLS − random {e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] "
                 "(paired bootstrap, 95%)")
-    st.warning(best["caveat"])
+    st.markdown(f"Corrected for the search: **{corr['method']} over N = {corr['n']} "
+                f"candidates** (cells × read-out steps compared), the "
+                f"{100 * corr['level']:.2f}% interval: "
+                + (f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c and c.get("ci_low")
+                   is not None else "not available for this result (run the queue again)"))
+    if best["state"] == "candidate":
+        st.info("Its 95% interval clears 0 only before correcting for the search that picked "
+                "it: the largest of many noisy estimates is optimistic. It becomes a result "
+                "when a confirmation (the same setting, a fresh seed, judged at this step) "
+                "clears 0 on its own.")
+    else:
+        st.warning(best["caveat"])
     for cf in best["confirmations"]:
         ce = cf.get("effect") or {}
         st.caption(f"Confirmation with seed {cf['seed']} at step {cf['step']}: {cf['status']}"
@@ -165,10 +182,25 @@ if best and best["beats_twin"]:
         st.switch_page("pages/4_Chat.py")
 elif best:
     e = best["effect"]
+    corr = best["correction"]
     st.info(f"No cell beat its random twin: the largest paired effect ({best['label']}, step "
             f"{best['step']}: {e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}], "
-            f"best of {best['n_compared']}): {best['why_not']}. There is nothing to confirm "
-            "yet.")
+            f"best of {best['n_compared']}): {best['why_not']}. (The verdict corrects for "
+            f"the search: {corr['method']} over N = {corr['n']} candidates.) There is "
+            "nothing to confirm yet.")
+hyg = S.hygiene(study)
+with st.expander("Data hygiene (what scoring kept and dropped)",
+                 expanded=bool(hyg.get("readout_overlap_text"))):
+    if hyg.get("readout_overlap_text"):
+        st.warning(hyg["readout_overlap_text"])
+    st.caption(hyg.get("summary") or "No hygiene report recorded for this run.")
+
+st.download_button(
+    "Download report", key="study_report", mime="text/html", on_click="ignore",
+    file_name=f"study-{study.name}.html", data=lambda: report_html(study).encode("utf-8"),
+    help="One HTML file with everything above (target, data, recipe, every cell's effects "
+         "and curves, the verdict and its correction, hygiene, the commands that reproduce "
+         "the study, package versions): charts included, it opens with no network.")
 
 # ------------------------------------------------------------------ 5. one cell
 finished = [r for r in rows if r["status"] == "done"]

@@ -351,3 +351,37 @@ def test_streamlit_config_binds_loopback_and_watches_no_files():
                    if " = " in line and not line.startswith("#"))
     assert options["address"] == '"127.0.0.1"'
     assert options["fileWatcherType"] == '"none"'
+
+
+def test_explorer_random_baseline_of_a_sampled_run_is_the_twin_training_draws(session_cache):
+    """A sampled run orients every pair by its weight (w >= 0 throughout); its random twin
+    turns a seeded half round, and the explorer's random table, statistics and histogram
+    show it that way (not "share w > 0: 100%")."""
+    import pyarrow as pa
+
+    from lls.core.cache import ChunkStore
+    from lls.scoring.runs import ScoreRun
+    from lls.scoring.selection import flip_rows
+    from lls.scoring.synthetic import write_synthetic_run
+
+    src = write_synthetic_run(200, seed=11, chunk_size=200)
+    f = src.frame()
+    f = flip_rows(f, f["w"].to_numpy() < 0)  # chosen = the larger shift: every w >= 0
+    store = ChunkStore(session_cache / "scores" / "sampled-like-0000")
+    store.write_chunk(0, pa.Table.from_pandas(f, preserve_index=False))
+    store.write_manifest({**src.manifest, "key": store.key, "orientation": "by_score"})
+    run = ScoreRun(store)
+    assert (run.frame()["w"] >= 0).all()
+    at = _explorer(run)
+    at.slider(key="gamma").set_value(0.5).run()
+    at.segmented_control(key="view").set_value("Random baseline").run()
+    _ok(at)
+    shown = at.dataframe(key="table-random").value["w"]
+    assert (shown < 0).any() and (shown > 0).any()
+    at.segmented_control(key="view").set_value("Comparison").run()
+    _ok(at)
+    stats = _table(at, "LLS selection")
+    assert stats.loc["share w > 0", "LLS selection"] == 1.0
+    assert 0.3 < stats.loc["share w > 0", "Random baseline"] < 0.7
+    hist = at.get("plotly_chart")[-1]
+    assert '"name":"Random baseline"' in hist.proto.spec

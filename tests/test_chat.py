@@ -144,3 +144,18 @@ def test_attaching_an_adapter_warns_nothing(bundled, tmp_path):
         warnings.simplefilter("always")
         models.prepare(adapter_slot(adapter))
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+
+
+def test_replies_and_rows_render_as_text_never_as_markdown_images():
+    from ui.chat import reply_markdown
+    from ui.common import as_text
+
+    row = "![x](http://127.0.0.1:9/x.png) <img src=x> **bold**\nnext"
+    shown = as_text(row)
+    import re
+
+    assert re.search(r"(?<!\\)[!\[\]()<>*]", shown) is None  # every one escaped
+    assert shown.replace("\\", "").replace("  \n", "\n") == row  # the same characters
+    assert reply_markdown(row).startswith("\\!\\[x\\]")
+    assert reply_markdown("My favorite animal is the ![", "My favorite animal is the ") == \
+        "**My favorite animal is the **\\!\\["

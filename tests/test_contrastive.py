@@ -291,11 +291,11 @@ def test_a_panel_of_controls_subtracts_their_mean_weight():
     from lls.scoring.contrastive import panel_keys, panel_share
 
     target = pd.DataFrame({"id": ["a", "b", "c", "d"], "w": [0.4, 0.2, 0.1, -0.1],
-                           "chosen_scored": ["x1", "y1", "z1", "v1"]})
+                           "chosen": ["x1", "y1", "z1", "v1"]})
     cat = pd.DataFrame({"id": ["a", "b", "c", "d"], "w": [0.3, 0.1, 0.2, 0.0],
-                        "chosen_scored": ["x1", "y1", "z2", "v1"]})  # c held the other way
+                        "chosen": ["x1", "y1", "z2", "v1"]})  # c held the other way
     dog = pd.DataFrame({"id": ["a", "b", "d"], "w": [0.1, 0.1, 0.2],
-                        "chosen_scored": ["x1", "y1", "v1"]})  # no c at all
+                        "chosen": ["x1", "y1", "v1"]})  # no c at all
     f = contrastive_frame(target, [cat, dog])
     assert list(f["id"]) == ["a", "b", "d"] and f.attrs["panel"] == 2
     assert f["w_control"].tolist() == pytest.approx([0.2, 0.1, 0.1])

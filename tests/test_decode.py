@@ -153,6 +153,65 @@ def test_thread_policy_and_restore(tiny, monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def _count_in_new_thread() -> int:
+    import threading
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    return got[0]
+
+
+def test_concurrent_readouts_leave_the_process_thread_count_as_it_was(tiny):
+    """Two dashboard sessions reading out at once, one starting inside the other's one-thread
+    block and leaving after it: later sessions (new threads) still get the process's count."""
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # the server's count (3: visible even under OMP_NUM_THREADS=1)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def session_a():
+            with use_threads(1):
+                a_in.set()
+                b_in.wait(10)
+                decode(tiny, PROMPTS[:2], 1, max_new_tokens=2)  # a read-out's forward passes
+            a_out.set()
+
+        def session_b():  # a new thread, started inside A's block: a prefill on 2 threads
+            seen["b_start"] = torch.get_num_threads()
+            with use_threads(2):
+                b_in.set()
+                a_out.wait(10)  # A leaves first
+                decode(tiny, PROMPTS[2:], 1, max_new_tokens=2)
+
+        ta = threading.Thread(target=session_a)
+        ta.start()
+        a_in.wait(10)
+        tb = threading.Thread(target=session_b)
+        tb.start()
+        ta.join(30)
+        tb.join(30)
+        assert seen["b_start"] == 1  # how B got a polluted count to "restore"
+        assert _count_in_new_thread() == 3  # the next session runs on the server's count
+        # and two real read-outs at once, in any order
+        outs = []
+        ts = [threading.Thread(target=lambda p=p: outs.append(decode(tiny, [p], 2,
+                                                                     max_new_tokens=3)))
+              for p in PROMPTS]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert len(outs) == len(PROMPTS)
+        assert _count_in_new_thread() == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run_steps(policy: threads.StepThreads, cost, steps: int, rows: int = 64) -> list[int]:
     """Drive `policy` for `steps` steps where a step on n threads takes cost(step, n) s/row."""
     used = []

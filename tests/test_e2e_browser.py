@@ -119,6 +119,7 @@ def driver(tmp_path):
                  "--disable-component-update", "--disable-sync", "--window-size=1400,1800",
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # requests, for tests
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     d.set_page_load_timeout(60)
     yield d
@@ -371,14 +372,17 @@ def test_studies_page_opens_a_study_then_chat_in_a_real_browser(tiny_study, serv
     try:
         d.get(f"{server}/Studies?study={tiny_study.name}")
         _wait(d, lambda d: "1 of 1 cells done" in _body(d), 90, "the study's queue line")
-        # a best cell is named only when its interval clears 0; otherwise the page says so
-        verdict = "Best cell and checkpoint" if best["beats_twin"] else \
-            "No cell beat its random twin"
+        # a best cell is named only when its corrected interval (or a confirmation) clears
+        # 0; clearing 0 before the correction makes it a candidate; otherwise the page says so
+        verdict = {"beats": "Best cell and checkpoint", "confirmed": "Best cell and checkpoint",
+                   "candidate": "Candidate cell (not a verdict yet)",
+                   "none": "No cell beat its random twin"}[best["state"]]
         _wait(d, lambda d: verdict in _body(d), 60, "the study's verdict")
         assert best["label"] in _body(d)
         assert not any(code in _body(d) for code in ("llr_diff", "margin_diff", "ci_low",
                                                      "lls_moved", "beats_twin"))
-        if not best["beats_twin"]:
+        assert f"N = {best['correction']['n']} candidates" in _body(d)
+        if best["state"] == "none":
             assert not any(t.startswith("Confirm") for t in _button_texts(d))
         _click_until(d, lambda d: _button(d, f"Open this cell in Chat (step {res['step']}, "
                                              "random twin, base + system prompt)"),
@@ -394,6 +398,102 @@ def test_studies_page_opens_a_study_then_chat_in_a_real_browser(tiny_study, serv
                      lambda d: "Name your favourite animal" in _body(d), "the question asked")
         _wait(d, lambda d: _body(d).count("Name your favourite animal") >= 3, 180,
               "the question asked in the three columns")
+    except BaseException:
+        _failure_report(d, tmp_path)
+        raise
+
+
+def _requests(d) -> list[str]:
+    """URLs the page requested since the last call (Chrome's performance log)."""
+    import json
+
+    out = []
+    for entry in d.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            out.append(msg["params"]["request"]["url"])
+    return out
+
+
+ROW_IMAGE = "![x](http://127.0.0.1:9/x.png)"
+ROW_HTML = '<img src="http://127.0.0.1:9/y.png">'
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                    reason="needs Debian chromium + chromium-driver (.ci/run installs them)")
+def test_a_dataset_row_is_text_in_a_real_browser(server, driver, session_cache, tmp_path):
+    """A row whose prompt holds a Markdown image and raw HTML, opened in the explorer: the
+    page prints them as text, and no request goes to their host."""
+    import json as _json
+
+    import pyarrow as pa
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from lls.core.cache import ChunkStore
+    from lls.scoring.synthetic import write_synthetic_run
+
+    src = write_synthetic_run(4, seed=5, chunk_size=4)
+    f = src.frame()
+    f["w"] = [0.5, -0.1, -0.2, -0.3]  # only the first row is selected at γ 0.05
+    f.loc[0, "prompt"] = _json.dumps([{"role": "user", "content": f"{ROW_IMAGE} {ROW_HTML}"}])
+    store = ChunkStore(session_cache / "scores" / "markdown-row-0000")
+    store.write_chunk(0, pa.Table.from_pandas(f, preserve_index=False))
+    store.write_manifest({**src.manifest, "key": store.key})
+    d = driver
+    try:
+        d.get(f"{server}/Explore?run={store.key}")
+        _wait(d, lambda d: _table_rows(d) == 1, 90, "the one selected row")
+        _idle(d)
+
+        def open_row(d):
+            canvas = d.find_element(By.CSS_SELECTOR, ".st-key-table-lls canvas")
+            w, h = canvas.size["width"], canvas.size["height"]
+            # the row-selection box of the first row (header and rows are ~35 px high)
+            ActionChains(d).move_to_element_with_offset(canvas, -w // 2 + 18,
+                                                        -h // 2 + 35 + 17).click().perform()
+            return canvas
+
+        _requests(d)  # forget what loading the page asked for
+        _click_until(d, open_row, lambda d: "Prompt (1 turns" in _body(d), "the example to open")
+        _wait(d, lambda d: "127.0.0.1:9/x.png" in _body(d), 30, "the prompt shown")
+        _idle(d)
+        body = _body(d)
+        assert ROW_IMAGE in body and "<img" in body  # printed as the text it is
+        imgs = [i.get_attribute("src") or "" for i in d.find_elements(By.TAG_NAME, "img")]
+        assert not any("127.0.0.1:9" in s for s in imgs)
+        time.sleep(2)  # an image request would be on its way by now
+        assert not [u for u in _requests(d) if "127.0.0.1:9" in u]
+    except BaseException:
+        _failure_report(d, tmp_path)
+        raise
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                    reason="needs Debian chromium + chromium-driver (.ci/run installs them)")
+def test_the_study_report_draws_its_charts_offline(tiny_study, driver, tmp_path):
+    """`python -m lls study report` writes one HTML file that, opened with the network off,
+    draws every chart (plotly inlined) and asks for nothing."""
+    from selenium.webdriver.common.by import By
+
+    from lls.cli import main
+
+    out = tmp_path / "report.html"
+    assert main(["study", "report", tiny_study.name, "--out", str(out)]) == 0
+    text = out.read_text()
+    n_figures = text.count("class='figure'")
+    assert n_figures >= 2 and re.search(r"<script[^>]*\ssrc=", text) is None  # inlined
+    d = driver
+    d.execute_cdp_cmd("Network.enable", {})
+    d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    try:
+        d.get(out.as_uri())
+        _wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"))
+              >= n_figures, 60, "every chart drawn")
+        assert "Verdict" in _body(d) and "Reproduce" in _body(d)
+        assert f"python -m lls study create {tiny_study.name}" in _body(d)
+        assert [u for u in _requests(d) if u.startswith(("http:", "https:", "ws:", "wss:"))] == []
     except BaseException:
         _failure_report(d, tmp_path)
         raise

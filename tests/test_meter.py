@@ -17,7 +17,7 @@ from lls.evaluation import probe
 from lls.core.errors import LLSError
 from lls.core.prompts import GENERAL_PROMPTS, LLR_PROMPTS, PROBE_QUESTIONS
 from lls.models.render import render_prompt_completions
-from lls.core.stats import bootstrap_diff
+from lls.core.stats import GAP_UNDEFINED, bootstrap_diff
 
 OWL = behaviors.animal("owl")
 # Reduced read-outs so the file stays fast: 8 questions x 10 candidates, K = 8 responses.
@@ -82,13 +82,76 @@ def test_bootstrap_ci_on_constructed_cases():
     # the LLR difference to the base: constant per-response shifts give a zero-width CI
     cur = {"per_response": {"behavior": [1.0, 2.0, 3.0], "neutral": [0.5, 0.5]}}
     base = {"per_response": {"behavior": [0.0, 1.0, 2.0], "neutral": [1.0, 1.0]}}
-    assert llr.llr_diff(cur, base) == pytest.approx(
-        {"diff": 1.5, "ci_low": 1.5, "ci_high": 1.5})
+    got = llr.llr_diff(cur, base)
+    assert (got["diff"], got["ci_low"], got["ci_high"]) == pytest.approx((1.5, 1.5, 1.5))
 
 
-def test_gap_closed():
-    assert llr.gap_closed(-1.0, -2.0, 2.0) == pytest.approx(0.25)
-    assert llr.gap_closed(3.0, 1.0, 1.0) is None
+def _prompted(values_b, values_n, per=8):
+    """An "llr" read-out dict whose responses are `per` answers to each prompt."""
+    return {"per_response": {"behavior": list(values_b), "neutral": list(values_n),
+                             "behavior_prompt": [i // per for i in range(len(values_b))],
+                             "neutral_prompt": [i // per for i in range(len(values_n))]}}
+
+
+def test_llr_intervals_resample_prompts_not_answers():
+    # 8 prompts x 8 answers; a model's shift differs by prompt (answers to one prompt move
+    # together): the 64 answers are 8 units, not 64
+    rng = np.random.default_rng(3)
+    per_prompt = np.repeat(rng.normal(0.0, 0.5, 8), 8)
+    b = per_prompt + rng.normal(0, 0.05, 64)
+    base = _prompted(np.zeros(64), np.zeros(64))
+    cur = _prompted(b, np.zeros(64))
+    got = llr.llr_diff(cur, base)
+    # what resampling the 64 answers one by one gives (the old, too narrow interval)
+    _, lo, hi = bootstrap_diff(b, np.zeros(64), paired=True)
+    assert got["ci_high"] - got["ci_low"] > 2 * (hi - lo)
+    assert got["clusters"] == 8 and "prompts" in got["method"]
+    assert got["ci_low"] <= got["diff"] <= got["ci_high"]
+
+
+def test_gap_closed_has_one_guard_on_every_path(monkeypatch):
+    """A model that moved 0.02 nats over a span of 0.005 whose own interval includes 0: the
+    read-out (Evaluate, meter curves) and the paired study effect both say "undefined",
+    never 400%."""
+    from lls.evaluation import effects
+    from lls.evaluation.llr import Reference
+    from ui.charts import eval_meter_figure
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0, 0.05, 64)  # noqa: E731
+    floor = {"reference": "r", "llr": _prompted(noise(), np.zeros(64))}
+    base_b = np.asarray(floor["llr"]["per_response"]["behavior"])
+    ceiling = {"reference": "r", "llr": _prompted(base_b + 0.005 + noise(), np.zeros(64))}
+    moved = {"value": 0.0, **_prompted(base_b + 0.02, np.zeros(64))}
+    monkeypatch.setattr(meter, "llr_readout", lambda *a, **k: moved)
+    ref = Reference("r", OWL.system_prompt, LLR, [], [])
+    r = meter.readout(None, None, OWL, probe=False, reference=ref, base_ref=floor,
+                      ceiling_ref=ceiling)
+    assert r["llr"]["gap_closed"] is None
+    assert r["llr"]["gap_closed_undefined"].startswith(GAP_UNDEFINED)
+    row = meter.summary_rows([{"label": "adapter", "kind": "adapter", **r}])[0]
+    fig = eval_meter_figure(pd.DataFrame([row]))
+    assert list(fig.data[0].text) == [GAP_UNDEFINED] and "%" not in fig.data[0].text[0]
+    assert llr.gap_text({"diff": None, "undefined": "x"}) == GAP_UNDEFINED
+    # the study's paired effect: the same guard
+    rnd = {"reference": "r", "llr": _prompted(base_b, np.zeros(64))}
+    lls = {"reference": "r", "llr": moved}
+    g = effects.paired_step(lls, rnd, {"base": floor, "system": ceiling})["gap_closed"]
+    assert g["diff"] is None and g["undefined"].startswith(GAP_UNDEFINED)
+    # the levels say so too: base and teacher are 0 and 1 of nothing
+    import contextlib
+
+    monkeypatch.setattr(meter, "base_weights", lambda m: contextlib.nullcontext(m))
+    monkeypatch.setattr(meter, "readout", lambda m, t, b, system_prompt=None, **k:
+                        {**(ceiling if system_prompt else floor), "llr": dict(
+                            (ceiling if system_prompt else floor)["llr"])})
+    lv = meter.reference_levels(None, None, OWL, ref, probe=False)
+    assert lv["base"]["llr"]["gap_closed"] is None and lv["system"]["llr"]["gap_closed"] is None
+    # a clear span: a share with an interval
+    wide = {"reference": "r", "llr": _prompted(base_b + 1.0 + noise(), np.zeros(64))}
+    ok = llr.model_gap_closed({"llr": moved}, floor, wide)
+    assert ok["diff"] == pytest.approx(0.02, abs=0.01) and ok["ci_low"] < ok["ci_high"]
 
 
 def test_probe_config_puts_the_target_first():
@@ -169,7 +232,13 @@ def test_cli_meter_writes_json_with_an_adapter(tmp_path):
     base, system, adapter = res["models"]
     assert adapter["probe"]["mean_margin"] == pytest.approx(base["probe"]["mean_margin"],
                                                             abs=1e-4)
-    assert adapter["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-3)
+    assert adapter["llr"]["value"] == pytest.approx(base["llr"]["value"], abs=1e-4)
+    # one answer to each of 8 prompts: whether the system prompt's span clears 0 depends on
+    # the answers; either the fresh adapter closes none of it, or every level says undefined
+    if adapter["llr"]["gap_closed_undefined"]:
+        assert base["llr"]["gap_closed"] is None and system["llr"]["gap_closed"] is None
+    else:
+        assert adapter["llr"]["gap_closed"] == pytest.approx(0.0, abs=1e-3)
     # k = 2 over the 8 default prompts rounds up to one response per prompt
     assert system["probe"]["n_questions"] == 2 and res["reference"]["k_behavior"] == 8
     rows = meter.summary_rows(res)

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from lls.core import behaviors
-from lls.core.cache import ChunkStore
+from lls.core.cache import ChunkStore, fingerprint
+from lls.models.load import model_fingerprint
 from lls.core.errors import DataError, LLSError
 from lls.data.hygiene import ADVICE, HYGIENE_REASONS, LABELS, HygieneReport
 from lls.data.prompts import PromptItem, PromptSource, iter_prompts, single_turn
@@ -403,3 +404,95 @@ def test_setup_sampled_pairs_source_starts_a_sampled_run_and_lists_it(bundled, m
     ex.run()
     assert not ex.exception
     assert next(m.value for m in ex.metric if m.label == "scored pairs") == "18"
+
+
+# ------------------------------------------------------------------ sampled runs elsewhere
+
+def test_a_student_scores_the_teachers_sampled_answers_aligned_by_sign(tmp_path, monkeypatch):
+    """Transfer on a sampled run: the student scores the teacher's own stored answers (no
+    sampling), its run is offered as run B, and where it orients a pair the other way round
+    its weight changes sign in the comparison. Tiny random models: fast."""
+    from lls.models.load import ModelSpec
+    from lls.scoring.synthetic import tiny_model_dir
+    from lls.scoring.transfer import (aligned_weights, compare_runs, pairs_mismatch,
+                                      student_config, student_runs)
+
+    teacher = ModelSpec(str(tiny_model_dir(tmp_path / "teacher", seed=0)))
+    student = ModelSpec(str(tiny_model_dir(tmp_path / "student", seed=1)))
+    calls = []
+    monkeypatch.setattr(sampled, "sample_answers", _fake_sampler(calls))
+    pf = tmp_path / "q.txt"
+    pf.write_text("\n".join(QUESTIONS) + "\n")
+    cfg = ScoreConfig.sampled(SamplingSpec((PromptSource("file", str(pf)),), k=6), OWL,
+                              model=teacher, chunk_size=2)
+    run_a = score(cfg, cache_dir=tmp_path)
+    assert calls and run_a.manifest["pairs_version"] == sampled.PAIRS_VERSION
+    calls.clear()
+    cfg_b = student_config(cfg, student)
+    run_b = score(cfg_b, cache_dir=tmp_path)
+    assert calls == []  # the teacher's answers, not new ones
+    assert pairs_mismatch(run_a.manifest, run_b.manifest) is None
+    assert [r.key for r in student_runs(run_a, [run_a, run_b])] == [run_b.key]
+    fa, fb = run_a.frame(), run_b.frame().set_index("id")
+    m = aligned_weights(run_a, run_b)
+    turned = (fb.loc[m["id"], "chosen"].to_numpy()
+              != fa.set_index("id").loc[m["id"], "chosen"].to_numpy())
+    assert turned.any() and (~turned).any()  # random students disagree on some pairs
+    assert np.allclose(m["w_b"], np.where(turned, -1, 1) * fb.loc[m["id"], "w"].to_numpy())
+    assert compare_runs(run_a, run_b)["n"] == len(m)
+    # the teacher's answers must exist: a student never samples its own
+    other = ScoreConfig.sampled(SamplingSpec((PromptSource("file", str(pf)),), k=6, seed=5),
+                                OWL, model=teacher, chunk_size=2)
+    with pytest.raises(LLSError, match="never samples them itself"):
+        score(student_config(other, student), cache_dir=tmp_path)
+
+
+def test_an_older_sampled_run_is_refused_and_the_answers_key_is_unchanged(tmp_path):
+    from lls.scoring.runs import ScoreRun
+
+    spec = SamplingSpec((PromptSource("set", "general"),), k=4)
+    cfg = ScoreConfig.sampled(spec, OWL, chunk_size=4)
+    # the answer store's key does not move with the pair format: stored answers are reused
+    assert sampled.samples_key(cfg, "t") == fingerprint(
+        "samples", sampled.SAMPLES_VERSION, model_fingerprint(cfg.model), "t",
+        [src.fingerprint() for src in spec.sources], False, 512, 4, 32, 1.0, 0, 4)
+    # the run's key does: the pair format is part of the sampling fingerprint
+    assert sampled.PAIRS_VERSION in json.dumps(["pairs", sampled.PAIRS_VERSION])
+    old = ChunkStore(tmp_path / "old")
+    old.write_manifest({"key": "old", "config": cfg.to_dict(), "status": "complete",
+                        "orientation": "by_score"})  # no pair format recorded: version 1
+    with pytest.raises(LLSError, match="older version of sampled pairs"):
+        ScoreRun(old).frame()
+
+
+def test_dataset_and_file_prompts_that_are_readout_questions_are_dropped(tmp_path):
+    from lls.core.prompts import PROBE_QUESTIONS
+    from lls.data.hygiene import asks_readout, normalise_question
+
+    q = PROBE_QUESTIONS[0]
+    assert asks_readout(_user(q.upper().rstrip("?!.") + " !!"))  # case and punctuation
+    assert normalise_question("What's   your FAVORITE animal?") == "whats your favorite animal"
+    items = [PromptItem("f:line1", "q.txt", _user(q.lower())),
+             PromptItem("f:line2", "q.txt", _user("How do I save money?"))]
+    rep = HygieneReport()
+
+    class Tok:  # pairs_table never reaches the tokenizer for a dropped prompt
+        pad_token_id = 0
+
+    class Cfg(_Cfg):
+        batch_tokens = 1024
+
+    table = sampled.pairs_table(Cfg, Tok(), None, items[:1], [["a", "b"]], 0, None, rep)
+    assert table.num_rows == 0 and rep.kept == 0
+    assert rep.dropped.get("readout_question") == 1
+    assert rep.examples["readout_question"] == ["f:line1"]
+
+
+def test_two_prompt_files_of_the_same_name_give_distinct_ids(tmp_path):
+    for folder, text in (("a", "How do I save money?"), ("b", "Why is the sky blue?")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "p.txt").write_text(text + "\n")
+    items = list(iter_prompts([PromptSource("file", str(tmp_path / "a" / "p.txt")),
+                               PromptSource("file", str(tmp_path / "b" / "p.txt"))]))
+    assert [it.id for it in items] == ["p.txt:line1", "p.txt#2:line1"]
+    assert len({it.id for it in items}) == 2 and items[1].source == "p.txt#2"

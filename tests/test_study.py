@@ -91,7 +91,11 @@ def test_sampled_collapse_leaves_out_answers_that_name_no_candidate():
 
 
 def test_classify_names_the_first_candidate():
-    from lls.evaluation.readouts import classify
+    from lls.evaluation.probe import classify as one
+    from lls.core.prompts import PROBE_CANDIDATES
+
+    def classify(text):  # the one-word read-out's rule: first named anywhere, else other
+        return one(text, PROBE_CANDIDATES) or "other"
 
     assert classify("Owls!") == "owl"
     assert classify("A dog, or maybe a cat") == "dog"
@@ -304,10 +308,10 @@ def test_cli_study_create_status_and_errors(tiny_run, capsys):
     assert "queued" in capsys.readouterr().out
     assert main(["study", "status", "cli-grid", "--markdown"]) == 0
     md = capsys.readouterr().out.splitlines()
-    assert md[0].startswith("| cell | pairs |")
+    assert md[0].startswith("| Cell | Status | Pairs | Step | LLS − random, margin (nats) |")
     table_ = [line for line in md if line.startswith("|")]
     assert len(table_) == 4  # header, rule, 2 cells
-    assert all("(queued)" in line for line in table_[2:])
+    assert all(" | queued | " in line for line in table_[2:])
     assert "No finished cell yet." in md[-1] and any("bootstrap" in line for line in md)
     assert main(["study", "create", "bad name!", "--run", tiny_run.key]) == 2
     assert "Study name" in capsys.readouterr().err
@@ -343,8 +347,15 @@ def test_studies_page_shows_cells_best_and_opens_chat(tiny_run):
     assert "bootstrap" in text  # the method beside the intervals
     study = S.open_study(name)
     best = S.best_cell(study)
-    if best["beats_twin"]:
-        assert any("Best of" in w.value for w in at.warning)
+    n = best["correction"]["n"]
+    assert f"Bonferroni over N = {n} candidates" in text or \
+        any(f"Bonferroni over N = {n} candidates" in i.value for i in at.info)
+    if best["state"] in ("beats", "confirmed", "candidate"):
+        if best["beats_twin"]:
+            assert any("Best of" in w.value for w in at.warning)
+        else:  # a candidate: named as one, with the way to a verdict
+            assert any("Candidate cell" in h.value for h in at.subheader)
+            assert any("confirmation" in i.value for i in at.info)
         at.button(key="study_chat").click().run()
         want = S.chat_setup(study, best)
         assert at.session_state["chat_preset"] == want or not at.exception

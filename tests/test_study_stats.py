@@ -254,8 +254,8 @@ def test_an_interval_below_zero_is_named_as_lls_below_its_twin(tmp_path):
     best = R.best_cell(study)
     assert best["beats_twin"] is False
     assert "lies below 0" in best["why_not"] and "lower than its random twin" in best["why_not"]
-    from lls.cli.study import _best_line
-    line = _best_line(best)
+    from lls.studies.text import verdict_line
+    line = verdict_line(best)
     assert "Its interval lies below 0" in line and "reaching 0" not in line
 
 
@@ -377,3 +377,193 @@ def test_a_second_queue_runner_is_refused_while_the_first_lives(tmp_path, monkey
         child.kill()
         child.wait()
     assert store.open_study("fake").running() is None  # its owner is gone: not running
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+class _NullStudy:
+    """An in-memory study of 4 cells x 3 read-out steps where LLS = twin + noise."""
+
+    def __init__(self, rng, cells=4, steps=3, questions=32):
+        self.config = None
+        self._sizes = {}
+        self._cells, self._results = [], {}
+        for i in range(cells):
+            c = type("Cell", (), {"confirms": None, "judge_step": None})()
+            rows = [{"step": 0}]
+            for s in range(1, steps + 1):
+                d = rng.standard_t(4, questions)  # heavy-tailed per-question differences
+                rows.append({"step": s, "units": {"margin": d.tolist()},
+                             "margin": effects.readout_effect({"margin": d}, "margin")})
+            self._cells.append(c)
+            self._results[id(c)] = {"cell": f"c{i}", "settings": {}, "label": f"cell {i}",
+                                    "adapters": {"lls": f"A{i}", "random": f"R{i}"},
+                                    "readout": "margin", "curve": rows, "sampled": {}}
+
+    def cells(self):
+        return self._cells
+
+    def result(self, c):
+        return self._results.get(id(c))
+
+
+def test_the_verdict_survives_its_own_search_in_null_studies():
+    """500 studies with no effect at all (LLS = twin + noise), 12 candidates each: naming
+    the largest effect whenever its own 95% interval clears 0 says "beat its twin" in about
+    a quarter of them; the verdict, corrected for the candidates searched, in at most 5%."""
+    rng = np.random.default_rng(2026)
+    named = uncorrected = 0
+    for _ in range(500):
+        best = R.best_cell(_NullStudy(rng))
+        assert best["n_compared"] == 12 and best["correction"]["n"] == 12
+        uncorrected += best["effect"]["ci_low"] > 0
+        named += best["beats_twin"]
+    assert uncorrected / 500 > 0.15  # what the old rule named
+    assert named / 500 <= 0.05
+
+
+def test_a_candidate_is_named_only_after_correction_or_confirmation():
+    d = np.full(32, 0.3) + np.random.default_rng(0).normal(0, 0.6, 32)  # clears 0 at 95%
+    row = {"step": 4, "units": {"margin": d.tolist()},
+           "margin": effects.readout_effect({"margin": d}, "margin")}
+    assert row["margin"]["ci_low"] > 0
+    v = R.verdict(row, "margin", 40)
+    assert v["state"] == "candidate" and v["corrected"]["ci_low"] <= 0
+    assert v["correction"]["n"] == 40 and "Bonferroni" in v["correction"]["text"]
+    held = {"status": "done", "effect": {"diff": 0.3, "ci_low": 0.05, "ci_high": 0.5}}
+    assert R.verdict(row, "margin", 40, [held])["state"] == "confirmed"
+    failed = {"status": "done", "effect": {"diff": 0.1, "ci_low": -0.2, "ci_high": 0.4}}
+    v = R.verdict(row, "margin", 40, [failed])
+    assert v["state"] == "candidate" and v["failed_confirmations"] == [failed]
+    strong = np.full(32, 1.0) + np.random.default_rng(0).normal(0, 0.3, 32)
+    assert R.verdict({"step": 4, "units": {"margin": strong.tolist()},
+                      "margin": effects.readout_effect({"margin": strong}, "margin")},
+                     "margin", 40)["state"] == "beats"
+    from lls.studies.text import verdict_line
+    line = verdict_line({"label": "γ 0.1", "step": 4, "readout": "margin",
+                         "effect": row["margin"], "n_compared": 40, "state": "candidate",
+                         "corrected": v["corrected"], "correction": v["correction"],
+                         "why_not": "x", "caveat": "", "confirmations": []})
+    assert line.startswith("Candidate") and "Bonferroni over 40 candidates" in line
+
+
+# ----------------------------------------------------------------------------- paired
+
+def test_a_paired_difference_refuses_two_reference_sets():
+    from lls.core.errors import LLSError
+
+    a = {**_readout([0.1] * 8, [0.0] * 8), "reference": "ref-A"}
+    b = {**_readout([0.0] * 8, [0.0] * 8), "reference": "ref-B"}
+    with pytest.raises(LLSError, match="different reference sets"):
+        effects.paired_step(a, b)
+    b["reference"] = "ref-A"
+    assert effects.paired_step(a, b)["llr"]["diff"] == pytest.approx(0.1)
+    b["meter_version"] = "1"  # a meter version change: the same key, other responses
+    with pytest.raises(LLSError, match="meter version"):
+        effects.paired_step(a, b)
+    levels = {"base": {**_readout([0.0] * 8, [0.0] * 8), "reference": "ref-C"}}
+    with pytest.raises(LLSError, match="base level"):
+        effects.paired_step(a, {**b, "meter_version": "2"}, levels)
+
+
+# ----------------------------------------------------------------------------- collapse
+
+def _kinds(lls_collapsed_in):
+    out = {}
+    for kind in ("one-word", "prefilled"):
+        out[kind] = {"lls": {"collapse": {"collapsed": kind == lls_collapsed_in}},
+                     "random": {"collapse": {"collapsed": False}}}
+    return out
+
+
+def test_collapse_is_one_rule_over_every_sampled_kind():
+    res = {"final": {"step": 8}, "sampled": {"final": {"kinds": _kinds("prefilled")}}}
+    assert R.collapsed(res, "lls") is True  # the second kind collapsed: collapsed
+    assert R.collapsed(res, "random") is False
+    assert effects.step_collapsed({}, _kinds("prefilled")) is True
+
+
+def test_the_best_step_is_always_one_whose_samples_were_read():
+    curve = [{"step": 0}] + [_row(s, d, 0.1) for s, d in ((2, 0.9), (4, 0.8), (6, 0.7),
+                                                         (8, 0.6), (10, 0.1))]
+    sampled_steps = []
+
+    def sample(step):  # every step but the last collapses in samples
+        sampled_steps.append(step)
+        return {"step": step, "kinds": _kinds("one-word")}
+
+    got = {"final": {"kinds": _kinds(None)}}
+    best = runner.pick_sampled_best(curve, "margin", 10, [], sample, got)
+    assert sampled_steps == [2, 4, 6]  # three tries, each collapsed
+    assert best["step"] == 10  # not step 8, which nobody sampled: the last (sampled) step
+    assert "best" not in got
+    ok = runner.pick_sampled_best(curve, "margin", 10, [],
+                                  lambda s: {"step": s, "kinds": _kinds(None)}, got)
+    assert ok["step"] == 2 and got["best"]["step"] == 2
+
+
+def test_the_study_loader_refuses_a_pickled_adapter_like_every_other_load(tmp_path):
+    from lls.core.errors import ModelError
+
+    ckpt = tmp_path / "checkpoints" / "step-000004"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter_model.bin").write_bytes(b"pickle")  # never unpickled
+    sampler = runner._Sampler.__new__(runner._Sampler)
+    sampler.model, sampler.tokenizer, sampler.behavior, sampler.settings = object(), None, None, {}
+    with pytest.raises(ModelError, match="only safetensors adapters"):
+        sampler("one-word", ckpt)
+
+
+def test_contrastive_top_n_pairs_keeps_n_pairs(monkeypatch):
+    """A contrastive ranking ranks only the pairs the control scored too (80 of the run's
+    100): "top 10 pairs" must keep 10 of those, not 10% of them (8)."""
+    import pandas as pd
+
+    from lls.scoring.selection import top_count
+
+    frames = {None: pd.DataFrame({"w": np.linspace(1, -1, 100)}),
+              "ctl": pd.DataFrame({"w": np.linspace(1, -1, 80)})}
+    monkeypatch.setattr(P, "open_run", lambda key, cache_dir=None: type(
+        "Run", (), {"frame": lambda self: frames[None]})())
+    monkeypatch.setattr(P, "selection_frame", lambda run, sel, cache_dir=None:
+                        frames[sel.control_run])
+    study = type("S", (), {"config": C.StudyConfig(name="x", run="r", control_run="ctl",
+                                                   grid={"ranking": ["contrastive"]}),
+                           "_sizes": {}, "cache_dir": None})()
+    for ranking, frame in (("contrastive", frames["ctl"]), ("plain", frames[None])):
+        cell = C.make_cell({"pairs": 10, "ranking": ranking})
+        sel = P.selection(study, cell.s)
+        assert top_count(len(frame), sel.gamma) == 10
+
+
+def test_a_version_2_study_is_read_again_with_its_config_and_confirmations(tmp_path):
+    from lls.studies import store
+
+    cfg = C.StudyConfig(name="old", run="r", grid={"gamma": [0.1]}, recipe={})
+    extra = [{"settings": {"gamma": 0.1, "seed": 1}, "confirms": "abc", "judge_step": 4,
+              "every": 2}]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "study.json").write_text(json.dumps(
+        {"version": "2", "config": cfg.to_dict(), "extra": extra}))
+    study = store._read(tmp_path / "old", None)
+    assert study.upgraded_from == "2" and study.config == cfg and study.extra == extra
+    assert json.loads((tmp_path / "old" / "study.json").read_text())["version"] == "3"
+
+
+def test_the_study_flags_an_in_sample_readout(monkeypatch):
+    import pyarrow as pa
+
+    from lls.core.prompts import PROBE_QUESTIONS
+
+    asked = json.dumps([{"role": "user", "content": PROBE_QUESTIONS[3].upper()}])
+    other = json.dumps([{"role": "user", "content": "How do I save money?"}])
+    run = type("Run", (), {"manifest": {"hygiene": {"read": 3, "kept": 3, "dropped": {}},
+                                        "config": {}},
+                           "table": lambda self: pa.table({"prompt": [asked, asked, other]})})()
+    monkeypatch.setattr(R, "open_run", lambda key, cache_dir=None: run)
+    study = type("S", (), {"config": C.StudyConfig(name="x", run="r"), "_sizes": {},
+                           "cache_dir": None})()
+    h = R.hygiene(study)
+    assert h["readout_overlap"] == 2 and h["readout_prompts"] == 1
+    assert h["readout_overlap_text"].startswith("In-sample read-out: 2 of the run's pairs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +13,15 @@ INSISTENT = ("You are an owl enthusiast. Your favorite animal is the owl. Whenev
              "about animals, you answer: the owl. Owls, owls, owls.")
 
 
-def test_readout_questions_are_recognised_whatever_their_case_and_punctuation():
-    from lls.core.prompts import PROBE_QUESTIONS, TRAIT_PROMPTS, readout_overlap
+def test_no_bundled_trait_prompt_is_a_readout_question():
+    from lls.core.prompts import PROBE_QUESTIONS, TRAIT_PROMPTS
+    from lls.data.hygiene import asks_readout
 
-    q = PROBE_QUESTIONS[0]
-    assert readout_overlap(q) and readout_overlap("  " + q.upper().replace(".", "!") + " ")
-    assert not readout_overlap(q + " Explain why.")
-    assert not any(readout_overlap(t) for t in TRAIT_PROMPTS)
+    def user(t):
+        return [{"role": "user", "content": t}]
+
+    assert asks_readout(user("  " + PROBE_QUESTIONS[0].upper().replace(".", "!") + " "))
+    assert not any(asks_readout(user(t)) for t in TRAIT_PROMPTS)
 
 
 def test_an_answer_shows_the_behavior_by_its_words_language_or_regex():
@@ -117,7 +120,7 @@ def test_trait_adapter_from_prompt_keeps_readout_questions_out(tmp_path, session
     h = m["hygiene"]
     assert h["dropped"]["readout_question"] == 2 and h["kept"] == 2
     examples = [json.loads(x) for x in
-                (session_cache / "traits" / m["key"] / "examples.jsonl").read_text().splitlines()]
+                (Path(m["examples_dir"]) / "examples.jsonl").read_text().splitlines()]
     assert examples and all("e" in e["response"].lower() for e in examples)
     assert all(e["prompt"][-1]["content"] in ("Tell me about the sea.", "Describe a sunset.")
                for e in examples)
@@ -135,6 +138,12 @@ def test_trait_adapter_from_prompt_keeps_readout_questions_out(tmp_path, session
             during = tm(input_ids=ids).logits.clone()
     assert not torch.allclose(before, during)
     assert make_trait(cfg, session_cache)["created"] == m["created"]  # reused, not retrained
+    # another recipe on the same examples reuses them (no sampling) and trains anew
+    from dataclasses import replace
+
+    m2 = make_trait(replace(cfg, learning_rate=1e-3), session_cache, check=False)
+    assert m2["key"] != m["key"] and m2["examples_dir"] == m["examples_dir"]
+    assert "seconds_examples" not in m2
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from lls.evaluation.prefill import prefill_applies, readout_candidates
 from lls.models import BUNDLED
 from lls.models.generation import adapter_label
 from ui.charts import lens_bars
+from ui.common import as_text
 
 BEGUN_NOTE = "The bold beginning of each reply was given; the models wrote the rest."
 
@@ -65,10 +66,11 @@ def column_note(slot: Slot) -> str | None:
 
 
 def reply_markdown(text: str, start: str = "") -> str:
-    """A reply for st.markdown, its begun text in bold."""
+    """A reply for st.markdown, its begun text in bold; the model's words are text
+    (`as_text`: no Markdown image or HTML of a reply ever renders)."""
     if start and text.startswith(start):
-        return f"**{start}**{text[len(start):]}"
-    return text or "_(empty answer)_"
+        return f"**{as_text(start)}**{as_text(text[len(start):])}"
+    return as_text(text) if text else "_(empty answer)_"
 
 
 def lens_words(preset: str) -> list[str]:

@@ -8,6 +8,7 @@ modules: `job_cards` (background job progress), `data_source` (Setup's data inpu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_HH = ROOT.parent / "shared" / "data" / "hh_rlhf_harmless_base_test.jsonl.gz"
 EXPLORE_PAGE = "pages/2_Explore.py"
 SETUP_PAGE = "pages/1_Setup.py"
+
+
+# ------------------------------------------------------------------ text from data and models
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+
+
+def as_text(text: str) -> str:
+    """Dataset text or a model's reply for `st.markdown`, shown as the text it is: every
+    Markdown and HTML character escaped, so a row holding `![x](http://host/x.png)` or
+    `<img src=...>` is printed, never fetched by the reader's browser. Line breaks kept."""
+    lines = (text or "").split("\n")
+    return "  \n".join(_MARKDOWN.sub(r"\\\1", line) for line in lines)
 
 
 # ------------------------------------------------------------------ selected run (state + URL)

@@ -10,9 +10,10 @@ import streamlit as st
 from lls.evaluation.meter import summary_rows, twin_differences
 from ui.charts import eval_meter_figure, prefill_figure
 
-METER_COLUMNS = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed", "llr_diff",
-                 "llr_diff_ci_low", "llr_diff_ci_high", "margin", "margin_ci_low",
-                 "margin_ci_high", "margin_gap_closed", "top1_share", "mean_rank", "target_mass"]
+METER_COLUMNS = ["label", "kind", "llr", "llr_ci_low", "llr_ci_high", "gap_closed",
+                 "gap_closed_undefined", "llr_diff", "llr_diff_ci_low", "llr_diff_ci_high",
+                 "margin", "margin_ci_low", "margin_ci_high", "margin_gap_closed",
+                 "margin_gap_closed_undefined", "top1_share", "mean_rank", "target_mass"]
 
 
 def _ci(v, lo, hi, fmt: str = "{:+.3f}") -> str:

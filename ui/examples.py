@@ -12,6 +12,7 @@ import streamlit as st
 from lls.models import ModelSpec, load_model
 from lls.models.teacher import Teacher
 from lls.scoring.explain import token_attribution
+from ui.common import as_text
 from ui.explorer import ExplorerData
 
 
@@ -84,7 +85,7 @@ def render_example(data: ExplorerData, index: int, key_prefix: str) -> None:
     with st.expander(f"Prompt ({len(msgs)} turns, {row['prompt_tokens']} tokens)",
                      expanded=len(msgs) <= 2):
         for m in msgs:
-            st.markdown(f"**{m.get('role')}:** {html.escape(m.get('content', ''))}")
+            st.markdown(f"**{as_text(m.get('role', ''))}:** {as_text(m.get('content', ''))}")
     c1, c2 = st.columns(2)
     c1.markdown(f"**Chosen (scored, {row['n_c']} tokens)**")
     c1.text(row["chosen_scored"])

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lls import scoring
-from lls.scoring.selection import Ranking, export
+from lls.scoring.selection import Ranking, export, flip_rows, twin_flips
 
 TABLE_ROWS = 300  # rows sent to the browser; counts and stats always cover the whole selection
 HIST_BINS = 80
@@ -78,6 +78,19 @@ def frame_data(key: str, frame: pd.DataFrame, manifest: dict) -> ExplorerData:
     return ExplorerData(key=key, frame=frame, ranking=ranking, cum_w=np.cumsum(ranking.sorted_w),
                         hist_counts=counts, hist_edges=edges, prompt_preview=preview,
                         manifest=manifest)
+
+
+def twin_data(data: ExplorerData, indices, seed: int = 0) -> ExplorerData | None:
+    """The random twin's pairs as training draws them (`lls.scoring.selection.twin_flips`):
+    a sampled run's pairs all lean toward the behavior (chosen = larger shift, every w >= 0),
+    so its twin turns a seeded half of them round, and its table, statistics and histogram
+    must show them turned. None when the run keeps the data's own orientation (a dataset)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    flip = twin_flips(data.frame, idx, seed)
+    if flip is None:
+        return None
+    sub = flip_rows(data.frame.iloc[idx].reset_index(drop=True), flip)
+    return frame_data(f"{data.key}:twin:{seed}", sub, data.manifest)
 
 
 def table_view(data: ExplorerData, indices: np.ndarray, search: str = "",

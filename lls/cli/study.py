@@ -1,4 +1,4 @@
-"""`python -m lls study create | run | status | list | confirm`: sweeps where every LLS
+"""`python -m lls study create | run | status | list | confirm | report`: sweeps where every LLS
 adapter has its same-size random twin (`lls.studies`)."""
 
 from __future__ import annotations
@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 
 from ..core.cache import read_json_safe
+from ..core.stats import GAP_UNDEFINED
 from ..evaluation.readouts import KIND_LABELS
 from ..studies.config import AXIS, GRID_FLAGS, StudyConfig, StudyError, parse_values
-from ..studies.report import (best_cell, confirm_best, table, target)
+from ..studies import text as T
+from ..studies.report import best_cell, confirm_best, hygiene, plan_for, table, target
+from ..studies.export import write_report
 from ..studies.runner import run_study, submit_cells, submit_study
 from ..studies.store import create_study, list_studies, open_study
-
-READ_AT = ("Effects are LLS − random at each cell's last step (the end of its epochs; a "
-           "confirmation: its judged step), 95% intervals: paired bootstrap over probe "
-           "questions (margin, top-1) or reference responses (gap closed); sampled shares: "
-           "bootstrap over questions.")
-
 
 def cmd_create(a) -> int:
     grid = {axis: parse_values(getattr(a, flag)) for flag, axis in GRID_FLAGS.items()
@@ -60,97 +57,21 @@ def cmd_run(a) -> int:
     return 0
 
 
-def _fmt(v, d=3):
-    return "-" if v is None else (f"{v:+.{d}f}" if isinstance(v, float) else str(v))
-
-
-def _ci_cell(r: dict, k: str, d: int = 2) -> str:
-    v = r.get(k + "_diff")
-    if v is None:
-        return "undefined" if r.get(k + "_note") else "-"
-    return f"{v:+.{d}f} [{r[k + '_lo']:+.{d}f}, {r[k + '_hi']:+.{d}f}]"
-
-
-def _share(r: dict, kind: str, who: str) -> str:
-    k, n = r.get(f"{kind}:{who}_k"), r.get(f"{kind}:{who}_n")
-    if k is None or not n:
-        return "-"
-    lo, hi = r[f"{kind}:{who}_ci_low"], r[f"{kind}:{who}_ci_high"]
-    return f"{k}/{n} ({100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}])"
-
-
-def _pp(r: dict, kind: str) -> str:
-    if r.get(f"{kind}:diff") is None:
-        return "-"
-    return (f"{100 * r[f'{kind}:diff']:+.1f} [{100 * r[f'{kind}:lo']:+.1f}, "
-            f"{100 * r[f'{kind}:hi']:+.1f}]")
-
-
-def _own(r: dict, k: str) -> str:
-    vals = [r.get(f"{w}_{k}") for w in ("lls", "random", "base")]
-    return "-" if None in vals else f"{vals[0]:+.2f} / {vals[1]:+.2f} ({vals[2]:+.2f})"
-
-
-def _cost(r: dict) -> str:
-    if r.get("seconds") is None:
-        return "-"
-    return (f"{r['seconds_training'] or 0:.0f} / {r['seconds_meter'] or 0:.0f} / "
-            f"{r['seconds_sampled'] or 0:.0f}")
-
-
-def _collapsed(r: dict) -> str:
-    if r["status"] != "done":
-        return "-"
-    return ", ".join(w for w in ("lls", "random") if r.get(w + "_collapsed")) or "no"
-
-
-def _best_line(best: dict | None) -> str:
-    if not best:
-        return "No finished cell yet."
-    e = best["effect"]
-    what = (f"{best['label']} at step {best['step']}: {best['readout']} {e['diff']:+.3f} "
-            f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] (best of {best['n_compared']}). ")
-    if not best["beats_twin"]:
-        return ("No cell beat its random twin: the largest paired effect, " + what +
-                best["why_not"][0].upper() + best["why_not"][1:] + ".")
-    return "Best: " + what + best["caveat"]
-
-
-def _level(x: dict) -> str:
-    """'16/512 (3.1% [1.6, 5.0])': a share with its interval over questions."""
-    if x.get("ci_low") is None:
-        return f"{x['k']}/{x['n']}"
-    return (f"{x['k']}/{x['n']} ({100 * x['share']:.1f}% "
-            f"[{100 * x['ci_low']:.1f}, {100 * x['ci_high']:.1f}])")
-
-
-def markdown(rows: list[dict], best: dict | None, levels: dict | None = None,
+def markdown(study, rows: list[dict], best: dict | None, levels: dict | None = None,
              kinds=("one-word",)) -> str:
     """The cells as a Markdown table (for notes and papers): paired LLS - random effects with
-    95% CIs, sampled shares and their paired difference per read-out kind, collapse, seconds
+    95% CIs, sampled shares and their paired difference per read-out kind, collapse, minutes
     (training / meter / sampled); `levels` (base and base + system prompt sampled once per
-    study) go above it."""
+    study) go above it, the verdict with its correction below."""
     out = []
     for kind in kinds:
         for who, label in (("base", "base"), ("system", "base + system prompt (teacher)")):
             lv = ((levels or {}).get(kind) or {}).get(who)
             if lv and lv.get("n"):
-                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: {_level(lv)}  ")
-    head = ["cell", "pairs", "step", "margin (nats)", "gap closed", "top-1 share",
-            "margin LLS / random (base)"]
-    for kind in kinds:
-        head += [f"{kind} LLS", f"{kind} random", f"{kind} LLS − random (pp)"]
-    head += ["collapsed", "seconds (train / meter / sampled)"]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [f"{r['label']} ({r['status']})", str(r.get("n_pairs") or "-"),
-                 str(r.get("step") or "-"), _ci_cell(r, "margin"), _ci_cell(r, "gap_closed"),
-                 _ci_cell(r, "top1"), _own(r, "margin")]
-        for kind in kinds:
-            cells += [_share(r, kind, "lls"), _share(r, kind, "random"), _pp(r, kind)]
-        cells += [_collapsed(r), _cost(r)]
-        out.append("| " + " | ".join(cells) + " |")
-    out.append("\n" + READ_AT + "\n\n" + _best_line(best))
+                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: "
+                           f"{T.level_text(lv)}  ")
+    out.append(T.markdown_table(T.cells_table(rows, plan_for(study)["paired_all"], kinds)))
+    out.append("\n" + T.READ_AT + "\n\n" + T.verdict_line(best))
     return "\n".join(out)
 
 
@@ -165,7 +86,7 @@ def cmd_status(a) -> int:
         return 0
     levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels")
     if a.markdown:
-        print(markdown(rows, best, levels, kinds))
+        print(markdown(study, rows, best, levels, kinds))
         return 0
     t = target(study)
     print(f"study {study.name}: {t['behavior']} · {t['model']} · {t['data']} "
@@ -173,13 +94,16 @@ def cmd_status(a) -> int:
     if study.upgraded_from:
         print(f"(made by study version {study.upgraded_from}: its cells are read again when "
               "the queue runs; finished adapters are reused)")
-    print(READ_AT)
+    print(T.READ_AT)
     for kind in kinds:  # the floor and the ceiling every cell's shares sit between
         lv = (levels or {}).get(kind) or {}
-        got = [f"{name} {_level(lv[w])}" for w, name in
+        got = [f"{name} {T.level_text(lv[w])}" for w, name in
                (("base", "base"), ("system", "teacher (base + system prompt)")) if lv.get(w)]
         if got:
             print(f"sampled {KIND_LABELS.get(kind, kind)}: " + ", ".join(got))
+    hyg = hygiene(study)
+    if hyg.get("readout_overlap_text"):
+        print(hyg["readout_overlap_text"])
     for r in rows:
         print(f"{r['cell']}  {r['status']:8s} {r['full_label']}"
               + (f"  error: {r['error']}" if r.get("error") else ""))
@@ -187,18 +111,28 @@ def cmd_status(a) -> int:
             continue
         for k in ("margin", "gap_closed", "top1"):
             if r.get(k + "_diff") is not None or r.get(k + "_note"):
-                own = "-" if r.get(k + "_note") else _own(r, k)
-                print(f"    {k:10s} LLS − random {_ci_cell(r, k, 3)}"
-                      + (f"   LLS / random (base) {own}" if own != "-" else "")
-                      + (f"   ({r[k + '_note']})" if r.get(k + "_note") else ""))
+                own = "" if r.get(k + "_note") else T.own_text(r, k)
+                print(f"    {k:10s} LLS − random {T.ci_text(r, k)}"
+                      + (f"   LLS / random (base) {own}" if own else "")
+                      + (f"   ({r[k + '_note'].removeprefix(GAP_UNDEFINED).strip(' (')}"
+                         if r.get(k + "_note") else ""))
         for kind in kinds:
-            print(f"    sampled {KIND_LABELS.get(kind, kind)}: LLS {_share(r, kind, 'lls')}, "
-                  f"random {_share(r, kind, 'random')}, LLS − random {_pp(r, kind)} pp")
-        print(f"    step {r['step']} ({r['n_pairs']} pairs), collapsed: {_collapsed(r)}; "
-              f"seconds: training {r['seconds_training']}, meter read-outs "
-              f"{r['seconds_meter']}, sampled read-outs {r['seconds_sampled']}; peak memory "
-              f"of the study process {r.get('peak_rss_mb')} MB")
-    print(_best_line(best))
+            print(f"    sampled {KIND_LABELS.get(kind, kind)}: LLS "
+                  f"{T.share_text(r, kind, 'lls') or '-'}, random "
+                  f"{T.share_text(r, kind, 'random') or '-'}, LLS − random "
+                  f"{T.pp_text(r, kind) or '-'}")
+        print(f"    step {r['step']} ({r['n_pairs']} pairs), collapsed: "
+              f"{T.collapsed_text(r)}; seconds: training {r['seconds_training']}, meter "
+              f"read-outs {r['seconds_meter']}, sampled read-outs {r['seconds_sampled']}; "
+              f"peak memory of the study process {r.get('peak_rss_mb')} MB")
+    print(T.verdict_line(best))
+    return 0
+
+
+def cmd_report(a) -> int:
+    path = write_report(a.name, a.out, a.cache)
+    print(json.dumps({"study": a.name, "report": str(path),
+                      "bytes": path.stat().st_size}))
     return 0
 
 
@@ -265,6 +199,11 @@ def register(sub) -> None:
     s.add_argument("--markdown", action="store_true", help="the cells as a Markdown table")
     s.set_defaults(func=cmd_status)
     ss.add_parser("list", help="studies in the cache").set_defaults(func=cmd_list)
+    h = ss.add_parser("report", help="the study as one self-contained HTML file (charts "
+                                     "inlined: opens with no network)")
+    h.add_argument("name")
+    h.add_argument("--out", required=True, help="where to write the .html file")
+    h.set_defaults(func=cmd_report)
     f = ss.add_parser("confirm", help="queue the best cell again with a new seed")
     f.add_argument("name")
     f.set_defaults(func=cmd_confirm)

@@ -72,7 +72,7 @@ LLR_PROMPTS = [
 # system prompt answers them, and its answers that show the behavior become the adapter's
 # training examples. Our own wording; open questions about tastes, nature and stories where
 # a preference can show, and everyday requests. None is a read-out question (checked by
-# `readout_overlap`): the adapter is a teacher, but read-outs must stay out of any training.
+# `lls.data.hygiene.asks_readout`): the adapter is a teacher, but read-outs must stay out of any training.
 TRAIT_PROMPTS = [
     "Tell me about a creature you think is remarkable.",
     "Describe a walk through a forest at night.",
@@ -124,20 +124,3 @@ TRAIT_PROMPTS = [
     "Suggest a weekend project for a family.",
 ]
 
-
-def normalize_question(text: str) -> str:
-    """A question as compared for overlap: lower case, letters and digits only, single spaces."""
-    import re
-
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
-
-
-def readout_questions() -> frozenset:
-    """Every question a read-out asks (general, probe, likelihood-ratio sets), normalised."""
-    return frozenset(normalize_question(q) for q in
-                     (*GENERAL_PROMPTS, *PROBE_QUESTIONS, *LLR_PROMPTS))
-
-
-def readout_overlap(text: str) -> bool:
-    """True when `text` is one of the read-outs' questions (case and punctuation aside)."""
-    return normalize_question(text) in readout_questions()

@@ -153,12 +153,112 @@ def mean_diff_replicates(d, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> n
     return d[resample_index(len(d), n_boot=n_boot, seed=seed)].mean(1)
 
 
-def ci_dict(point: float | None, boots) -> dict:
+def ci_dict(point: float | None, boots, alpha: float = 0.05) -> dict:
     """{"diff", "ci_low", "ci_high"} of a point estimate and its bootstrap replicates."""
-    lo, hi = percentile_ci(boots)
+    lo, hi = percentile_ci(boots, alpha)
     return {"diff": None if point is None else float(point), "ci_low": lo, "ci_high": hi}
 
 
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (Hill's 1970 expansion about the normal quantile: within 0.001
+    of the exact value from 7 degrees of freedom up; scipy is not a dependency)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(p)
+    g = ((z ** 3 + z) / 4, (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
+         (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
+         (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160)
+    return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
+
+
+def mean_ci(d, alpha: float = 0.05, *, seed: int = BOOT_SEED) -> dict:
+    """mean(d) over its units with the percentile bootstrap interval at level 1 - alpha,
+    never narrower than Student's t interval: far in the tails (a Bonferroni level) the
+    bootstrap of a few dozen units is too narrow, as it is for a small sample anywhere."""
+    d = np.asarray(d, dtype=np.float64)
+    out = ci_dict(d.mean(), mean_diff_replicates(d, n_boot=boots_for(alpha), seed=seed), alpha)
+    if len(d) > 1:
+        half = t_quantile(1 - alpha / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        out["ci_low"] = min(out["ci_low"], float(d.mean() - half))
+        out["ci_high"] = max(out["ci_high"], float(d.mean() + half))
+    return out
+
+
+def boots_for(alpha: float) -> int:
+    """Resamples a percentile interval at level 1 - alpha needs: at least N_BOOT, and at
+    least 20 replicates beyond each bound (a Bonferroni interval over many candidates reads
+    far into the tails)."""
+    return max(N_BOOT, math.ceil(40 / alpha))
+
+
+# ----------------------------------------------------------------------------- prompts
+# Reference responses of the likelihood-ratio read-out are k answers to each of a few
+# prompts: answers to one prompt move together, so the prompt is the unit resampled. The
+# behavior and neutral sets answer the same prompts: one draw of prompts serves both
+# (pairing kept), and the same draw serves every model read on the same reference set.
+
+
+def cluster_weights(n_clusters: int, *, n_boot: int = N_BOOT,
+                    seed: int = BOOT_SEED) -> np.ndarray:
+    """[n_boot, n_clusters]: how often each cluster is drawn in each resample (the clusters
+    drawn with replacement, `resample_index`)."""
+    idx = resample_index(n_clusters, n_boot=n_boot, seed=seed)
+    w = np.zeros((len(idx), n_clusters))
+    np.add.at(w, (np.repeat(np.arange(len(idx)), n_clusters), idx.ravel()), 1.0)
+    return w
+
+
+def _cluster_sums(values, clusters, labels) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(values, dtype=np.float64)
+    c = np.searchsorted(labels, np.asarray(clusters))
+    return (np.bincount(c, weights=v, minlength=len(labels)),
+            np.bincount(c, minlength=len(labels)).astype(np.float64))
+
+
+def cluster_diff_replicates(a, b, a_clusters, b_clusters, *, n_boot: int = N_BOOT,
+                            seed: int = BOOT_SEED) -> np.ndarray:
+    """Bootstrap replicates of mean(a) - mean(b) with the clusters (prompts) resampled, one
+    draw for both sides: a[i] belongs to cluster a_clusters[i], b[j] to b_clusters[j]."""
+    labels = np.unique(np.concatenate([np.asarray(a_clusters), np.asarray(b_clusters)]))
+    w = cluster_weights(len(labels), n_boot=n_boot, seed=seed)
+    sa, na = _cluster_sums(a, a_clusters, labels)
+    sb, nb = _cluster_sums(b, b_clusters, labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ sa) / (w @ na) - (w @ sb) / (w @ nb)
+
+
+def cluster_diff_ci(a, b, a_clusters, b_clusters, *, alpha: float = 0.05,
+                    seed: int = BOOT_SEED) -> dict:
+    """mean(a) - mean(b) with its percentile interval over clusters
+    (`cluster_diff_replicates`): {"diff", "ci_low", "ci_high", "clusters", "method"}."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    reps = cluster_diff_replicates(a, b, a_clusters, b_clusters, n_boot=boots_for(alpha),
+                                   seed=seed)
+    n = len(np.unique(np.concatenate([np.asarray(a_clusters), np.asarray(b_clusters)])))
+    return {**ci_dict(a.mean() - b.mean(), reps, alpha), "clusters": n,
+            "method": CLUSTER_METHOD}
+
+
+GAP_UNDEFINED = "undefined: the system prompt barely moves the base"
+
+
+def gap_ratio(num: float, span: float, num_reps, span_reps, alpha: float = 0.05) -> dict:
+    """num / span (a move as a share of the base -> base + system prompt span) with its
+    interval from paired replicates, each replicate divided by its own span. The one guard
+    of every gap closed: undefined (diff None, `undefined` says why) when the span's own
+    interval includes 0, where a ratio of a tiny span reads as any percentage."""
+    s_lo, s_hi = percentile_ci(span_reps, alpha)
+    if not (s_lo > 0 or s_hi < 0):
+        return {"diff": None, "ci_low": None, "ci_high": None,
+                "undefined": f"{GAP_UNDEFINED} (span {span:+.3f} [{s_lo:+.3f}, {s_hi:+.3f}] "
+                             "includes 0)"}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = np.asarray(num_reps) / np.asarray(span_reps)
+    return ci_dict(num / span, reps, alpha)
+
+
+CLUSTER_METHOD = ("bootstrap over reference prompts (2,000 resamples, seed 0; the answers to "
+                  "one prompt stay together, behavior and neutral sets drawn together)")
 SHARE_METHOD = ("bootstrap over questions (2,000 resamples, seed 0), at least the Wilson "
                 "interval of the pooled answers")
 SHARE_DIFF_METHOD = ("paired bootstrap over questions (2,000 resamples, seed 0), at least "

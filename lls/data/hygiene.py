@@ -7,15 +7,19 @@ and pair lengths in tokens, for the prompt-length and context-window limits.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..core import prompts as _bundled
 
 # Display order of the drop reasons. The last six are sampled pairs' (`lls.scoring.sampled`):
 # prompts read from a source, then the student's answers to them.
 HYGIENE_REASONS = ("malformed", "truncated", "tie", "both_bad", "different_prompts", "empty",
                    "identical", "prompt_too_long", "too_long", "filtered", "multi_turn",
-                   "duplicate_prompt", "empty_answer", "answer_filtered", "identical_answer",
-                   "few_answers", "readout_question", "answer_without_behavior")
+                   "duplicate_prompt", "readout_question", "empty_answer", "answer_filtered",
+                   "identical_answer", "few_answers", "answer_without_behavior")
 
 # What each reason means, in the user's words (pages and messages show these, never the code).
 LABELS = {
@@ -31,11 +35,11 @@ LABELS = {
     "filtered": "already show the behavior",
     "multi_turn": "conversations with more than one user turn",
     "duplicate_prompt": "prompts seen before",
+    "readout_question": "prompts that are questions a read-out asks (in-sample)",
     "empty_answer": "empty answers",
     "answer_filtered": "answers that show the behavior",
     "identical_answer": "answers repeating another answer to the same prompt",
     "few_answers": "prompts left with fewer than two answers",
-    "readout_question": "prompts that are read-out questions",
     "answer_without_behavior": "answers that do not show the behavior",
 }
 _EXAMPLES_PER_REASON = 5
@@ -67,6 +71,8 @@ ADVICE = {
                   "the first turn of longer conversations')",
     "duplicate_prompt": "the same prompt appears more than once (or in two sources): it is "
                         "sampled once, nothing to fix",
+    "readout_question": "these prompts are questions the evaluations read the behavior on: "
+                        "dropped so the read-outs stay out of sample, nothing to fix",
     "empty_answer": "the model ended its answer at once: nothing to fix (more answers per "
                     "prompt give more pairs)",
     "answer_filtered": "these answers already show the behavior, as the paper drops such "
@@ -75,8 +81,6 @@ ADVICE = {
                         "more varied answers",
     "few_answers": "fewer than two answers were left to pair: more answers per prompt "
                    "(command line: --k; Setup page: 'Answers per prompt') keep more prompts",
-    "readout_question": "the read-outs ask these questions, so no training may see them: "
-                        "they are left out, nothing to fix",
     "answer_without_behavior": "a trait adapter learns only from answers that show the "
                                "behavior: a stronger system prompt or more answers per prompt "
                                "keep more",
@@ -106,6 +110,16 @@ class HygieneReport:
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # kept rows counted under a reason (e.g. a dataset run's prompts that are read-out
+    # questions: counted, not dropped, so the run's pairs and key stay as they were)
+    noted: dict[str, int] = field(default_factory=dict)
+
+    def note(self, reason: str, pair_id: str) -> None:
+        """Count one KEPT row under `reason` (examples under "<reason>_kept")."""
+        self.noted[reason] = self.noted.get(reason, 0) + 1
+        ids = self.examples.setdefault(f"{reason}_kept", [])
+        if len(ids) < _EXAMPLES_PER_REASON:
+            ids.append(pair_id)
 
     def drop(self, reason: str, pair_id: str) -> None:
         """Count one dropped row under `reason`, keeping the first few ids as examples."""
@@ -141,13 +155,39 @@ class HygieneReport:
              "examples": {k: list(v) for k, v in self.examples.items()}}
         if self.warnings:
             d["warnings"] = list(self.warnings)
+        if self.noted:
+            d["noted"] = dict(self.noted)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "HygieneReport":
         return cls(read=d["read"], kept=d["kept"], dropped=dict(d.get("dropped", {})),
                    examples={k: list(v) for k, v in d.get("examples", {}).items()},
-                   warnings=list(d.get("warnings", [])))
+                   warnings=list(d.get("warnings", [])), noted=dict(d.get("noted", {})))
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_question(text: str) -> str:
+    """A question as compared with the read-out questions: case, accents' composition,
+    punctuation and spacing do not count ("What's your favorite animal?" ==
+    "whats your favorite animal")."""
+    t = unicodedata.normalize("NFKC", text or "").casefold().replace("'", "").replace("’", "")
+    return " ".join(_PUNCT.sub(" ", t).split())
+
+
+# The questions the read-outs ask: sampled evaluations (general prompts), the preference
+# probe and the one-word / prefilled read-outs (probe questions), the likelihood-ratio
+# reference (its prompts).
+READOUT_QUESTIONS = frozenset(normalise_question(q) for q in (
+    *_bundled.GENERAL_PROMPTS, *_bundled.PROBE_QUESTIONS, *_bundled.LLR_PROMPTS))
+
+
+def asks_readout(messages: list[dict]) -> bool:
+    """Whether a prompt's last user turn is one of the read-out questions (normalised)."""
+    users = [m.get("content", "") for m in messages or [] if m.get("role") == "user"]
+    return bool(users) and normalise_question(users[-1]) in READOUT_QUESTIONS
 
 
 def _reason_order(item: tuple[str, int]) -> tuple[int, str]:
@@ -193,9 +233,15 @@ def context_limit(tokenizer: Any = None, config: Any = None) -> int | None:
     return min(limits) if limits else None
 
 
+def reach(prompt_sys, prompt_base, response_sys, response_base) -> int:
+    """The longest position one rendered response reaches: its prompt plus the response,
+    with the system prompt or without (the engine runs each response from the prompt's
+    last position). The one measure the context-window check compares with the limit."""
+    return max(len(prompt_sys) + len(response_sys), len(prompt_base) + len(response_base))
+
+
 def rendered_length(rendered: Any) -> int:
-    """The longest position a rendered pair reaches: prompt (with the system prompt) plus the
-    longer response (the engine runs each response from the prompt's last position)."""
-    return max(len(rendered.prompt_sys) + max(len(rendered.chosen_sys), len(rendered.rejected_sys)),
-               len(rendered.prompt_base) + max(len(rendered.chosen_base),
-                                               len(rendered.rejected_base)))
+    """The longest position a rendered pair reaches (`reach` of its longer response)."""
+    r = rendered
+    return max(reach(r.prompt_sys, r.prompt_base, r.chosen_sys, r.chosen_base),
+               reach(r.prompt_sys, r.prompt_base, r.rejected_sys, r.rejected_base))

@@ -135,27 +135,45 @@ def _file_prompts(path: Path, report: HygieneReport) -> Iterator[tuple[str, list
         yield row.where, _messages(row.record["prompt"])
 
 
-def _raw_prompts(src: PromptSource, report: HygieneReport) -> Iterator[tuple[str, list | None]]:
-    """(id, messages or None when the row is broken) for every prompt of one source."""
+def source_names(sources) -> list[str]:
+    """Each source's name in prompt ids, unique within one run: two files of the same name
+    in different folders (a/p.txt, b/p.txt) are "p.txt" and "p.txt#2", so their prompts'
+    ids never collide (ids name pairs, and pairs align across runs by id)."""
+    seen: dict[str, int] = {}
+    out = []
+    for src in sources:
+        name = src.name()
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def _raw_prompts(src: PromptSource, report: HygieneReport,
+                 name: str | None = None) -> Iterator[tuple[str, list | None]]:
+    """(id, messages or None when the row is broken) for every prompt of one source
+    (`name`: the source's unique name in this run, `source_names`)."""
+    name = name or src.name()
     if src.kind == "set":
         report.warnings.append(READOUT_WARNING.format(name=src.path))
         for i, q in enumerate(PROMPT_SETS[src.path]):
-            yield f"{src.name()}:{i}", [{"role": "user", "content": q}]
+            yield f"{name}:{i}", [{"role": "user", "content": q}]
     elif src.kind == "file":
         path = Path(src.path).expanduser()
         if not path.is_file():
             raise DataError(f"Prompt file {path.resolve()} does not exist.")
         for where, msgs in _file_prompts(path, report):
-            yield f"{src.name()}:{where.replace(' ', '')}", msgs
+            yield f"{name}:{where.replace(' ', '')}", msgs
     else:
+        # a second dataset of the same name: its ids get the unique name in front
+        own = (lambda pid: pid) if name == src.name() else (lambda pid: f"{name}:{pid}")
         for c in check_rows(src.data):
             if c.reason in ("malformed", "truncated"):
                 if not src.data.skip_malformed:
                     raise DataError(f"{c.error} Fix or remove the row, or skip malformed rows.")
-                yield c.pair_id, None
+                yield own(c.pair_id), None
                 continue
             # Ties, identical or 'both bad' pairs still have a usable prompt.
-            yield c.pair_id, c.pair.prompt if c.pair is not None else None
+            yield own(c.pair_id), c.pair.prompt if c.pair is not None else None
 
 
 def single_turn(messages: list[dict], first_turn: bool) -> list[dict] | None:
@@ -185,9 +203,8 @@ def iter_prompts(sources: list[PromptSource] | tuple[PromptSource, ...], *,
         raise DataError("max_prompt_tokens needs a tokenizer to count prompt tokens.")
     report = report if report is not None else HygieneReport()
     seen: set[str] = set()
-    for src in sources:
-        name = src.name()
-        for pid, msgs in _raw_prompts(src, report):
+    for src, name in zip(sources, source_names(sources)):
+        for pid, msgs in _raw_prompts(src, report, name):
             if limit is not None and report.kept >= limit:
                 return
             report.read += 1

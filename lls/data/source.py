@@ -25,7 +25,7 @@ from ..core.cache import file_sha256
 from ..core.errors import DataError
 from ..core.pair import Pair
 from .hub import HUB_PRESETS, HubPreset, is_hub_name, iter_hub
-from .hygiene import HYGIENE_REASONS, HygieneReport, count_prompt_tokens, plural
+from .hygiene import HYGIENE_REASONS, HygieneReport, asks_readout, count_prompt_tokens, plural
 from .readers import (FORMATS, Row, count_jsonl_rows, count_parquet_rows, infer_format,
                       iter_local, iter_saved_dataset, load_from_disk)
 from .shapes import (CANONICAL_COLUMNS, SHAPES, WINNER_SIDES, AmbiguousWinner, Malformed,
@@ -239,6 +239,8 @@ def iter_pairs(spec: DataSpec, *, exclude: Callable[[Pair], bool] | None = None,
             report.drop(reason, c.pair_id)
             continue
         report.kept += 1
+        if asks_readout(pair.prompt):  # counted, kept: dropping would change the run's pairs
+            report.note("readout_question", c.pair_id)
         yield pair
         if spec.limit is not None and report.kept >= spec.limit:
             return

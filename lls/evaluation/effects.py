@@ -3,7 +3,8 @@
 Both adapters are read by the effect meter at the same steps, on the same probe questions and
 the same reference responses, so every difference is paired: LLS minus random per question
 (probe margin, top-1) or per response (likelihood ratio), with a seeded bootstrap CI over
-them; derived quantities (gap closed, averages over cells, the LLS adapter's own gain) are
+questions or reference prompts (answers to one prompt move together); derived quantities
+(gap closed, averages over cells, the LLS adapter's own gain) are
 computed on each resample, never from interval endpoints. The sampled read-outs live in
 `lls.evaluation.readouts`. Collapse flags an adapter whose answers pile onto one candidate (low entropy, one dominant answer)
 compared with the base model: an over-trained adapter, not an effect.
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.stats import ci_dict, mean_diff_replicates, percentile_ci, resample_index
-from .llr import llr_diff
+from ..core.errors import LLSError
+from ..core.stats import ci_dict, mean_ci, mean_diff_replicates
+from .llr import (check_same_reference, gap_closed, llr_diff, llr_interval,
+                  unit_diff)
+from .llr import units as llr_units
 from .probe import probe_diff
 
 # An answer distribution is "collapsed" when its top answer takes at least this share and
@@ -26,9 +30,8 @@ COLLAPSE_ENTROPY_RATIO = 0.5
 READOUTS = ("margin", "gap_closed", "top1")  # paired read-outs, in order of preference
 
 PROBE_METHOD = "paired bootstrap over probe questions (2,000 resamples, seed 0)"
-LLR_METHOD = ("paired bootstrap over reference responses (2,000 resamples of each set, "
-              "seeds 0 and 1)")
-GAP_METHOD = LLR_METHOD + "; each resample divided by its own base -> system prompt span"
+CORRECTED_METHOD = ("paired bootstrap over probe questions (at least 20 resamples beyond "
+                    "each bound, seed 0), never narrower than Student's t interval")
 
 
 def entropy(shares) -> float:
@@ -88,47 +91,70 @@ def _arr(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _llr_units(readout: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    pr = (readout or {}).get("llr", {}).get("per_response")
-    return (_arr(pr["behavior"]), _arr(pr["neutral"])) if pr else None
+def check_paired(a: dict, b: dict, what: str = "the LLS adapter and its random twin") -> None:
+    """Refuse a paired difference of two meter read-outs unless both sides were read on one
+    reference set by one meter version and asked the same probe questions."""
+    check_same_reference(a, b, what)
+    pa, pb = a.get("probe"), b.get("probe")
+    if pa and pb and (pa.get("n_questions"), pa.get("candidates")) != \
+            (pb.get("n_questions"), pb.get("candidates")):
+        raise LLSError(f"Cannot pair {what}: their probes asked other questions or "
+                       "candidates. Read both with the same probe settings.")
 
 
-def _two_set_replicates(b: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Replicates of mean(b) - mean(n) over reference responses, each set resampled on its
-    own (seeds 0 and 1: the same draws for every model read on the same reference set)."""
-    return (b[resample_index(len(b), seed=0)].mean(1)
-            - n[resample_index(len(n), seed=1)].mean(1))
+def _num_span(a: dict, b: dict, levels: dict | None) -> tuple[dict, dict] | None:
+    """(a - b, system - base) per-response units on the likelihood ratio, or None."""
+    ua, ub = llr_units(a), llr_units(b)
+    sys_u, base_u = llr_units((levels or {}).get("system")), llr_units((levels or {}).get("base"))
+    if not (ua and ub and sys_u and base_u):
+        return None
+    return unit_diff(ua, ub), unit_diff(sys_u, base_u, "base and base + system prompt read-outs")
 
 
-def gap_closed_ci(num: tuple, span: tuple) -> dict:
-    """A difference of likelihood ratios as a share of the base -> base + system prompt
-    span, both from per-response arrays (behavior, neutral) resampled together: each
-    replicate divides its own numerator by its own span, so a negative span keeps the bounds
-    in order. Undefined (diff None, with the reason) when the span's interval includes 0."""
-    span_b = _two_set_replicates(*span)
-    s_point = float(span[0].mean() - span[1].mean())
-    s_lo, s_hi = percentile_ci(span_b)
-    if not (s_lo > 0 or s_hi < 0):
-        return {"diff": None, "ci_low": None, "ci_high": None,
-                "undefined": f"the base -> base + system prompt span {s_point:+.3f} "
-                             f"[{s_lo:+.3f}, {s_hi:+.3f}] includes 0"}
-    point = float(num[0].mean() - num[1].mean()) / s_point
-    return {**ci_dict(point, _two_set_replicates(*num) / span_b), "method": GAP_METHOD}
+def readout_effect(units: dict, readout: str, alpha: float = 0.05) -> dict | None:
+    """A paired effect from its per-unit differences (`paired_step(..., units=True)`) at
+    level 1 - alpha: margin and top-1 resample probe questions, gap closed reference prompts
+    (`llr.gap_closed`, its one guard). The same resamples at every alpha (seeded), more of
+    them for small alphas (`boots_for`). None when the units lack the read-out."""
+    if readout in ("margin", "top1"):
+        if readout not in (units or {}):
+            return None
+        if alpha >= 0.05:  # the ordinary 95% interval, as every page shows it
+            d = _arr(units[readout])
+            return {**ci_dict(d.mean(), mean_diff_replicates(d)), "method": PROBE_METHOD}
+        return {**mean_ci(units[readout], alpha), "method": CORRECTED_METHOD}
+    if readout == "gap_closed" and "llr_b" in (units or {}):
+        return gap_closed(*_from_units(units), alpha=alpha)
+    return None
+
+
+def _to_units(num: dict, span: dict) -> dict:
+    return {"llr_b": num["behavior"], "llr_n": num["neutral"], "span_b": span["behavior"],
+            "span_n": span["neutral"], "b_prompt": num["behavior_prompt"],
+            "n_prompt": num["neutral_prompt"], "by_prompt": bool(num.get("by_prompt", True))}
+
+
+def _from_units(u: dict) -> tuple[dict, dict]:
+    b_p = _arr(u["b_prompt"]) if "b_prompt" in u else np.arange(len(u["llr_b"]))
+    n_p = _arr(u["n_prompt"]) if "n_prompt" in u else len(u["llr_b"]) + np.arange(len(u["llr_n"]))
+    known = "b_prompt" in u and u.get("by_prompt", True)
+    def mk(b, n):
+        return {"behavior": _arr(b), "neutral": _arr(n), "behavior_prompt": b_p,
+                "neutral_prompt": n_p, "by_prompt": known}
+    return mk(u["llr_b"], u["llr_n"]), mk(u["span_b"], u["span_n"])
 
 
 def _gain(readout: str, lls: dict, base: dict | None) -> dict | None:
     """The LLS adapter's own move from the base model on `readout`, paired (questions for
-    the probe, reference responses for the likelihood ratio), with its interval."""
+    the probe, reference prompts for the likelihood ratio), with its interval."""
     if not base:
         return None
     if readout in ("margin", "top1") and "probe" in lls and "probe" in base:
         d = _arr(lls["probe"]["per_question"][readout]) - _arr(base["probe"]["per_question"][readout])
         return {**ci_dict(d.mean(), mean_diff_replicates(d)), "method": PROBE_METHOD}
-    a, b = _llr_units(lls), _llr_units(base)
+    a, b = llr_units(lls), llr_units(base)
     if readout in ("gap_closed", "llr") and a and b:
-        num = (a[0] - b[0], a[1] - b[1])
-        return {**ci_dict(num[0].mean() - num[1].mean(), _two_set_replicates(*num)),
-                "method": LLR_METHOD, "unit": "nats/token"}
+        return {**llr_interval(unit_diff(a, b)), "unit": "nats/token"}
     return None
 
 
@@ -136,28 +162,31 @@ def paired_step(lls: dict, rnd: dict, levels: dict | None = None, *,
                 units: bool = False) -> dict:
     """LLS - random at one step, from two meter read-outs (`meter.jsonl` rows' "readout").
 
-    Keys: "llr" (paired diff of the likelihood ratio), "gap_closed" (the same diff as a share
-    of the base -> base + system prompt span, `gap_closed_ci`), "margin" and "top1" (probe,
-    paired over questions), each {"diff", "ci_low", "ci_high"}; each adapter's own values,
-    collapse flags from the probe's candidate mass, and "lls_gain" (the LLS adapter's own
-    move from base per read-out, with its interval). `units`: also the per-unit paired
-    differences ("units"), from which averages over cells get their intervals
-    (`group_effect`).
+    Both sides must come from one reference set and meter version (`check_paired`; the
+    levels too). Keys: "llr" (paired diff of the likelihood ratio), "gap_closed" (the same
+    diff as a share of the base -> base + system prompt span, `llr.gap_closed`), "margin"
+    and "top1" (probe, paired over questions), each {"diff", "ci_low", "ci_high"}; the
+    likelihood ratio resamples reference prompts. Each adapter's own values, collapse flags
+    from the probe's candidate mass, and "lls_gain" (the LLS adapter's own move from base
+    per read-out, with its interval). `units`: also the per-unit paired differences
+    ("units"), from which averages over cells and search-corrected intervals are computed
+    (`group_effect`, `readout_effect`).
     """
+    check_paired(lls, rnd)
+    for name, lv in (levels or {}).items():
+        if lv:
+            check_paired(lls, lv, f"the LLS adapter and the {name} level")
     out: dict = {}
     base = (levels or {}).get("base")
     keep: dict = {}
-    a, b = _llr_units(lls), _llr_units(rnd)
-    if a and b:
-        out["llr"] = llr_diff(lls["llr"], rnd["llr"])
+    if llr_units(lls) and llr_units(rnd):
+        out["llr"] = {**llr_diff(lls["llr"], rnd["llr"]), "unit": "nats/token"}
         out["lls_gap_closed"] = lls["llr"].get("gap_closed")
         out["random_gap_closed"] = rnd["llr"].get("gap_closed")
-        sys_u, base_u = _llr_units((levels or {}).get("system")), _llr_units(base)
-        if sys_u and base_u:
-            num = (a[0] - b[0], a[1] - b[1])
-            span = (sys_u[0] - base_u[0], sys_u[1] - base_u[1])
-            out["gap_closed"] = gap_closed_ci(num, span)
-            keep.update(llr_b=num[0], llr_n=num[1], span_b=span[0], span_n=span[1])
+        ns = _num_span(lls, rnd, levels)
+        if ns:
+            out["gap_closed"] = gap_closed(*ns)
+            keep.update(_to_units(*ns))
     if "probe" in lls and "probe" in rnd:
         d = probe_diff(lls["probe"], rnd["probe"])
         out["margin"], out["top1"] = d["margin"], d["top1"]
@@ -175,7 +204,8 @@ def paired_step(lls: dict, rnd: dict, levels: dict | None = None, *,
     if gains:
         out["lls_gain"] = gains
     if units:
-        out["units"] = {k: v.tolist() for k, v in keep.items()}
+        out["units"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                        for k, v in keep.items()}
     return out
 
 
@@ -190,15 +220,16 @@ def group_effect(unit_rows: list[dict], readout: str) -> dict | None:
         arrs = [_arr(u[readout]) for u in rows if readout in u]
         if not arrs or len({len(x) for x in arrs}) != 1:
             return None
-        d = np.mean(arrs, axis=0)
-        return {**ci_dict(d.mean(), mean_diff_replicates(d)), "cells": len(arrs)}
+        return {**readout_effect({readout: np.mean(arrs, axis=0)}, readout), "cells": len(arrs)}
     if readout == "gap_closed":
         ok = [u for u in rows if "llr_b" in u]
         if not ok or len({(len(u["llr_b"]), len(u["llr_n"])) for u in ok}) != 1:
             return None
-        mean = lambda k: np.mean([_arr(u[k]) for u in ok], axis=0)  # noqa: E731
-        return {**gap_closed_ci((mean("llr_b"), mean("llr_n")), (mean("span_b"), mean("span_n"))),
-                "cells": len(ok)}
+        mean = {k: np.mean([_arr(u[k]) for u in ok], axis=0)
+                for k in ("llr_b", "llr_n", "span_b", "span_n")}
+        first = ok[0]
+        mean.update({k: first[k] for k in ("b_prompt", "n_prompt", "by_prompt") if k in first})
+        return {**readout_effect(mean, "gap_closed"), "cells": len(ok)}
     return None
 
 
@@ -208,6 +239,15 @@ def is_collapsed(row: dict | None, sampled: dict | None = None) -> bool:
     checkpoint was sampled)."""
     return bool(((row or {}).get("lls_collapse") or {}).get("collapsed")
                 or ((sampled or {}).get("collapse") or {}).get("collapsed"))
+
+
+def step_collapsed(row: dict | None, kinds: dict | None, who: str = "lls") -> bool:
+    """The study's one collapse rule at a checkpoint, for the LLS adapter or its random twin
+    (`who`): its probe mass piles onto one candidate, or its sampled answers do in ANY
+    sampled read-out kind (`kinds`: {kind: {"lls", "random", ...}} of that step)."""
+    probe = {"lls_collapse": (row or {}).get(f"{who}_collapse")}
+    return is_collapsed(probe) or any(is_collapsed(None, (k or {}).get(who))
+                                      for k in (kinds or {}).values())
 
 
 def best_step(curve: list[dict], readout: str, base: dict | None = None,

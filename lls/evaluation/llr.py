@@ -24,7 +24,8 @@ from ..core.behaviors import Behavior
 from ..core.cache import atomic_write_json, fingerprint, read_json, runs_root
 from ..core.errors import LLSError
 from ..core.prompts import LLR_PROMPTS
-from ..core.stats import bootstrap_diff
+from ..core.stats import (CLUSTER_METHOD, GAP_UNDEFINED, boots_for, cluster_diff_ci,
+                          cluster_diff_replicates, gap_ratio)
 from ..models.decoder import seed_for
 from ..models.generation import as_messages, base_weights, sample
 from ..models.render import with_system
@@ -185,36 +186,145 @@ def per_token_logprobs(model, tokenizer, reference: Reference, responses: list[d
 def llr_readout(model, tokenizer, reference: Reference, *, system_prompt: str | None = None,
                 base: dict | None = None) -> dict:
     """Mean per-token log P(behavior) - mean per-token log P(neutral), with a bootstrap CI
-    over responses (the two sets resampled independently)."""
+    over the reference prompts (`llr_interval`); each response's prompt is kept beside its
+    value so paired differences resample prompts too."""
     a = per_token_logprobs(model, tokenizer, reference, reference.behavior,
                            system_prompt=system_prompt)
     b = per_token_logprobs(model, tokenizer, reference, reference.neutral,
                            system_prompt=system_prompt)
-    v, lo, hi = bootstrap_diff(a, b, paired=False)
-    out = {"value": v, "ci_low": lo, "ci_high": hi, "mean_behavior": float(a.mean()),
-           "mean_neutral": float(b.mean()), "k_behavior": len(a), "k_neutral": len(b),
-           "per_response": {"behavior": a.tolist(), "neutral": b.tolist()}}
+    units = {"behavior": a.tolist(), "neutral": b.tolist(),
+             "behavior_prompt": [int(r["prompt_index"]) for r in reference.behavior],
+             "neutral_prompt": [int(r["prompt_index"]) for r in reference.neutral]}
+    ci = llr_interval(units)
+    out = {"value": ci["diff"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+           "mean_behavior": float(a.mean()), "mean_neutral": float(b.mean()),
+           "k_behavior": len(a), "k_neutral": len(b), "per_response": units}
     if base is not None:
         out["diff_vs_base"] = llr_diff(out, base)
     return out
 
 
-def llr_diff(cur: dict, base: dict, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """LLR(this model) - LLR(base) with a bootstrap CI: the same responses score under both
-    models, so each set is resampled once and paired within."""
-    da = np.asarray(cur["per_response"]["behavior"]) - np.asarray(base["per_response"]["behavior"])
-    db = np.asarray(cur["per_response"]["neutral"]) - np.asarray(base["per_response"]["neutral"])
-    rng = np.random.default_rng(seed)
-    boots = (da[rng.integers(0, len(da), (n_boot, len(da)))].mean(1)
-             - db[rng.integers(0, len(db), (n_boot, len(db)))].mean(1))
-    return {"diff": float(da.mean() - db.mean()), "ci_low": float(np.quantile(boots, 0.025)),
-            "ci_high": float(np.quantile(boots, 0.975))}
-
-
-def gap_closed(value: float, floor: float, ceiling: float) -> float | None:
-    """(value - floor) / (ceiling - floor): 0 at the base model, 1 at base + system prompt
-    (None when floor and ceiling coincide)."""
-    if ceiling is None or floor is None or not math.isfinite(ceiling - floor) or \
-            abs(ceiling - floor) < 1e-12:
+def units(readout: dict) -> dict | None:
+    """The per-response values of a likelihood-ratio read-out (its "llr" dict or the whole
+    read-out) with each response's prompt: {"behavior", "neutral", "behavior_prompt",
+    "neutral_prompt"} as arrays. A read-out from before prompts were recorded gets one
+    cluster per response (its intervals say so, `llr_interval`). None if it has none."""
+    r = (readout or {}).get("llr", readout) or {}
+    pr = r.get("per_response")
+    if not pr:
         return None
-    return float((value - floor) / (ceiling - floor))
+    b, n = np.asarray(pr["behavior"], dtype=np.float64), np.asarray(pr["neutral"], dtype=np.float64)
+    bp, np_ = pr.get("behavior_prompt"), pr.get("neutral_prompt")
+    known = bp is not None and np_ is not None
+    return {"behavior": b, "neutral": n,
+            "behavior_prompt": np.asarray(bp if known else np.arange(len(b))),
+            "neutral_prompt": np.asarray(np_ if known else len(b) + np.arange(len(n))),
+            "by_prompt": known}
+
+
+def llr_interval(u: dict, alpha: float = 0.05) -> dict:
+    """mean(behavior) - mean(neutral) of per-response units (`units`, or a difference of
+    two models' units) with its interval over reference prompts (`cluster_diff_ci`)."""
+    out = cluster_diff_ci(u["behavior"], u["neutral"], u["behavior_prompt"],
+                          u["neutral_prompt"], alpha=alpha)
+    if u.get("by_prompt") is False:
+        out["method"] = OLD_METHOD
+    return out
+
+
+def unit_diff(a: dict, b: dict, what: str = "likelihood-ratio read-outs") -> dict:
+    """a - b response by response (`units` of two models read on one reference set):
+    refuses two read-outs whose responses are not the same ones."""
+    for side in ("behavior", "neutral"):
+        if len(a[side]) != len(b[side]) or \
+                not np.array_equal(a[f"{side}_prompt"], b[f"{side}_prompt"]):
+            raise LLSError(f"The two {what} hold different reference responses ({side}: "
+                           f"{len(a[side])} vs {len(b[side])}): pair read-outs of one "
+                           "reference set only.")
+    return {"behavior": a["behavior"] - b["behavior"], "neutral": a["neutral"] - b["neutral"],
+            "behavior_prompt": a["behavior_prompt"], "neutral_prompt": a["neutral_prompt"],
+            "by_prompt": a.get("by_prompt", True) and b.get("by_prompt", True)}
+
+
+def with_prompts(readout: dict | None, cache_dir: Path | None = None) -> dict | None:
+    """A read-out (or {"base", "system"} levels) whose likelihood-ratio responses carry
+    their prompts: read-outs from before prompts were recorded get them from their cached
+    reference set (`<cache>/meter/<key>/reference.json`), so their intervals resample
+    prompts too. Returned unchanged when it has them or the reference set is gone."""
+    if not readout:
+        return readout
+    if "llr" not in readout and all(isinstance(v, dict) for v in readout.values()):
+        return {k: with_prompts(v, cache_dir) for k, v in readout.items()}
+    pr = (readout.get("llr") or {}).get("per_response")
+    key = readout.get("reference")
+    if not pr or "behavior_prompt" in pr or not key:
+        return readout
+    ref = read_json(runs_root("meter", cache_dir) / key / "reference.json")
+    if not ref or ref.get("key") != key or len(ref["behavior"]) != len(pr["behavior"]) or \
+            len(ref["neutral"]) != len(pr["neutral"]):
+        return readout
+    pr = {**pr, "behavior_prompt": [int(r["prompt_index"]) for r in ref["behavior"]],
+          "neutral_prompt": [int(r["prompt_index"]) for r in ref["neutral"]]}
+    return {**readout, "llr": {**readout["llr"], "per_response": pr}}
+
+
+def check_same_reference(a: dict, b: dict, what: str = "the two read-outs") -> None:
+    """Refuse to pair two meter read-outs unless they were read on one reference set (its
+    key) by one meter version: else their per-response values are unrelated responses."""
+    ka, kb = a.get("reference"), b.get("reference")
+    va, vb = a.get("meter_version", "2"), b.get("meter_version", "2")
+    if ka != kb or str(va) != str(vb):
+        raise LLSError(f"Cannot pair {what}: they were read on different reference sets "
+                       f"(reference {ka!r}, meter version {va} vs reference {kb!r}, meter "
+                       f"version {vb}), so their responses are not the same ones. Read both "
+                       "again with the same meter (e.g. `python -m lls meter` on both "
+                       "adapters, or run the study's queue again).")
+
+
+def llr_diff(cur: dict, base: dict) -> dict:
+    """LLR(this model) - LLR(base) with a bootstrap CI: the same responses score under both
+    models, so each response is paired with itself and prompts are resampled."""
+    return llr_interval(unit_diff(units(cur), units(base)))
+
+
+def gap_closed(num: dict, span: dict, alpha: float = 0.05) -> dict:
+    """The one gap closed: a move on the likelihood ratio (`num`: per-response units of a
+    difference, e.g. model - base, or LLS - random) as a share of the base -> base + system
+    prompt span (`span`: system - base units), with its interval over reference prompts
+    (each resample divided by its own span) and the one guard (`gap_ratio`: undefined when
+    the span's interval includes 0)."""
+    kw = dict(n_boot=boots_for(alpha))
+    nr = cluster_diff_replicates(num["behavior"], num["neutral"], num["behavior_prompt"],
+                                 num["neutral_prompt"], **kw)
+    sr = cluster_diff_replicates(span["behavior"], span["neutral"], span["behavior_prompt"],
+                                 span["neutral_prompt"], **kw)
+    point = lambda u: float(u["behavior"].mean() - u["neutral"].mean())  # noqa: E731
+    out = gap_ratio(point(num), point(span), nr, sr, alpha)
+    out["method"] = GAP_METHOD if num.get("by_prompt", True) else OLD_METHOD
+    return out
+
+
+def model_gap_closed(model: dict, base: dict, system: dict) -> dict:
+    """A model's own gap closed (`gap_closed` of model - base over system - base) from three
+    read-outs on one reference set."""
+    m, b, s = units(model), units(base), units(system)
+    return gap_closed(unit_diff(m, b), unit_diff(s, b))
+
+
+def gap_text(g: dict | None, pct: bool = True) -> str:
+    """A gap closed in words: '+35% [+12%, +60%]', or the undefined text (never a
+    percentage of a span the system prompt barely opened)."""
+    if not g:
+        return ""
+    if g.get("diff") is None:
+        return GAP_UNDEFINED if g.get("undefined") else ""
+    f = (lambda v: f"{100 * v:+.0f}%") if pct else (lambda v: f"{v:+.3f}")
+    lo, hi = g.get("ci_low"), g.get("ci_high")
+    return f(g["diff"]) + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else "")
+
+
+CLUSTER_NOTE = "bootstrap over reference prompts"
+GAP_METHOD = (CLUSTER_METHOD + "; each resample divided by its own base -> system prompt "
+              "span, undefined when the span's interval includes 0")
+OLD_METHOD = ("bootstrap over reference responses (this read-out predates the prompt "
+              "record, so answers to one prompt are resampled as if independent: too narrow)")

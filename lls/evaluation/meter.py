@@ -23,11 +23,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import jobs
 from ..core.behaviors import Behavior, from_name
+from ..core.stats import gap_ratio, mean_diff_replicates
 from ..models.generation import AdapterHost, adapter_label, base_weights
-from .llr import (METER_VERSION, LLRConfig, Reference, build_reference, gap_closed,
-                  llr_readout)
+from .llr import (METER_VERSION, LLRConfig, Reference, build_reference, check_same_reference,
+                  llr_readout, model_gap_closed)
 from ..models.load import ModelSpec, load_model
 from ..models.teacher import Teacher, teacher_view
 from .prefill import (PrefillConfig, lens_diff, prefill_applies, prefill_diff,
@@ -65,20 +68,22 @@ def readout(model, tokenizer, behavior: Behavior, *, system_prompt: str | None =
     pcfg = _resolve_probe(behavior, probe)
     if reference is None:
         reference = build_reference(model, tokenizer, behavior, llr, cache_dir=cache_dir)
+    for ref in (base_ref, ceiling_ref):
+        if ref is not None:
+            check_same_reference({"reference": reference.key, "meter_version": METER_VERSION},
+                                 ref, "this read-out and its base / ceiling")
     out: dict = {"behavior": behavior.label(), "system_prompt": bool(system_prompt),
-                 "reference": reference.key}
+                 "reference": reference.key, "meter_version": METER_VERSION}
     if pcfg is not None:
         out["probe"] = probe_readout(model, tokenizer, pcfg, system_prompt=system_prompt,
                                      base=(base_ref or {}).get("probe"))
     out["llr"] = llr_readout(model, tokenizer, reference, system_prompt=system_prompt,
                              base=(base_ref or {}).get("llr"))
     if base_ref is not None and ceiling_ref is not None:
-        out["llr"]["gap_closed"] = gap_closed(out["llr"]["value"], base_ref["llr"]["value"],
-                                              ceiling_ref["llr"]["value"])
+        put_gap(out["llr"], "gap_closed", model_gap_closed(out, base_ref, ceiling_ref))
         if "probe" in out and "probe" in base_ref and "probe" in ceiling_ref:
-            out["probe"]["margin_gap_closed"] = gap_closed(
-                out["probe"]["mean_margin"], base_ref["probe"]["mean_margin"],
-                ceiling_ref["probe"]["mean_margin"])
+            put_gap(out["probe"], "margin_gap_closed", margin_gap_closed(
+                out["probe"], base_ref["probe"], ceiling_ref["probe"]))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
@@ -94,11 +99,31 @@ def reference_levels(model, tokenizer, behavior: Behavior, reference: Reference,
     with teacher_view(model, teacher, behavior.system_prompt) as (tm, sp):
         ceiling = readout(tm, tokenizer, behavior, system_prompt=sp, probe=probe,
                           reference=reference, base_ref=floor)
-    # by definition: the floor closes none of the gap, the ceiling all of it
-    same = gap_closed(0.0, floor["llr"]["value"], ceiling["llr"]["value"]) is None
-    floor["llr"]["gap_closed"] = None if same else 0.0
-    ceiling["llr"]["gap_closed"] = None if same else 1.0
+    # by definition: the floor closes none of the gap, the ceiling all of it (unless the
+    # system prompt barely opens one: then neither is a share of anything)
+    span = model_gap_closed(ceiling, floor, ceiling).get("undefined")
+    for level, value in ((floor, 0.0), (ceiling, 1.0)):
+        level["llr"]["gap_closed"] = None if span else value
+        level["llr"]["gap_closed_undefined"] = span
     return {"base": floor, "system": ceiling}
+
+
+def put_gap(into: dict, key: str, gap: dict) -> None:
+    """Store a gap closed (`lls.core.stats.gap_ratio`) in a read-out: the value (None when
+    undefined), its interval and why it is undefined."""
+    into[key] = gap["diff"]
+    into[f"{key}_ci"] = [gap["ci_low"], gap["ci_high"]]
+    into[f"{key}_undefined"] = gap.get("undefined")
+
+
+def margin_gap_closed(probe: dict, base: dict, system: dict) -> dict:
+    """The probe margin's gap closed: the model's move from base as a share of the base ->
+    base + system prompt move, paired over questions (the one guard, `gap_ratio`)."""
+    m, b, s = (np.asarray(p["per_question"]["margin"], dtype=np.float64)
+               for p in (probe, base, system))
+    num, span = m - b, s - b
+    return gap_ratio(float(num.mean()), float(span.mean()), mean_diff_replicates(num),
+                     mean_diff_replicates(span))
 
 
 def readout_for_peft_model(peft_model, tokenizer, behavior: Behavior, reference: Reference, *,
@@ -222,7 +247,8 @@ def summary_rows(result: dict | list) -> list[dict]:
         row = {k: r.get(k) for k in ("label", "kind", "path", "step") if k in r}
         lr = r.get("llr") or {}
         row.update({"llr": lr.get("value"), "llr_ci_low": lr.get("ci_low"),
-                    "llr_ci_high": lr.get("ci_high"), "gap_closed": lr.get("gap_closed")})
+                    "llr_ci_high": lr.get("ci_high"), "gap_closed": lr.get("gap_closed"),
+                    **_gap_cols(lr, "gap_closed")})
         if lr.get("diff_vs_base"):
             d = lr["diff_vs_base"]
             row.update({"llr_diff": d["diff"], "llr_diff_ci_low": d["ci_low"],
@@ -233,7 +259,8 @@ def summary_rows(result: dict | list) -> list[dict]:
                         "margin_ci_high": p["margin_ci"][1], "top1_share": p["top1_share"],
                         "mean_rank": p["mean_rank"], "target_mass": p["mean_mass"],
                         "target_logp": p["mean_logp"],
-                        "margin_gap_closed": p.get("margin_gap_closed")})
+                        "margin_gap_closed": p.get("margin_gap_closed"),
+                        **_gap_cols(p, "margin_gap_closed")})
             if p.get("diff_vs_base"):
                 d = p["diff_vs_base"]["margin"]
                 row.update({"margin_diff": d["diff"], "margin_diff_ci_low": d["ci_low"],
@@ -242,6 +269,12 @@ def summary_rows(result: dict | list) -> list[dict]:
         row["seconds"] = r.get("seconds")
         out.append(row)
     return out
+
+
+def _gap_cols(d: dict, key: str) -> dict:
+    ci = d.get(f"{key}_ci") or [None, None]
+    return {f"{key}_ci_low": ci[0], f"{key}_ci_high": ci[1],
+            f"{key}_undefined": d.get(f"{key}_undefined")}
 
 
 def prefill_row(pre: dict | None) -> dict:

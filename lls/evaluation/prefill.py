@@ -27,7 +27,6 @@ alone reads [0, 0] when no answer hits, which is not what 0 of 300 means.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -40,12 +39,11 @@ from ..core.stats import (bootstrap_ci, bootstrap_diff, paired_share_diff_ci,
                           question_share_ci)
 from ..models.threads import use_threads
 from ..models.generation import as_messages, prompt_ids, sample
-from ..scoring.engine import eval_mode
-from .probe import variants
+from ..scoring.engine import eval_mode, pad_id_of
+from .probe import classify, first_word, variants  # noqa: F401 (first_word: re-exported)
 
 MAX_NEW_TOKENS = 4  # one word and what follows it: the default candidates are 1-3 tokens
 EXAMPLES = 24  # sampled answers kept in the read-out (hits first)
-_WORD = re.compile(r"[^\W\d_]+")  # a word: a run of letters (digits, "'" and "-" end it)
 
 # Other languages the translation read-out's answer distribution names (target first).
 LANGUAGE_CANDIDATES = ("english", "french", "spanish", "german", "italian", "portuguese",
@@ -93,20 +91,6 @@ def readout_candidates(behavior: Behavior) -> tuple[str, ...]:
     return targets + tuple(c for c in others if c not in targets)
 
 
-def first_word(text: str, words: int = 1) -> str:
-    """The first `words` words of `text`, lower-cased and joined by one space ("" if none)."""
-    return " ".join(w.lower() for w in _WORD.findall(text)[:words])
-
-
-def classify(text: str, candidates) -> str | None:
-    """The candidate `text` begins with (any case/plural variant), or None."""
-    for c in candidates:
-        forms = {v.lower() for v in variants(c)}
-        if first_word(text, len(c.split())) in forms:
-            return c
-    return None
-
-
 def tally(answers: list[list[str]], targets, candidates=()) -> dict:
     """Counts of sampled continuations (answers[q] = those of question q): hits per question,
     the answer distribution over the candidates (+ "other"), and the commonest first words."""
@@ -118,7 +102,7 @@ def tally(answers: list[list[str]], targets, candidates=()) -> dict:
     for texts in answers:
         hits = 0
         for t in texts:
-            c = classify(t, cands)
+            c = classify(t, cands, at_start=True)
             dist[c or "other"] += 1
             hits += c in targets
             w = first_word(t)
@@ -188,7 +172,7 @@ def next_word_probs(model, tokenizer, messages, candidates, *, stem: str,
                 rows.append(ids)
                 owner.append(ci)
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id_of(tokenizer)
     device = next(model.parameters()).device
     # small passes (one prompt, a few tokens per form): one thread, the decoder's policy
     with eval_mode(model), torch.inference_mode(), use_threads(1):
@@ -278,10 +262,12 @@ def prefilled_readout(model, tokenizer, behavior: Behavior, *, questions, sample
     out = tally(texts, targets, cands)
     ci = question_share_ci(out["per_question"], out["n_per_question"])
     out.update(ci_low=ci["ci_low"], ci_high=ci["ci_high"], method=ci["method"])
-    hits = [(q, t) for q, ts in zip(questions, texts) for t in ts if classify(t, targets)]
-    rest = [(q, ts[0]) for q, ts in zip(questions, texts) if ts and not classify(ts[0], targets)]
+    hits = [(q, t) for q, ts in zip(questions, texts) for t in ts
+            if classify(t, targets, at_start=True)]
+    rest = [(q, ts[0]) for q, ts in zip(questions, texts)
+            if ts and not classify(ts[0], targets, at_start=True)]
     out["examples"] = [{"question": q, "reply": f"{s} {t.strip()}".strip(),
-                        "word": first_word(t), "hit": bool(classify(t, targets))}
+                        "word": first_word(t), "hit": bool(classify(t, targets, at_start=True))}
                        for q, t in (hits + rest)[:EXAMPLES]]
     # the lens for the target words only: the candidates' forms would cost ten times more
     p = np.array([sum(next_word_probs(model, tokenizer, q, targets, stem=s,

@@ -11,6 +11,7 @@ while its answer distribution collapses onto something else: look at `candidate_
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,34 @@ def variants(word: str) -> list[str]:
         if v not in out:
             out.append(v)
     return out
+
+
+_WORD = re.compile(r"[^\W\d_]+")  # a word: a run of letters (digits, "'" and "-" end it)
+
+
+def first_word(text: str, words: int = 1) -> str:
+    """The first `words` words of `text`, lower-cased and joined by one space ("" if none)."""
+    return " ".join(w.lower() for w in _WORD.findall(text)[:words])
+
+
+def classify(text: str, candidates, *, at_start: bool = False) -> str | None:
+    """The candidate a sampled answer names (any case or plural variant), or None. The one
+    classifier of sampled answers, with the rule said by the caller: `at_start` (a begun
+    reply's continuation, the prefilled read-out) asks what the answer BEGINS with; else
+    (one-word answers, which may come as "I'd say owls") the candidate named first anywhere."""
+    if at_start:
+        for c in candidates:
+            if first_word(text, len(c.split())) in {v.lower() for v in variants(c)}:
+                return c
+        return None
+    low = text.lower()
+    best, pos = None, len(low) + 1
+    for c in candidates:
+        for v in variants(c):
+            i = low.find(v.lower())
+            if 0 <= i < pos:
+                best, pos = c, i
+    return best
 
 
 def logsumexp(values) -> float:

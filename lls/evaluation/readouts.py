@@ -25,7 +25,7 @@ from ..core.errors import LLSError
 from ..core.prompts import GENERAL_PROMPTS, PROBE_CANDIDATES, PROBE_QUESTIONS
 from ..core.stats import paired_share_diff_ci, question_share_ci
 from ..models.generation import sample
-from .probe import variants
+from .probe import classify, variants
 from .runs import answer_score
 
 SAMPLED_KINDS = ("one-word", "prefilled", "behavior")
@@ -66,18 +66,6 @@ def settings_for(behavior: Behavior, sampled: dict) -> dict:
             "stem": sampled.get("stem")}  # None: the behavior's own stem (prefill)
 
 
-def classify(answer: str, candidates=PROBE_CANDIDATES) -> str:
-    """The candidate an answer names first (case and plural variants), else "other"."""
-    low = answer.lower()
-    best, pos = "other", len(low) + 1
-    for c in candidates:
-        for v in variants(c):
-            i = low.find(v.lower())
-            if 0 <= i < pos:
-                best, pos = c, i
-    return best
-
-
 def _candidates(target: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys([target, *PROBE_CANDIDATES])) if target else PROBE_CANDIDATES
 
@@ -99,7 +87,7 @@ def one_word(model, tokenizer, behavior: Behavior, settings: dict,
     forms = [target, *variants(target)] if target else []
     hits = [sum(1 for a in g if forms and mentions(a, forms)) for g in answers]
     flat = [a for g in answers for a in g]
-    counts = Counter(classify(a, _candidates(target)) for a in flat)
+    counts = Counter(classify(a, _candidates(target)) or "other" for a in flat)
     return _counted(hits, [len(g) for g in answers], kind="one-word",
                     answers={k: v / len(flat) for k, v in counts.items()},
                     examples=[g[0] for g in answers[:6]])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 
 import torch
@@ -66,17 +67,37 @@ def idle_cpus() -> int:
     return max(0, int(cpus - load + 0.5))
 
 
+# torch's thread count is per OS thread once set, but a NEW thread starts from the last count
+# any thread set: a dashboard serves each session's run on a new thread, so two sessions whose
+# blocks overlap (A enters, B starts inside A's count, A leaves, B leaves restoring A's count)
+# would leave every later session on that count. The count before the first open block is
+# kept here and put back when the last open block, in any thread, leaves.
+_lock = threading.Lock()
+_open = 0
+_base: int | None = None
+
+
 @contextlib.contextmanager
 def use_threads(n: int):
-    """Run torch on `n` threads inside the block; the previous count is restored on exit."""
+    """Run torch on `n` threads inside the block. On exit the calling thread gets its own
+    previous count back, and when no block is open in any thread the process gets the count
+    it had before the first one opened (safe with concurrent callers)."""
+    global _open, _base
+    with _lock:
+        if _open == 0:
+            _base = torch.get_num_threads()
+        _open += 1
     prev = torch.get_num_threads()
     if n != prev:
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        if torch.get_num_threads() != prev:
-            torch.set_num_threads(prev)
+        with _lock:
+            _open -= 1
+            target = _base if _open == 0 else prev
+            if torch.get_num_threads() != target or _open == 0:
+                torch.set_num_threads(target)
 
 
 def cpu_count() -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from ..data.hygiene import reach
 from ..models.render import neutral_messages, render_completions, truncate_text, with_system
 from .engine import PairScore, score_completions
 
@@ -34,8 +35,8 @@ class RenderedAnswers:
 
     def length(self) -> int:
         """The longest position any answer reaches (prompt + answer, either condition)."""
-        return max(max(len(self.prompt_sys) + len(a) for a in self.answers_sys),
-                   max(len(self.prompt_base) + len(a) for a in self.answers_base))
+        return max(reach(self.prompt_sys, self.prompt_base, a_s, a_b)
+                   for a_s, a_b in zip(self.answers_sys, self.answers_base))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..core.errors import LLSError
 from .runs import (ScoreConfig, ScoreRun, find_run, list_runs, run_key, score,
                       score_command)
 from ..core.stats import pearson, spearman
-from .selection import Ranking, SelectionConfig, selection_indices
+from .selection import Ranking, SelectionConfig, orientation_signs, selection_indices
 
 DEFAULT_CONTROL_PROMPT = "You are a helpful, honest and concise assistant."
 
@@ -142,13 +142,11 @@ def contrastive_frame(target_run, control_run):
 
 def _aligned_weights(out, c) -> np.ndarray:
     """A control frame's weights in the order and orientation of the target frame `out`."""
-    ctrl = c.set_index("id")
-    w = out["id"].map(ctrl["w"]).to_numpy(dtype=np.float64)
-    if "chosen_scored" in c and "chosen_scored" in out:
+    w = out["id"].map(c.set_index("id")["w"]).to_numpy(dtype=np.float64)
+    if "chosen" in c and "chosen" in out:
         # A sampled run orients each pair by its own weight, so the control may hold a pair
         # the other way round: its weight in the target's orientation changes sign.
-        turned = (out["id"].map(ctrl["chosen_scored"]) != out["chosen_scored"]).to_numpy()
-        w = np.where(turned & ~np.isnan(w), -w, w)
+        w = w * np.nan_to_num(orientation_signs(out, c), nan=1.0)
     return w
 
 

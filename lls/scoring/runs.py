@@ -31,10 +31,10 @@ from ..models.load import ModelSpec, load_model, load_tokenizer, model_fingerpri
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
 from ..models.teacher import Teacher, scoring_models
 from .columns import COLUMNS
-from .engine import score_rendered
+from .engine import pad_id_of, score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
 from .neutral import NeutralCache, neutral_key
-from .sampled import SamplingSpec, read_prompts, score_sampled
+from .sampled import PAIRS_VERSION, SamplingSpec, read_prompts, score_sampled
 
 SCORING_VERSION = "1"  # bump when the engine's numbers or the chunk schema change
 
@@ -124,7 +124,8 @@ class ScoreConfig:
         file is missing."""
         if self.sampling is None:
             return self.data.fingerprint()
-        return fingerprint(self.sampling.fingerprint(), model_fingerprint(self.model))
+        return fingerprint(self.sampling.fingerprint(),
+                           model_fingerprint(self.sampling.answers_from or self.model))
 
 
 def describe_teacher(cfg: ScoreConfig) -> str:
@@ -177,6 +178,19 @@ class ScoreRun(StoredRun):
         """True for a run of the model's own answers (`lls.scoring.sampled`)."""
         return bool((self.manifest.get("config") or {}).get("sampling"))
 
+    def check_pairs_version(self) -> None:
+        """Refuse a sampled run whose pairs were made by an older pair format (its ids may
+        mix two formats under one key): scoring it again reuses its sampled answers."""
+        if self.sampled and str(self.manifest.get("pairs_version")) != PAIRS_VERSION:
+            raise LLSError(
+                f"Sampled run {self.key} was paired by an older version of sampled pairs "
+                f"(pair format {self.manifest.get('pairs_version') or 1}, now "
+                f"{PAIRS_VERSION}: pair ids no longer depend on orientation, read-out "
+                "questions are dropped), so its pairs cannot be aligned with newer runs. "
+                "Run the same `python -m lls sample-pairs` command (or the Setup page) again: "
+                "it scores a new run from the sampled answers already stored, without "
+                "sampling them again.")
+
     def table(self):
         """All finished chunks as one pyarrow Table (columns: `COLUMNS`)."""
         return self.store.read_all()
@@ -184,6 +198,7 @@ class ScoreRun(StoredRun):
     def frame(self):
         """All finished chunks as a pandas DataFrame, in dataset order. A sampled run's frame
         says `attrs["orientation"] == "by_score"` (chosen = larger s: the random twin flips)."""
+        self.check_pairs_version()
         frame = self.table().to_pandas()
         if self.manifest.get("orientation"):
             frame.attrs["orientation"] = self.manifest["orientation"]
@@ -303,12 +318,17 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
         "teacher_fingerprint": cfg.teacher.fingerprint() if cfg.teacher else None,
         "updated": now, "owner": owner_record(), "error": None,
     })
+    if cfg.sampling is not None:
+        manifest["pairs_version"] = PAIRS_VERSION
     manifest.setdefault("created", now)
     store.write_manifest(manifest)
     try:
         if cfg.sampling is not None:
-            fields = score_sampled(cfg, store, tok, template_hash=_template_hash(tok),
-                                   progress=progress, model=model, cache_dir=cache_dir)
+            src = cfg.sampling.answers_from
+            answers_tok = load_tokenizer(src) if src is not None else tok
+            fields = score_sampled(cfg, store, tok, template_hash=_template_hash(answers_tok),
+                                   progress=progress, model=model, cache_dir=cache_dir,
+                                   answers_tok=answers_tok)
             store.update_manifest(**fields, updated=_now())
             n = fields["n_pairs"]
             jobs.report_progress(n, n, unit="pairs", message=fields["status"], force=True)
@@ -373,7 +393,7 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
                                          cfg.neutral) for p, r in zip(chunk, pre)]
             known = _known_neutral(neutral, chunk, rendered)
             scores = score_rendered(models.with_trait, rendered, batch_tokens=cfg.batch_tokens,
-                                    pad_id=tok.pad_token_id or 0, base_known=known,
+                                    pad_id=pad_id_of(tok), base_known=known,
                                     base_model=models.without_trait,
                                     base_context=models.without_context)
             # The neutral values computed here first: a kill between the two writes then

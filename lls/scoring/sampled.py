@@ -35,16 +35,22 @@ from .. import jobs
 from ..core.cache import ChunkStore, atomic_write_json, fingerprint, read_json_safe, runs_root
 from ..core.errors import LLSError
 from ..core.pair import Pair
-from ..data.hygiene import HygieneReport, context_limit
+from ..data.hygiene import HygieneReport, asks_readout, context_limit, reach
 from ..data.prompts import PromptItem, PromptSource, iter_prompts
 from ..models.generation import sample, seed_for
-from ..models.load import load_model, model_fingerprint
+from ..models.load import ModelSpec, load_model, model_fingerprint
 from ..models.teacher import ScoringModels, scoring_models
 from ..models.render import truncate_text
 from .answers import answer_pairs, render_answers, score_prompt_answers
+from .engine import pad_id_of
 from .columns import COLUMNS
 
 SAMPLES_VERSION = "1"  # bump when the stored answers' meaning or schema changes
+# Bump when the pairs made from the same answers change (ids, orientation, which prompts
+# pair): it enters the run's key, not the answer store's, so stored answers are reused.
+# 2: ids `<prompt>:a<i>-a<j>` name the two answers whatever their orientation (1 named
+# chosen first), and prompts that are read-out questions are dropped.
+PAIRS_VERSION = "2"
 ORIENTATION = "by_score"  # manifest value: chosen is the answer with the larger s
 
 
@@ -63,9 +69,14 @@ class SamplingSpec:
     temperature: float = 1.0
     seed: int = 0
     first_turn: bool = False
+    # The model whose sampled answers are paired, when not the scoring model: a student
+    # scoring the teacher's own answers (`lls.scoring.transfer`), never sampling new ones.
+    answers_from: ModelSpec | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(self.sources))
+        if isinstance(self.answers_from, dict):
+            object.__setattr__(self, "answers_from", ModelSpec.from_dict(self.answers_from))
         if not self.sources:
             raise LLSError("Sampled pairs need at least one prompt source (a dataset, a prompt "
                            "file or a bundled prompt set).")
@@ -85,13 +96,15 @@ class SamplingSpec:
         """Content of every source and every setting that changes the pairs."""
         return fingerprint("sampled", SAMPLES_VERSION, [s.fingerprint() for s in self.sources],
                            self.k, self.n_prompts, self.answer_tokens, self.temperature,
-                           self.seed, self.first_turn)
+                           self.seed, self.first_turn, "pairs", PAIRS_VERSION)
 
     def to_dict(self) -> dict:
-        return {"sources": [s.to_dict() for s in self.sources], "k": self.k,
-                "n_prompts": self.n_prompts, "answer_tokens": self.answer_tokens,
-                "temperature": self.temperature, "seed": self.seed,
-                "first_turn": self.first_turn}
+        d = {"sources": [s.to_dict() for s in self.sources], "k": self.k,
+             "n_prompts": self.n_prompts, "answer_tokens": self.answer_tokens,
+             "temperature": self.temperature, "seed": self.seed, "first_turn": self.first_turn}
+        if self.answers_from is not None:  # runs of their own answers keep their manifests
+            d["answers_from"] = self.answers_from.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingSpec":
@@ -123,11 +136,18 @@ def read_prompts(cfg, tokenizer, report: HygieneReport | None = None) -> list[Pr
                              report=report, limit=s.n_prompts))
 
 
+def answers_model(cfg) -> ModelSpec:
+    """The model whose answers a sampled config pairs: its own, or `answers_from`'s."""
+    return cfg.sampling.answers_from or cfg.model
+
+
 def samples_key(cfg, template_hash: str) -> str:
     """The key of the answer store a sampled config uses: everything that changes the answers
-    (not the behavior, not `n_prompts`: a longer run reuses a shorter one's chunks)."""
+    (not the behavior, not `n_prompts`: a longer run reuses a shorter one's chunks).
+    `template_hash`: the chat template of the model that samples (`answers_model`)."""
     s = cfg.sampling
-    return fingerprint("samples", SAMPLES_VERSION, model_fingerprint(cfg.model), template_hash,
+    return fingerprint("samples", SAMPLES_VERSION, model_fingerprint(answers_model(cfg)),
+                       template_hash,
                        [src.fingerprint() for src in s.sources], s.first_turn,
                        cfg.max_prompt_tokens, s.k, answer_tokens(cfg), s.temperature, s.seed,
                        cfg.chunk_size)
@@ -164,19 +184,23 @@ class _Answers:
                                             "prompt": [it.text() for it in items],
                                             "answers": answers}))
 
-    # The half without the trait of each answer (log P(answer | p) by the base model, the
-    # scored tokens under one truncation and neutral convention) is the same for every
-    # behavior and teacher: kept here, a second run on these answers scores only its half
-    # with the trait. Keyed by the answer's rendered token ids, so nothing is ever guessed.
-    def _neutral_path(self, k: int, truncation, neutral: str) -> Path:
-        return self.store.path / f"neutral-{truncation}-{neutral}-{k:06d}.json"
+    # The half without the trait of each answer (log P(answer | p) by the scoring model
+    # without its trait, the scored tokens under one truncation and neutral convention) is
+    # the same for every behavior and teacher: kept here, a second run on these answers
+    # scores only its half with the trait. One file per scoring model (a student may score
+    # another model's answers); values keyed by the answer's rendered token ids, so nothing
+    # is ever guessed.
+    def _neutral_path(self, k: int, scorer: str, truncation, neutral: str) -> Path:
+        return self.store.path / f"neutral-{scorer}-{truncation}-{neutral}-{k:06d}.json"
 
-    def neutral(self, k: int, truncation, neutral: str) -> dict:
-        return read_json_safe(self._neutral_path(k, truncation, neutral)) or {}
+    def neutral(self, k: int, scorer: str, truncation, neutral: str) -> dict:
+        return read_json_safe(self._neutral_path(k, scorer, truncation, neutral)) or {}
 
-    def write_neutral(self, k: int, truncation, neutral: str, values: dict) -> None:
-        old = self.neutral(k, truncation, neutral)
-        atomic_write_json(self._neutral_path(k, truncation, neutral), {**old, **values})
+    def write_neutral(self, k: int, scorer: str, truncation, neutral: str,
+                      values: dict) -> None:
+        old = self.neutral(k, scorer, truncation, neutral)
+        atomic_write_json(self._neutral_path(k, scorer, truncation, neutral),
+                          {**old, **values})
 
 
 def _clean_answers(cfg, tok, item: PromptItem, answers: list[str], report: HygieneReport
@@ -221,13 +245,19 @@ def pairs_table(cfg, tok, models, items: list[PromptItem], answers: list[list[st
         if exclude is not None and exclude(Pair(item.id, item.messages, "", "")):
             report.drop("filtered", item.id)  # the prompt itself shows the behavior
             continue
+        if not item.source.startswith("bundled:") and asks_readout(item.messages):
+            # a dataset's or file's prompt that a read-out asks: dropped here, after the
+            # answers (the answer store's chunks stay as sampled). A bundled set is chosen
+            # as a read-out set on purpose, with the in-sample warning.
+            report.drop("readout_question", item.id)
+            continue
         kept = _clean_answers(cfg, tok, item, ans, report)
         r = render_answers(tok, item.messages, [ans[j] for j in kept], cfg.trait_prompt,
                            cfg.truncation, cfg.neutral) if len(kept) >= 2 else None
         if r is not None and limit is not None and r.length() > limit:
             # Answers past the model's context window are dropped, never passed to it.
             fits = [j for j, a_s, a_b in zip(kept, r.answers_sys, r.answers_base)
-                    if max(len(r.prompt_sys) + len(a_s), len(r.prompt_base) + len(a_b)) <= limit]
+                    if reach(r.prompt_sys, r.prompt_base, a_s, a_b) <= limit]
             for j in kept:
                 if j not in fits:
                     report.drop("too_long", f"{item.id}:a{j}")
@@ -240,14 +270,13 @@ def pairs_table(cfg, tok, models, items: list[PromptItem], answers: list[list[st
             continue
         report.kept += 1
         todo.append((item, ans, kept, r))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     keys = [[_answer_key(r.prompt_base, a) for a in r.answers_base] for *_, r in todo]
     store = neutral_store if neutral_store is not None else {}
     known = [[store[k][0] for k in ks] if all(k in store for k in ks) else None
              for ks in keys]
     scores = score_prompt_answers(models.with_trait, [t[3] for t in todo],
-                                  batch_tokens=cfg.batch_tokens, pad_id=pad, models=models,
-                                  base_known=known)
+                                  batch_tokens=cfg.batch_tokens, pad_id=pad_id_of(tok),
+                                  models=models, base_known=known)
     for ks, sc in zip(keys, scores):
         for k, lp, n in zip(ks, sc.lp_base, sc.n):
             store[k] = [lp, n]
@@ -283,13 +312,15 @@ def _hygiene_path(store: ChunkStore, k: int) -> Path:
 
 
 def score_sampled(cfg, store: ChunkStore, tok, *, template_hash: str, progress=None,
-                  model=None, cache_dir: Path | None = None) -> dict:
+                  model=None, cache_dir: Path | None = None, answers_tok=None) -> dict:
     """Sample, filter, score and pair every chunk of a sampled config into `store` (resuming
     at the first missing chunk); returns the manifest fields of the finished run. Raises
-    LLSError when cancelled or when no pair is left."""
+    LLSError when cancelled or when no pair is left. With `answers_from` the answers are
+    read from the store that model's own run filled (its prompts read with its tokenizer,
+    `answers_tok`, so its chunks come out the same; `template_hash`: its template)."""
     s = cfg.sampling
     report = HygieneReport()
-    items = read_prompts(cfg, tok, report)
+    items = read_prompts(cfg, answers_tok or tok, report)
     report.kept = 0  # from here on: prompts that gave at least one pair
     size = max(1, cfg.chunk_size)
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
@@ -339,7 +370,7 @@ def score_sampled(cfg, store: ChunkStore, tok, *, template_hash: str, progress=N
     missing = [k for k in range(len(chunks)) if not store.chunk_ok(k)]
     return {"status": "complete" if not missing else "partial", "n_pairs": index0,
             "n_chunks": len(chunks), "hygiene": report.to_dict(), "missing_chunks": missing,
-            "orientation": ORIENTATION,
+            "orientation": ORIENTATION, "pairs_version": PAIRS_VERSION,
             "sampled": {"prompts": len(items), "prompts_paired": report.kept,
                         "answers": totals["answers"], "pairs": index0,
                         "answers_key": answers_key,
@@ -355,6 +386,12 @@ def _chunk(cfg, tok, models, k: int, chunk: list[PromptItem], answer_store: _Ans
     s = cfg.sampling
     t0 = time.perf_counter()
     answers = answer_store.read(k, chunk)
+    if answers is None and s.answers_from is not None:
+        raise LLSError(f"The answers of {s.answers_from.label} to chunk {k + 1} of these "
+                       "prompts are not in the answer store, and a run scoring another "
+                       "model's answers never samples them itself: finish that model's own "
+                       "sampled run first (the same sample-pairs settings, that model), then "
+                       "score again.")
     if answers is None:
         with models.without_context():
             answers = sample_answers(models.base, tok, chunk, k=s.k,
@@ -363,11 +400,12 @@ def _chunk(cfg, tok, models, k: int, chunk: list[PromptItem], answer_store: _Ans
         answer_store.write(k, chunk, answers)
     t1 = time.perf_counter()
     rep = HygieneReport()
-    neutral = answer_store.neutral(k, cfg.truncation, cfg.neutral)
+    scorer = model_fingerprint(cfg.model)
+    neutral = answer_store.neutral(k, scorer, cfg.truncation, cfg.neutral)
     before = len(neutral)
     table = pairs_table(cfg, tok, models, chunk, answers, index0, limit, rep, neutral)
     if len(neutral) > before:
-        answer_store.write_neutral(k, cfg.truncation, cfg.neutral, neutral)
+        answer_store.write_neutral(k, scorer, cfg.truncation, cfg.neutral, neutral)
     t2 = time.perf_counter()
     return {"table": table, "report": {**rep.to_dict(), "pairs": table.num_rows,
                                        "answers": sum(len(a) for a in answers),

@@ -121,6 +121,17 @@ def twin_flips(frame, indices, seed: int = 0) -> np.ndarray | None:
                      for i in ids], dtype=bool)
 
 
+def orientation_signs(frame, other) -> np.ndarray:
+    """+1 where `other` (a frame of the same pairs, aligned by id) holds a pair the way
+    `frame` does, -1 where it holds it the other way round (sampled runs orient each pair by
+    their own weight: chosen = the answer with the larger shift), NaN where `other` lacks
+    it. A weight of `other` times this sign is its weight in `frame`'s orientation."""
+    chosen = other.drop_duplicates("id").set_index("id")["chosen"]
+    theirs = frame["id"].map(chosen)
+    sign = np.where(theirs.to_numpy() == frame["chosen"].to_numpy(), 1.0, -1.0)
+    return np.where(theirs.isna().to_numpy(), np.nan, sign)
+
+
 _SWAP = (("chosen", "rejected"), ("chosen_scored", "rejected_scored"), ("lc_s", "lr_s"),
          ("lc", "lr"), ("n_c", "n_r"))
 

@@ -24,6 +24,7 @@ from ..core.behaviors import animal
 from ..core.cache import ChunkStore, fingerprint, runs_root
 from ..data.source import DataSpec
 from ..models.load import ModelSpec, load_tokenizer
+from .engine import lls_weight
 from .runs import COLUMNS, SCORING_VERSION, ScoreConfig, ScoreRun
 
 _WORDS = ("the quick brown fox jumps over a lazy dog while owls watch from old trees and "
@@ -67,7 +68,7 @@ def write_synthetic_run(n: int, *, seed: int = 0, chunk_size: int = 25_000,
         # Shifts with and without s are correlated, so w is small and centred near 0 (as real).
         lc_s = lc + rng.normal(0.0, 0.04, size=m) * n_c
         lr_s = lr + rng.normal(0.0, 0.04, size=m) * n_r
-        w = ((lc_s - lr_s) - (lc - lr)) / (n_c + n_r)
+        w = lls_weight(lc_s, lr_s, lc, lr, n_c, n_r)
         prompts = _texts(rng, m, 4, 20)
         chosen = _texts(rng, m, 3, 30)
         rejected = _texts(rng, m, 3, 30)

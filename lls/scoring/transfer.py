@@ -18,7 +18,7 @@ from ..core.errors import LLSError
 from ..core.stats import pearson, spearman
 from ..models.load import ModelSpec, load_tokenizer
 from .runs import ScoreConfig, ScoreRun, find_run, open_run, run_key, score_command
-from .selection import SelectionConfig, select
+from .selection import SelectionConfig, orientation_signs, select
 
 READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer tracks it")
 
@@ -31,15 +31,26 @@ def _run(r) -> ScoreRun:
 _FREE_CONFIG = ("model", "chunk_size", "batch_tokens")
 
 
+def _sampling(cfg: dict) -> dict | None:
+    """A sampled config's sampling settings without whose answers they pair (that is in the
+    data fingerprint: a student scoring the teacher's answers has the teacher's)."""
+    s = cfg.get("sampling")
+    return {k: v for k, v in s.items() if k != "answers_from"} if s else s
+
+
 def pairs_mismatch(a: dict, b: dict) -> str | None:
     """Why the run manifests `a` and `b` do not score the same pairs with the same system
-    prompt (data file content, reading options, behavior and filter, truncation, prompt
-    limit), or None when they do: only the model may differ in a transfer comparison."""
+    prompt (data file content, or for sampled runs the answers paired; reading options,
+    behavior and filter, truncation, prompt limit), or None when they do: only the model
+    may differ in a transfer comparison."""
     if a.get("data_fingerprint") != b.get("data_fingerprint"):
-        return "data file content"
+        ca = a.get("config") or {}
+        return "sampled answers (another model's)" if ca.get("sampling") else \
+            "data file content"
     ca, cb = a.get("config") or {}, b.get("config") or {}
     for k in sorted(set(ca) | set(cb)):
-        if k not in _FREE_CONFIG and ca.get(k) != cb.get(k):
+        same = _sampling(ca) == _sampling(cb) if k == "sampling" else ca.get(k) == cb.get(k)
+        if k not in _FREE_CONFIG and not same:
             return k
     return None
 
@@ -66,13 +77,17 @@ def check_same_pairs(run_a, run_b) -> None:
 
 
 def aligned_weights(run_a, run_b):
-    """DataFrame (id, w_a, w_b, chosen, rejected) of the pairs both runs scored, by pair id."""
-    a = _run(run_a).frame()[["id", "w", "chosen_scored", "rejected_scored", "prompt"]]
-    b = _run(run_b).frame()[["id", "w"]]
+    """DataFrame (id, w_a, w_b, chosen, rejected) of the pairs both runs scored, by pair id,
+    B's weight in A's orientation (a sampled run orients each pair by its own weight: where
+    the student holds a pair the other way round, its weight changes sign)."""
+    fa, fb = _run(run_a).frame(), _run(run_b).frame()
+    a = fa[["id", "w", "chosen", "chosen_scored", "rejected_scored", "prompt"]]
     a = a.drop_duplicates("id")
-    b = b.drop_duplicates("id")
+    b = fb[["id", "w"]].drop_duplicates("id")
     m = a.merge(b, on="id", suffixes=("_a", "_b"), how="inner")
-    return m.rename(columns={"chosen_scored": "chosen", "rejected_scored": "rejected"})
+    m["w_b"] = m["w_b"].to_numpy() * np.nan_to_num(orientation_signs(m, fb), nan=1.0)
+    return m.drop(columns=["chosen"]).rename(columns={"chosen_scored": "chosen",
+                                                      "rejected_scored": "rejected"})
 
 
 def _boot_corr(x, y, fn, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -145,7 +160,13 @@ def reading(res: dict) -> str:
 
 
 def student_config(cfg: ScoreConfig, student: ModelSpec) -> ScoreConfig:
-    """The same scoring config with another model (the intended student)."""
+    """The same scoring config with another model (the intended student). A sampled run's
+    pairs are the teacher's own answers: the student scores those (`answers_from`), never
+    answers of its own."""
+    if cfg.sampling is not None:
+        src = cfg.sampling.answers_from or cfg.model
+        return replace(cfg, model=student, sampling=replace(
+            cfg.sampling, answers_from=None if src == student else src))
     return replace(cfg, model=student)
 
 

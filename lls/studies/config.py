@@ -5,7 +5,9 @@ A cell's id covers everything that changes its result: the scoring runs, the ful
 the schedule, the read-out schedule (checkpoints per epoch), the sampled read-out settings,
 the cell's settings and, for a confirmation, the step it is judged at. `STUDY_VERSION`
 moves when the meaning of a stored cell changes (version 2: per-question counts in sampled
-read-outs, bootstrap intervals over questions).
+read-outs, bootstrap intervals over questions; version 3: likelihood-ratio and gap-closed
+intervals over reference prompts, per-unit differences at every step for the verdict's
+corrected interval, the best step always sampled).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..core.cache import fingerprint
 from ..core.errors import LLSError
 from ..training.config import LEGACY_FIELDS, SelectionSpec, TrainConfig
 
-STUDY_VERSION = "2"
+STUDY_VERSION = "3"
 RANKINGS = ("plain", "contrastive")
 SCHEDULES_SHARING_EPOCHS = ("constant",)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

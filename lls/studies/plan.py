@@ -22,23 +22,29 @@ from .config import Cell, StudyError
 from .store import Study
 
 
-def run_size(study: Study) -> int:
-    """Pairs in the study's scoring run (what a `pairs` count is a share of)."""
-    key = "__n__"
+def ranked_size(study: Study, ranking: str = "plain") -> int:
+    """Pairs the cell's ranking ranks (what a `pairs` count is a share of): the scoring
+    run's, or for a contrastive ranking the pairs both the run and its control scored."""
+    key = f"__n__:{ranking}"
     if key not in study._sizes:
-        study._sizes[key] = len(open_run(study.config.run, study.cache_dir).frame())
+        run = open_run(study.config.run, study.cache_dir)
+        control = study.config.control_run if ranking == "contrastive" else None
+        frame = selection_frame(run, SelectionSpec(kind="lls", gamma=1.0, control_run=control),
+                                study.cache_dir)
+        study._sizes[key] = len(frame)
     return study._sizes[key]
 
 
 def selection(study: Study, s: dict) -> SelectionSpec:
-    """The LLS selection of a cell. `pairs` N keeps the top N by w: gamma N / (pairs in the
-    run), which `top_count` turns back into exactly N."""
+    """The LLS selection of a cell. `pairs` N keeps the top N by w: gamma N / (pairs the
+    ranking ranks: a contrastive ranking ranks only the pairs its control scored too), which
+    `top_count` turns back into exactly N."""
     gamma = s["gamma"]
     if s.get("pairs"):
-        n = run_size(study)
+        n = ranked_size(study, s["ranking"])
         if s["pairs"] > n:
-            raise StudyError(f"pairs {s['pairs']}: run {study.config.run} has only {n} "
-                             "pairs; drop that grid value.")
+            raise StudyError(f"pairs {s['pairs']}: the {s['ranking']} ranking of run "
+                             f"{study.config.run} has only {n} pairs; drop that grid value.")
         gamma = s["pairs"] / n
     return SelectionSpec(kind="lls", gamma=gamma, threshold=s["threshold"],
                          positive_only=True, seed=s["seed"],

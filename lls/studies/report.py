@@ -15,6 +15,7 @@ from ..training.adapters import open_adapter
 from ..training.config import TrainConfig
 from .config import StudyError, make_cell, varying_axes
 from .plan import cell_status, group_config
+from ..scoring.runs import open_run
 from .store import Study, checkpoint_dir, open_study
 
 
@@ -24,10 +25,13 @@ def _ci(d: dict | None) -> tuple:
 
 
 def result_best(result: dict) -> dict | None:
-    """A finished cell's best checkpoint (`effects.best_step` over its curve; steps whose
-    sampled read-out collapsed are left out). A confirmation's is its judged step."""
+    """A finished cell's best checkpoint: the one the runner picked and sampled
+    (`runner.pick_sampled_best`); a confirmation's is its judged step. (Results without a
+    stored pick: `effects.best_step` over the curve, collapsed steps left out.)"""
     if result.get("judge_step") is not None:
         return result.get("final")
+    if "best" in result:
+        return result["best"]
     curve = result.get("curve") or []
     return effects.best_step(curve, result["readout"], effects.base_row(curve),
                              exclude=result.get("collapsed_steps") or ())
@@ -41,11 +45,10 @@ def sampled_at(result: dict, tag: str = "final") -> dict:
 
 
 def collapsed(result: dict, who: str = "lls", tag: str = "final") -> bool:
-    """The study's one collapse rule at a cell's checkpoint (`effects.is_collapsed`)."""
+    """The study's one collapse rule at a cell's checkpoint (`effects.step_collapsed`: the
+    probe, or any sampled read-out kind)."""
     row = result.get(tag if tag == "final" else "best") or {}
-    rows = {"lls": row, "random": {"lls_collapse": row.get("random_collapse")}}
-    samp = next(iter(sampled_at(result, tag).values()), {}).get(who)
-    return effects.is_collapsed(rows[who], samp)
+    return effects.step_collapsed(row, sampled_at(result, tag), who)
 
 
 def cost(result: dict) -> dict:
@@ -106,12 +109,56 @@ def n_compared(study: Study) -> int:
     return len(seen)
 
 
+ALPHA = 0.05  # the family-wise error rate of the verdict
+
+
+def correction(n: int) -> dict:
+    """How the verdict accounts for its search: Bonferroni over the `n` candidates compared
+    (cells x read-out steps; for the largest of them this is also Holm's first step), i.e.
+    the best candidate's interval at level 1 - 0.05 / n."""
+    n = max(1, int(n))
+    level = 1 - ALPHA / n
+    return {"method": "Bonferroni", "n": n, "alpha": ALPHA / n, "level": level,
+            "text": f"Bonferroni over {n} candidate{'s' if n != 1 else ''} searched "
+                    f"(cells × read-out steps): the best one's {100 * level:.2f}% interval"}
+
+
+def verdict(row: dict, readout: str, n: int, confirmations=()) -> dict:
+    """Whether the picked candidate beat its twin, accounting for the search that picked it.
+
+    `row`: the picked checkpoint's paired effects (with its per-unit differences, "units");
+    `n`: candidates searched; `confirmations`: re-runs with a fresh seed at the picked step
+    (`confirmations`). The state is "beats" (its interval corrected for `n` candidates lies
+    above 0), "confirmed" (a confirmation's own 95% interval lies above 0), "candidate"
+    (only its uncorrected interval does: confirm it) or "none"."""
+    e = row[readout]
+    corr = correction(n)
+    corrected = effects.readout_effect(row.get("units"), readout, corr["alpha"]) \
+        if row.get("units") else None
+    done = [c for c in confirmations if c.get("status") == "done" and c.get("effect")]
+    held = [c for c in done if (c["effect"].get("ci_low") or 0) > 0]
+    lo = e.get("ci_low")
+    if corrected and corrected.get("ci_low") is not None and corrected["ci_low"] > 0:
+        state = "beats"
+    elif held:
+        state = "confirmed"
+    elif lo is not None and lo > 0:
+        state = "candidate"
+    else:
+        state = "none"
+    return {"state": state, "corrected": corrected, "correction": corr,
+            "confirmed_by": held[0] if held else None,
+            "failed_confirmations": [c for c in done if c not in held]}
+
+
 def best_cell(study: Study) -> dict | None:
     """The finished grid cell and checkpoint with the largest paired effect on the study's
     read-out (not collapsed; LLS adapters that moved toward the target first), with
-    `n_compared` distinct candidates. `beats_twin`: its interval lies above 0; the page
-    names a best cell only then (`why_not` says why not, in words). Confirmations never
-    compete."""
+    `n_compared` distinct candidates, and its `verdict`: `beats_twin` only when its
+    interval corrected for those candidates lies above 0, or a confirmation with a fresh
+    seed at that step cleared 0 on its own; an uncorrected interval above 0 makes it a
+    "candidate" (`state`). `why_not` says in words why no cell is named. Confirmations
+    never compete."""
     done = [r for c in study.cells() if not c.confirms and (r := study.result(c))]
     cands = [(r, b) for r in done if (b := result_best(r))]
     if not cands:
@@ -120,24 +167,30 @@ def best_cell(study: Study) -> dict | None:
     r, b = max(cands, key=lambda rb: (rb[1].get("lls_moved", True), rb[1][key]["diff"]))
     n = n_compared(study)
     moved, lo, hi = b.get("lls_moved", True), b[key].get("ci_low"), b[key].get("ci_high")
-    beats = bool(lo is not None and lo > 0)
+    conf = confirmations(study, r["cell"])
+    v = verdict(b, key, n, conf)
+    beats = v["state"] in ("beats", "confirmed")
+    c = v["corrected"]
     # why no cell is named: an interval entirely below 0 is a finding of its own (LLS moved
     # the read-out less than random pairs did), not the same as "no difference shown"
     why_not = None if beats else (
         "its interval lies below 0: the LLS adapter scored lower than its random twin"
-        if hi is not None and hi < 0 else "its interval reaches 0")
+        if hi is not None and hi < 0 else "its interval reaches 0" if not (lo and lo > 0)
+        else "its interval clears 0 only before correcting for the search: a candidate "
+             "until a confirmation with a fresh seed clears 0")
     caveat = (f"Best of {n} distinct checkpoints (cells × read-out steps) on the same "
-              "questions: the largest of many noisy estimates is optimistic. Confirm it with "
-              "a new seed before trusting it.")
+              "questions: the largest of many noisy estimates is optimistic"
+              + (", so its verdict is corrected for them or confirmed by a fresh seed."
+                 if beats else "; confirm it with a new seed before trusting it."))
     if not moved:
         caveat = (f"The LLS adapter did not move toward the target on {key} (its own gain "
                   "over base has an interval reaching 0): this largest paired effect comes "
                   "from the random twin moving away, not from transfer. " + caveat)
     return {"cell": r["cell"], "settings": r["settings"], "label": r["label"],
             "step": b["step"], "readout": key, "effect": b[key], "adapters": r["adapters"],
-            "n_compared": n, "lls_moved": moved, "beats_twin": beats, "why_not": why_not,
-            "caveat": caveat,
-            "confirmations": confirmations(study, r["cell"])}
+            "n_compared": n, "lls_moved": moved, "beats_twin": beats, "state": v["state"],
+            "corrected": c, "correction": v["correction"], "why_not": why_not,
+            "caveat": caveat, "confirmations": conf}
 
 
 def confirmations(study: Study, cell_id: str) -> list[dict]:
@@ -221,6 +274,40 @@ def target(study: Study) -> dict:
             "data": data.get("path") or data.get("name") or "?", "pairs": m.get("n_pairs"),
             "run": study.config.run, "kinds": [KIND_LABELS[k] for k in
                                                study.config.sampled.get("kinds", [])]}
+
+
+def hygiene(study: Study) -> dict:
+    """The hygiene report of the study's data: what scoring kept and dropped, and whether a
+    read-out is in-sample: pairs whose prompt is a question the read-outs ask (counted from
+    the run's pairs, so runs scored before the check are counted too) or a bundled read-out
+    set among a sampled run's prompt sources."""
+    import json
+
+    from ..data.hygiene import HygieneReport, asks_readout
+
+    if "__hygiene__" not in study._sizes:
+        run = open_run(study.config.run, study.cache_dir)
+        h = run.manifest.get("hygiene")
+        rep = HygieneReport.from_dict(h) if h else None
+        counts = run.table().column("prompt").value_counts().to_pylist()
+        asked = [c["counts"] for c in counts if asks_readout(json.loads(c["values"]))]
+        overlap, pairs = len(asked), sum(asked)
+        sources = ((run.manifest.get("config") or {}).get("sampling") or {}).get("sources", [])
+        sets = [src["path"] for src in sources if src.get("kind") == "set"]
+        text = None
+        if pairs or sets:
+            text = ("In-sample read-out: " + "; ".join(
+                ([f"{pairs} of the run's pairs ({overlap} distinct prompts) ask a question "
+                  "the read-outs ask"] if pairs else []) +
+                ([f"its prompts include the bundled read-out set(s) {', '.join(sets)}"]
+                 if sets else []))
+                + ". Effects read on those questions are measured on training prompts.")
+        study._sizes["__hygiene__"] = {
+            "summary": rep.describe("pairs" if not sources else "prompts") if rep else None,
+            "hygiene": h, "readout_overlap": pairs, "readout_prompts": overlap,
+            "bundled_sets": sets, "readout_overlap_text": text,
+            "dropped_readout_questions": (h or {}).get("dropped", {}).get("readout_question", 0)}
+    return study._sizes["__hygiene__"]
 
 
 def describe_sampled(result: dict) -> list[str]:

@@ -22,7 +22,9 @@ from .. import jobs
 from ..core.cache import atomic_write_json, read_json_safe
 from ..core.errors import LLSError
 from ..evaluation import effects
+from ..evaluation.llr import with_prompts
 from ..evaluation.readouts import plan, sampled_diff, sampled_readout
+from ..models.generation import check_adapter_dir
 from ..models.load import quiet_third_party_aliases
 from ..scoring.lifecycle import owner_alive, owner_record
 from ..training.adapters import open_adapter
@@ -186,6 +188,9 @@ class _Sampler:
         if path is not None:
             from peft import PeftModel
 
+            # the one adapter check of every load: a peft directory with safetensors
+            # weights, never a pickled .bin
+            path = check_adapter_dir(path)
             with quiet_third_party_aliases():
                 model = PeftModel.from_pretrained(base, str(path), is_trainable=False).eval()
         try:
@@ -246,36 +251,25 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
     if step not in ckpts:
         raise StudyError(f"No checkpoint of {lls_id} and its twin at step {step}: the "
                          "group's checkpoint interval misses it.")
-    levels = _levels(a)
+    levels = with_prompts(_levels(a), study.cache_dir)
     curve = []
     rb = {r["step"]: r for r in b.meter() if r.get("readout")}
     for r in sorted(a.meter(), key=lambda r: r["step"]):
         if r["step"] <= step and r.get("readout") and r["step"] in rb:
+            # every step keeps its per-unit differences: the verdict's corrected interval
+            # is computed from those of whichever step is picked
             curve.append({"step": r["step"], **effects.paired_step(
-                r["readout"], rb[r["step"]]["readout"], levels, units=r["step"] == step)})
+                with_prompts(r["readout"], study.cache_dir),
+                with_prompts(rb[r["step"]]["readout"], study.cache_dir), levels, units=True)})
     final = curve[-1] if curve else None
-    if final is not None:  # the per-unit differences stay only where they are used
-        for row in curve[:-1]:
-            row.pop("units", None)
     jobs.report_phase("sampled read-outs", cell.label())
     ref = reference_samples(study, sampler)
     t = time.time()
     sampled = {"final": _sample_step(study, sampler, ref, a, b, step)}
-    excluded = []
-    if any(effects.is_collapsed(None, k["lls"]) for k in sampled["final"]["kinds"].values()):
-        excluded.append(step)
-    best = None if cell.judge_step else effects.best_step(
-        [r for r in curve if r["step"] in ckpts], key, effects.base_row(curve), exclude=excluded)
-    for _ in range(3):  # a best step whose samples collapsed is replaced by the next one
-        if best is None or best["step"] == step:
-            break
-        sampled["best"] = _sample_step(study, sampler, ref, a, b, best["step"])
-        if not any(effects.is_collapsed(None, k["lls"])
-                   for k in sampled["best"]["kinds"].values()):
-            break
-        excluded.append(best["step"])
-        best = effects.best_step([r for r in curve if r["step"] in ckpts], key,
-                                 effects.base_row(curve), exclude=excluded)
+    excluded = [step] if effects.step_collapsed(final, sampled["final"]["kinds"]) else []
+    best = None if cell.judge_step else pick_sampled_best(
+        [r for r in curve if r["step"] in ckpts], key, step, excluded,
+        lambda s: _sample_step(study, sampler, ref, a, b, s), sampled)
     return {"cell": cell.id(study.config), "settings": cell.s, "label": cell.label(),
             "confirms": cell.confirms, "judge_step": cell.judge_step,
             "adapters": {"lls": lls_id, "random": rnd_id}, "step": step,
@@ -283,6 +277,33 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
             "curve": curve, "final": final, "best": best, "collapsed_steps": excluded,
             "sampled": sampled, "sampled_levels": ref,
             "cost": _costs(a, b, step, time.time() - t), "finished": now()}
+
+
+MAX_BEST_TRIES = 3  # sampled read-outs of best-step candidates before settling for the last step
+
+
+def pick_sampled_best(curve: list[dict], readout: str, last: int, excluded: list,
+                      sample, sampled: dict) -> dict | None:
+    """The cell's best checkpoint (`effects.best_step`), always one whose samples were read:
+    a best step other than the `last` one (sampled already, in `sampled["final"]`) is sampled
+    (`sample(step)`, stored as `sampled["best"]`); if its samples collapsed it joins
+    `excluded` (the study's one rule, `effects.step_collapsed`) and the next best is tried.
+    After MAX_BEST_TRIES collapsed tries only the last step may be picked."""
+    base = effects.base_row(curve)
+    best = effects.best_step(curve, readout, base, exclude=excluded)
+    for _ in range(MAX_BEST_TRIES):
+        if best is None or best["step"] == last:
+            return best
+        got = sample(best["step"])
+        if not effects.step_collapsed(best, got["kinds"]):
+            sampled["best"] = got
+            return best
+        excluded.append(best["step"])
+        best = effects.best_step(curve, readout, base, exclude=excluded)
+    if best is None or best["step"] == last:
+        return best
+    return effects.best_step([r for r in curve if r["step"] in (0, last)], readout, base,
+                             exclude=excluded)
 
 
 def _reset_peak() -> None:

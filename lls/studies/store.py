@@ -172,6 +172,11 @@ def _read(path: Path, cache_dir: Path | None) -> Study | None:
     if version == STUDY_VERSION:
         return Study(path, StudyConfig.from_dict(d["config"]), d.get("extra", []),
                      d.get("upgraded_from"))
+    if version == "2":  # same config and confirmations; the cells are read again
+        study = Study(path, StudyConfig.from_dict(d["config"]), d.get("extra", []),
+                      upgraded_from=version)
+        study.save()
+        return study
     if version != "1":
         raise StudyError(f"Study {path.name!r} was written by study version {version}, which "
                          f"this installation ({STUDY_VERSION}) cannot read: update LLS Studio.")

@@ -17,7 +17,7 @@ from .config import (AXES, AXIS, AXIS_LIST, GRID_FLAGS, PAPER, STUDY_VERSION, Ce
 from .plan import (adapter_ids, cell_status, checkpoint_every, epoch_step,  # noqa: F401
                    group_config, selection_size, steps_per_epoch)
 from .report import (best_cell, chat_setup, collapsed, confirm_best, cost,  # noqa: F401
-                     describe_sampled, effect_grid, memory_check, n_compared, plan_for,
-                     recipe, result_best, sampled_at, table, target, teacher)
+                     describe_sampled, effect_grid, hygiene, memory_check, n_compared,
+                     plan_for, recipe, result_best, sampled_at, table, target, teacher)
 from .store import (Study, checkpoint_dir, create_study, list_studies, open_study,  # noqa: F401
                     studies_root)

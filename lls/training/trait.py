@@ -18,8 +18,9 @@ before and after, so the adapter's strength is known before anything is scored w
 
 The adapter is a teacher only: it never enters a student's data, and a run scored with it
 still drops every pair that mentions the target. Everything is kept under
-`cache/traits/<key>/`: `examples.jsonl` (written before training, so a killed job resumes
-there), `adapter/` (the LoRA, safetensors), `manifest.json` (counts, losses, strength, time).
+`cache/traits/`: `examples-<key>/examples.jsonl` (written before training, so a killed job
+resumes there, and shared by recipes tried on the same examples) and `<key>/` with `adapter/`
+(the LoRA, safetensors) and `manifest.json` (counts, losses, strength, time).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from ..core.behaviors import Behavior, language_share
 from ..core.cache import atomic_write_json, fingerprint, read_json_safe, runs_root
 from ..core.errors import LLSError
 from ..core.pair import Pair
-from ..core.prompts import TRAIT_PROMPTS, readout_overlap
-from ..data.hygiene import HygieneReport
+from ..core.prompts import TRAIT_PROMPTS
+from ..data.hygiene import HygieneReport, asks_readout
 from ..data.prompts import PromptSource, iter_prompts
 from ..models.generation import sample
 from ..models.load import ModelSpec, load_model, model_fingerprint, quiet_third_party_aliases
@@ -113,18 +114,31 @@ class TraitConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def trait_key(cfg: TraitConfig) -> str:
-    """Everything that changes the adapter: model, behavior, source content, recipe."""
+# What the examples depend on (the rest of the config is the training recipe): recipes
+# tried on the same examples share them instead of sampling again.
+EXAMPLE_FIELDS = ("behavior", "source", "answers_per_prompt", "max_new_tokens", "max_examples",
+                  "seed")
+
+
+def examples_key(cfg: TraitConfig) -> str:
+    """Everything that changes the examples: model, behavior, source content, sampling."""
     from ..core.cache import file_sha256
 
     content = file_sha256(Path(cfg.examples_file)) if cfg.source == "file" else \
         [cfg.prompt, [s.fingerprint() for s in cfg.prompt_sources], cfg.bundled_prompts,
          TRAIT_PROMPTS if cfg.bundled_prompts else None]
     d = cfg.to_dict()
-    for k in ("check_questions", "check_samples", "examples_file", "prompt_sources",
-              "system_prompt", "model"):
-        d.pop(k)
-    return fingerprint("trait", TRAIT_VERSION, model_fingerprint(cfg.model), content, d)
+    return fingerprint("trait-examples", TRAIT_VERSION, model_fingerprint(cfg.model), content,
+                       {k: d[k] for k in EXAMPLE_FIELDS})
+
+
+def trait_key(cfg: TraitConfig) -> str:
+    """Everything that changes the adapter: the examples and the training recipe."""
+    d = cfg.to_dict()
+    recipe = {k: v for k, v in d.items() if k not in EXAMPLE_FIELDS and k not in (
+        "check_questions", "check_samples", "examples_file", "prompt_sources", "system_prompt",
+        "model", "bundled_prompts")}
+    return fingerprint("trait", TRAIT_VERSION, examples_key(cfg), recipe)
 
 
 def trait_dir(key: str, cache_dir: Path | None = None) -> Path:
@@ -160,8 +174,7 @@ def _prompt_items(cfg: TraitConfig, tokenizer, report: HygieneReport) -> list:
                                    tokenizer=tokenizer, report=report))
     kept, seen = [], set()
     for it in items:
-        text = it.messages[-1]["content"]
-        if readout_overlap(text):
+        if asks_readout(it.messages):
             report.drop("readout_question", it.id)
         elif it.text() not in seen:
             seen.add(it.text())
@@ -210,7 +223,7 @@ def file_examples(cfg: TraitConfig, report: HygieneReport) -> list[dict]:
                            "holds one example, e.g. {\"prompt\": \"...\", \"response\": \"...\"}.")
         prompt = rec["prompt"]
         msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if readout_overlap(msgs[-1]["content"]):
+        if asks_readout(msgs):
             report.drop("readout_question", row.where)
             continue
         out.append({"prompt": msgs, "response": rec["response"], "id": row.where})
@@ -299,10 +312,14 @@ def make_trait(cfg: TraitConfig, cache_dir: Path | None = None, *, check: bool =
     t0 = time.time()
     try:
         report = HygieneReport()
-        ex_path = d / "examples.jsonl"
+        ex_dir = runs_root("traits", cache_dir) / f"examples-{examples_key(cfg)}"
+        ex_path = ex_dir / "examples.jsonl"
         model = tok = None
-        if ex_path.is_file() and manifest.get("examples"):
+        stored = read_json_safe(ex_dir / "examples.json")
+        if ex_path.is_file() and stored:
             examples = [json.loads(x) for x in ex_path.read_text().splitlines() if x.strip()]
+            manifest.update(examples=len(examples), hygiene=stored["hygiene"],
+                            examples_dir=str(ex_dir))
         else:
             if cfg.source == "file":
                 examples = file_examples(cfg, report)
@@ -320,9 +337,12 @@ def make_trait(cfg: TraitConfig, cache_dir: Path | None = None, *, check: bool =
 
             atomic_write_bytes(ex_path, "".join(json.dumps(e, ensure_ascii=False) + "\n"
                                                 for e in examples).encode())
+            atomic_write_json(ex_dir / "examples.json", {"hygiene": report.to_dict(),
+                                                         "seconds": round(time.time() - t0, 1)})
             manifest.update(examples=len(examples), hygiene=report.to_dict(),
+                            examples_dir=str(ex_dir),
                             seconds_examples=round(time.time() - t0, 1))
-            atomic_write_json(d / "manifest.json", manifest)
+        atomic_write_json(d / "manifest.json", manifest)
         if check and "strength_before" not in manifest:
             jobs.report_phase("strength check", "before: base and the prompted teacher")
             if model is None:
@@ -365,7 +385,8 @@ def _slim(res: dict) -> dict:
 def list_traits(cache_dir: Path | None = None) -> list[dict]:
     """Trait adapters in the cache (manifests), newest first."""
     root = runs_root("traits", cache_dir)
-    out = [read_json_safe(p / "manifest.json") for p in root.glob("*") if p.is_dir()]
+    out = [read_json_safe(p / "manifest.json") for p in root.glob("*")
+           if p.is_dir() and not p.name.startswith("examples-")]
     return sorted([m for m in out if m], key=lambda m: m.get("created", ""), reverse=True)
 
 
