@@ -38,7 +38,16 @@ with st.expander("Create a study, or extend one (finished cells are kept)",
                    "Choose one way to pick pairs: γ, a weight threshold, or a number of pairs.")
         c = st.columns(4)
         grid_text = {a.name: c[i % 4].text_input(a.label, a.page_default, key=f"study_{a.name}")
-                     for i, a in enumerate(S.AXIS_LIST)}
+                     for i, a in enumerate(a for a in S.AXIS_LIST if a.name != "teacher")}
+        others = S.teacher_candidates(run_key)
+        teachers = st.multiselect(
+            "Compare teachers: other scoring runs of the same pairs and behavior", others,
+            format_func=lambda k: f"{S.teacher_name(scoring.open_run(k))} · {k[:10]}",
+            key="study_teachers", help="Each teacher (another prompt, a trait adapter, a "
+                                       "fine-tuned model) gets its own cells, each beside its "
+                                       "own random twin and its own ceiling.")
+        if teachers:
+            grid_text["teacher"] = ",".join([run_key, *teachers])
         control = c[1].text_input("Control run key (contrastive only)", "", key="study_control")
         c = st.columns(4)
         batch = c[0].number_input("Batch size", 1, 512, TrainConfig().batch_size,

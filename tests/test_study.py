@@ -472,3 +472,59 @@ def test_max_prompt_length_counts_before_training(tiny_run):
         assert spe == math.ceil(kept / RECIPE["batch_size"])
     except S.StudyError as e:  # the twin keeps another number: said before training
         assert "random twin" in str(e)
+
+
+def test_a_teacher_axis_trains_each_teachers_selection_beside_its_own_ceiling(tiny_run,
+                                                                            tmp_path):
+    """A study over two teachers of the same pairs (the run's prompt and a LoRA adapter):
+    each teacher's cells train on its own run, its sampled ceiling is read with that
+    teacher, cells are named by teacher, and a run of other pairs is refused."""
+    import json as _json
+
+    from conftest import make_adapter
+    from lls.core.behaviors import animal
+    from lls.data.source import DataSpec
+    from lls.models.load import ModelSpec, load_model
+    from lls.models.teacher import Teacher
+    from lls.scoring.runs import ScoreConfig, score
+    from lls.scoring.synthetic import synthetic_pairs_file
+
+    cfg = tiny_run.config
+    model, _ = load_model(cfg.model)
+    adapter = make_adapter(model, tmp_path / "trait", seed=5)
+    other = score(ScoreConfig(**{**cfg.__dict__, "teacher": Teacher("adapter", str(adapter))}))
+    assert other.key != tiny_run.key
+    study = S.create_study(S.StudyConfig(name="teachers", run=tiny_run.key,
+                                       grid={"teacher": [tiny_run.key[:10], other.key[:10]],
+                                             "gamma": [0.5]}, recipe=RECIPE, sampled=SAMPLED))
+    assert study.config.grid["teacher"] == [None, other.key]
+    assert study.config.teacher_names[other.key].startswith("adapter")
+    cells = study.cells()
+    assert len(cells) == 2 and {c.run(study.config) for c in cells} == {tiny_run.key, other.key}
+    # the study's own run keeps the cell id it had without a teacher axis
+    plain = S.make_cell({"gamma": 0.5})
+    assert plain.id(study.config) in {c.id(study.config) for c in cells}
+    res = run_study("teachers")
+    assert len(res) == 2
+    by_run = {r["teacher_run"]: r for r in res}
+    assert by_run[other.key]["label"].startswith("teacher: adapter")
+    ids = [r["adapters"]["lls"] for r in res]
+    assert ids[0] != ids[1]
+    from lls.training.adapters import open_adapter
+
+    trained_on = {open_adapter(r["adapters"]["lls"]).manifest["score_run"]
+                  for r in res}
+    assert trained_on == {tiny_run.key, other.key}
+    own = _json.loads(study.levels_path().read_text())["levels"]
+    taught = _json.loads(study.levels_path(other.key).read_text())["levels"]
+    kind = study.config.sampled["kinds"][0]
+    assert own[kind]["base"] == taught[kind]["base"]  # one base for every teacher
+    assert [n for n, _ in study.teacher_levels()][1].startswith("adapter")
+    # a run of other pairs cannot join the axis
+    data = synthetic_pairs_file(tmp_path / "other.jsonl", 12, seed=3)
+    elsewhere = score(ScoreConfig(DataSpec(str(data)), animal("owl"),
+                                  model=ModelSpec(cfg.model.name), truncation=8, chunk_size=8))
+    with pytest.raises(S.StudyError, match="differs from the study's run"):
+        S.create_study(S.StudyConfig(name="mixed", run=tiny_run.key,
+                                   grid={"teacher": [elsewhere.key]}, recipe=RECIPE,
+                                   sampled=SAMPLED))

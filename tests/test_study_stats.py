@@ -567,3 +567,22 @@ def test_the_study_flags_an_in_sample_readout(monkeypatch):
     h = R.hygiene(study)
     assert h["readout_overlap"] == 2 and h["readout_prompts"] == 1
     assert h["readout_overlap_text"].startswith("In-sample read-out: 2 of the run's pairs")
+
+
+def test_lens_ratio_is_paired_over_questions():
+    """The next-word lens of LLS over its twin: the ratio of means, with an interval from
+    resampling questions together (a constant per-question ratio has a zero-width one)."""
+    from lls.core.stats import ratio_ci
+    from lls.studies.text import lens_text
+
+    twin = [0.001, 0.002, 0.004, 0.0005]
+    q = ratio_ci([3 * x for x in twin], twin)
+    assert q["ratio"] == pytest.approx(3.0)
+    assert q["ci_low"] == pytest.approx(3.0) and q["ci_high"] == pytest.approx(3.0)
+    noisy = ratio_ci([0.004, 0.001, 0.012, 0.0001], twin)
+    assert noisy["ci_low"] < noisy["ratio"] < noisy["ci_high"]
+    assert ratio_ci([0.1, 0.2], [0.0, 0.0])["ratio"] is None
+    row = {"lens:lls": 0.0034, "lens:random": 0.0015, "lens:ratio": 2.27, "lens:lo": 1.9,
+           "lens:hi": 2.8}
+    assert lens_text(row) == "0.34% / 0.15%: ×2.27 [×1.90, ×2.80]"
+    assert lens_text({}) == ""

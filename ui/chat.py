@@ -29,6 +29,8 @@ def apply_handoff() -> None:
     st.session_state["chat_study"] = {k: handed.get(k) for k in ("study", "cell", "step")}
     if handed["behavior_label"] in behaviors.PRESETS:
         st.session_state["chat_behavior"] = handed["behavior_label"]
+        # the study teacher's own prompt (e.g. another wording of the preset's)
+        st.session_state[f"chat_system_{handed['behavior_label']}"] = handed["system_prompt"]
 
 
 def init_defaults(options: dict[str, str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from ..core.cache import read_json_safe
 from ..core.stats import GAP_UNDEFINED
 from ..evaluation.readouts import KIND_LABELS
 from ..studies.config import AXIS, GRID_FLAGS, StudyConfig, StudyError, parse_values
@@ -57,19 +56,20 @@ def cmd_run(a) -> int:
     return 0
 
 
-def markdown(study, rows: list[dict], best: dict | None, levels: dict | None = None,
+def markdown(study, rows: list[dict], best: dict | None, levels: list | None = None,
              kinds=("one-word",)) -> str:
     """The cells as a Markdown table (for notes and papers): paired LLS - random effects with
     95% CIs, sampled shares and their paired difference per read-out kind, collapse, minutes
-    (training / meter / sampled); `levels` (base and base + system prompt sampled once per
-    study) go above it, the verdict with its correction below."""
+    (training / meter / sampled); `levels` ((teacher, levels) of each teacher: base and the
+    teacher, sampled once per study) go above it, the verdict with its correction below."""
     out = []
     for kind in kinds:
-        for who, label in (("base", "base"), ("system", "base + system prompt (teacher)")):
-            lv = ((levels or {}).get(kind) or {}).get(who)
-            if lv and lv.get("n"):
-                out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: "
-                           f"{T.level_text(lv)}  ")
+        for i, (name, lvs) in enumerate(levels or []):
+            for who, label in (("base", "base"), ("system", f"teacher {name}")):
+                lv = (lvs.get(kind) or {}).get(who)
+                if lv and lv.get("n") and (who == "system" or i == 0):
+                    out.append(f"Sampled {KIND_LABELS.get(kind, kind)}, {label}: "
+                               f"{T.level_text(lv)}  ")
     out.append(T.markdown_table(T.cells_table(rows, plan_for(study)["paired_all"], kinds)))
     out.append("\n" + T.READ_AT + "\n\n" + T.verdict_line(best))
     return "\n".join(out)
@@ -84,7 +84,7 @@ def cmd_status(a) -> int:
         print(json.dumps({"cells": rows, "best": best, "target": target(study)},
                          ensure_ascii=False, default=str))
         return 0
-    levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels")
+    levels = study.teacher_levels()
     if a.markdown:
         print(markdown(study, rows, best, levels, kinds))
         return 0
@@ -95,10 +95,14 @@ def cmd_status(a) -> int:
         print(f"(made by study version {study.upgraded_from}: its cells are read again when "
               "the queue runs; finished adapters are reused)")
     print(T.READ_AT)
-    for kind in kinds:  # the floor and the ceiling every cell's shares sit between
-        lv = (levels or {}).get(kind) or {}
-        got = [f"{name} {T.level_text(lv[w])}" for w, name in
-               (("base", "base"), ("system", "teacher (base + system prompt)")) if lv.get(w)]
+    for kind in kinds:  # the floor and the ceilings every cell's shares sit between
+        got = []
+        for i, (name, lvs) in enumerate(levels):
+            lv = lvs.get(kind) or {}
+            if i == 0 and lv.get("base"):
+                got.append(f"base {T.level_text(lv['base'])}")
+            if lv.get("system"):
+                got.append(f"teacher {name} {T.level_text(lv['system'])}")
         if got:
             print(f"sampled {KIND_LABELS.get(kind, kind)}: " + ", ".join(got))
     hyg = hygiene(study)
@@ -159,11 +163,16 @@ def register(sub) -> None:
     c = ss.add_parser("create", help="create a study, or extend one (finished cells are kept)")
     c.add_argument("name")
     c.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
-    c.add_argument("--control-run", help="control run (for --ranking contrastive)")
+    c.add_argument("--control-run", help="control run for --ranking contrastive: one run key, "
+                                         "or a panel of comma-separated keys (minus their "
+                                         "mean weight)")
     for flag, axis in GRID_FLAGS.items():
         c.add_argument(f"--{flag.replace('_', '-')}", dest=flag,
                        help=f"comma-separated values of {AXIS[axis].label} (default: the "
-                            "recipe's, else the paper's)")
+                            "recipe's, else the paper's)" if axis != "teacher" else
+                       "comma-separated scoring runs of the same pairs and behavior, one per "
+                       "teacher (e.g. another prompt, a trait adapter): cells for each "
+                       "(default: --run's teacher only)")
     c.add_argument("--recipe", help="TrainConfig fields every cell shares, as JSON (extending "
                                     "a study: leave it out to keep the stored one)")
     c.add_argument("--scheduler", default="constant",

@@ -153,6 +153,23 @@ def mean_diff_replicates(d, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> n
     return d[resample_index(len(d), n_boot=n_boot, seed=seed)].mean(1)
 
 
+def ratio_ci(a, b, *, alpha: float = 0.05, n_boot: int = N_BOOT,
+             seed: int = BOOT_SEED) -> dict:
+    """mean(a) / mean(b) of paired per-unit values (e.g. two models' P(next word = owl) on
+    the same questions) with a percentile interval from resampling the units together;
+    {"ratio", "ci_low", "ci_high"} (None when mean(b) is 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError("a ratio of paired means needs two equally long, non-empty samples")
+    if b.mean() <= 0:
+        return {"ratio": None, "ci_low": None, "ci_high": None}
+    idx = resample_index(len(a), n_boot=n_boot, seed=seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boots = a[idx].mean(1) / b[idx].mean(1)
+    lo, hi = percentile_ci(boots, alpha)
+    return {"ratio": float(a.mean() / b.mean()), "ci_low": lo, "ci_high": hi}
+
+
 def ci_dict(point: float | None, boots, alpha: float = 0.05) -> dict:
     """{"diff", "ci_low", "ci_high"} of a point estimate and its bootstrap replicates."""
     lo, hi = percentile_ci(boots, alpha)

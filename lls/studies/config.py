@@ -54,6 +54,10 @@ AXIS_LIST = (
     Axis("beta", "beta", "DPO β", float, "0.04", "beta"),
     Axis("lora_r", "lora_r", "LoRA rank", int, "64", "lora_r"),
     Axis("seed", "seed", "seed", int, "0", "seed"),
+    # The teacher axis: scoring runs of the same data and behavior, one per teacher (a
+    # prompt, another prompt, a trait adapter, a fine-tuned model); None is the study's run.
+    Axis("teacher", "teacher", "teacher (a scoring run of the same pairs per teacher)", str,
+         "", None),
 )
 AXES = tuple(a.name for a in AXIS_LIST)
 AXIS = {a.name: a for a in AXIS_LIST}
@@ -85,6 +89,8 @@ def parse_values(text: str | None) -> list[str]:
 def _cast(axis: str, value):
     if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
         return None
+    if axis == "teacher":
+        return str(value).strip()
     if axis == "ranking":
         if value not in RANKINGS:
             raise StudyError(f"ranking must be one of {RANKINGS}, got {value!r}.")
@@ -128,6 +134,7 @@ class StudyConfig:
     lr_scheduler: str = "constant"
     sampled: dict = field(default_factory=dict)  # empty: the stored study's, else defaults
     checkpoints_per_epoch: int | None = 2
+    teacher_names: dict = field(default_factory=dict)  # teacher run key -> words (tables)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name or ""):
@@ -148,8 +155,10 @@ class StudyConfig:
             values = values if isinstance(values, (list, tuple)) else [values]
             if not values:
                 raise StudyError(f"Grid axis {axis!r} has no values.")
-            grid[axis] = sorted(dict.fromkeys(_cast(axis, v) for v in values),
-                                key=lambda v: (v is None, str(v) if axis == "ranking" else v or 0))
+            cast = list(dict.fromkeys(_cast(axis, v) for v in values))
+            # teachers keep the order given (the first is the reference teacher)
+            grid[axis] = cast if axis == "teacher" else sorted(
+                cast, key=lambda v: (v is None, str(v) if axis == "ranking" else v or 0))
         for axis in AXES:  # a recipe value of a grid field is that axis' single value
             if recipe and axis in recipe:
                 if axis in grid and grid[axis] != [_cast(axis, recipe[axis])]:
@@ -206,9 +215,16 @@ class Cell:
 
     def id(self, cfg: StudyConfig) -> str:
         confirm = (self.confirms, self.judge_step, self.every) if self.confirms else None
+        s = self.s
+        if s.get("teacher") is None:  # the study's own run: ids as before the teacher axis
+            s.pop("teacher", None)
         return fingerprint(STUDY_VERSION, cfg.run, cfg.control_run, cfg.recipe,
                            cfg.lr_scheduler, cfg.checkpoints_per_epoch, cfg.sampled,
-                           self.s, confirm)[:12]
+                           s, confirm)[:12]
+
+    def run(self, cfg: StudyConfig) -> str:
+        """The scoring run this cell trains on: its teacher's, else the study's."""
+        return self.s.get("teacher") or cfg.run
 
     def group(self, cfg: StudyConfig) -> tuple:
         """The training run this cell reads: its settings without epochs when cells of
@@ -219,14 +235,19 @@ class Cell:
         key = tuple((k, v) for k, v in self.settings if not (k == "epochs" and share))
         return key + ((("confirms", self.confirms),) if self.confirms else ())
 
-    def label(self, varying=None) -> str:
-        """The cell's settings in words; `varying`: only these axes (those the grid varies)."""
+    def label(self, varying=None, names: dict | None = None) -> str:
+        """The cell's settings in words; `varying`: only these axes (those the grid varies);
+        `names`: teacher run key -> words (`StudyConfig.teacher_names`)."""
         s = self.s
-        parts = {"selection": f"top {s['pairs']} pairs" if s.get("pairs") else
+        who = s.get("teacher") or ""
+        parts = {"teacher": f"teacher: {(names or {}).get(who, who[:8])}",
+                 "selection": f"top {s['pairs']} pairs" if s.get("pairs") else
                  f"w > {s['threshold']:g}" if s["threshold"] is not None else f"γ {s['gamma']:g}",
                  "epochs": f"{s['epochs']:g} ep", "learning_rate": f"lr {s['learning_rate']:g}",
                  "beta": f"β {s['beta']:g}", "lora_r": f"r {s['lora_r']}",
                  "seed": f"seed {s['seed']}", "ranking": s["ranking"]}
+        if not s.get("teacher"):
+            del parts["teacher"]
         if varying is not None:
             show = {("selection" if a in SELECTION_AXES else a) for a in varying}
             parts = {k: v for k, v in parts.items() if k in show} or {"selection":
@@ -236,7 +257,7 @@ class Cell:
 
     def distance(self) -> int:
         """How many axes differ from the paper recipe (the queue runs near ones first)."""
-        return sum(1 for k, v in self.settings if v != PAPER[k])
+        return sum(1 for k, v in self.settings if k != "teacher" and v != PAPER[k])
 
 
 def make_cell(values: dict, defaults: dict | None = None, **confirm) -> Cell:

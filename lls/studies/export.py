@@ -16,7 +16,7 @@ import shlex
 from importlib import metadata
 from pathlib import Path
 
-from ..core.cache import atomic_write_bytes, read_json_safe
+from ..core.cache import atomic_write_bytes
 from ..evaluation.readouts import KIND_LABELS
 from ..scoring.runs import ScoreConfig
 from . import figures
@@ -145,7 +145,7 @@ def report_html(study: Study, *, now: _dt.datetime | None = None) -> str:
     best = best_cell(study)
     kinds = study.config.sampled.get("kinds", [])
     hyg = hygiene(study)
-    levels = (read_json_safe(study.path / "sampled_levels.json") or {}).get("levels") or {}
+    levels = study.teacher_levels()
     parts = [f"<h1>Study {_e(study.name)}</h1>",
              f"<p class='small'>Report made {_e(now.isoformat(timespec='seconds'))} by LLS "
              f"Studio on {_e(platform.node())} ({_e(platform.platform())}); reproduce it with "
@@ -175,12 +175,13 @@ def report_html(study: Study, *, now: _dt.datetime | None = None) -> str:
     parts.append("<h2>Floor (base) and ceiling (teacher)</h2>")
     lv_rows = []
     for kind in kinds:
-        for who, name in (("base", "base (floor)"),
-                          ("system", "base + system prompt (teacher: the ceiling)")):
-            lv = (levels.get(kind) or {}).get(who)
-            if lv and lv.get("n"):
-                lv_rows.append({"read-out": KIND_LABELS.get(kind, kind), "model": name,
-                                "share (95% interval over questions)": T.level_text(lv)})
+        for i, (teacher_name, lvs) in enumerate(levels):
+            for who, name in (("base", "base (floor)"),
+                              ("system", f"teacher {teacher_name} (the ceiling)")):
+                lv = (lvs.get(kind) or {}).get(who)
+                if lv and lv.get("n") and (who == "system" or i == 0):
+                    lv_rows.append({"read-out": KIND_LABELS.get(kind, kind), "model": name,
+                                    "share (95% interval over questions)": T.level_text(lv)})
     parts.append(_table(lv_rows) if lv_rows else
                  "<p class='small'>No sampled levels yet (they are read with the first "
                  "cell).</p>")

@@ -22,12 +22,18 @@ from .config import Cell, StudyError
 from .store import Study
 
 
-def ranked_size(study: Study, ranking: str = "plain") -> int:
+def run_of(study: Study, s: dict) -> str:
+    """The scoring run a cell's settings train on: its teacher's, else the study's."""
+    return s.get("teacher") or study.config.run
+
+
+def ranked_size(study: Study, ranking: str = "plain", run_key: str | None = None) -> int:
     """Pairs the cell's ranking ranks (what a `pairs` count is a share of): the scoring
     run's, or for a contrastive ranking the pairs both the run and its control scored."""
-    key = f"__n__:{ranking}"
+    run_key = run_key or study.config.run
+    key = f"__n__:{ranking}:{run_key}"
     if key not in study._sizes:
-        run = open_run(study.config.run, study.cache_dir)
+        run = open_run(run_key, study.cache_dir)
         control = study.config.control_run if ranking == "contrastive" else None
         frame = selection_frame(run, SelectionSpec(kind="lls", gamma=1.0, control_run=control),
                                 study.cache_dir)
@@ -41,10 +47,10 @@ def selection(study: Study, s: dict) -> SelectionSpec:
     `top_count` turns back into exactly N."""
     gamma = s["gamma"]
     if s.get("pairs"):
-        n = ranked_size(study, s["ranking"])
+        n = ranked_size(study, s["ranking"], run_of(study, s))
         if s["pairs"] > n:
             raise StudyError(f"pairs {s['pairs']}: the {s['ranking']} ranking of run "
-                             f"{study.config.run} has only {n} pairs; drop that grid value.")
+                             f"{run_of(study, s)} has only {n} pairs; drop that grid value.")
         gamma = s["pairs"] / n
     return SelectionSpec(kind="lls", gamma=gamma, threshold=s["threshold"],
                          positive_only=True, seed=s["seed"],
@@ -52,10 +58,10 @@ def selection(study: Study, s: dict) -> SelectionSpec:
                          else None)
 
 
-def _kept(study: Study, sel: SelectionSpec, cfg: TrainConfig) -> int:
+def _kept(study: Study, sel: SelectionSpec, cfg: TrainConfig, run_key: str) -> int:
     """Pairs `sel` trains on after training drops prompts longer than max_prompt_length
     (training's own row builder and filter, so the count is what training will see)."""
-    run = open_run(study.config.run, study.cache_dir)
+    run = open_run(run_key, study.cache_dir)
     frame = selection_frame(run, sel, study.cache_dir)
     n = selection_count(frame, sel)
     if n == 0 or not cfg.max_prompt_length:
@@ -75,12 +81,13 @@ def selection_size(study: Study, s: dict, kind: str = "lls") -> int:
     if kind == "random":
         sel = SelectionSpec.from_dict({**sel.to_dict(), "kind": "random"})
     cfg = study.config.train_config()
-    key = json.dumps([sel.to_dict(), cfg.max_prompt_length], sort_keys=True)
+    run_key = run_of(study, s)
+    key = json.dumps([sel.to_dict(), cfg.max_prompt_length, run_key], sort_keys=True)
     if key not in study._sizes:
-        study._sizes[key] = _kept(study, sel, cfg)
+        study._sizes[key] = _kept(study, sel, cfg, run_key)
     n = study._sizes[key]
     if n == 0:
-        raise StudyError(f"The selection {sel.to_dict()} of run {study.config.run} is empty "
+        raise StudyError(f"The selection {sel.to_dict()} of run {run_key} is empty "
                          "(no pair has w > 0 above the threshold, or every prompt is longer "
                          "than max_prompt_length): drop that grid value.")
     return n
@@ -138,8 +145,9 @@ def group_config(study: Study, cell: Cell) -> TrainConfig:
 def adapter_ids(study: Study, cell: Cell) -> tuple[str, str]:
     """(LLS adapter id, random twin id) of the training run `cell` reads."""
     cfg = group_config(study, cell)
-    lls_id = adapter_id_for(cfg, study.config.run)
-    return lls_id, adapter_id_for(baseline_config(cfg), study.config.run, lls_id)
+    run_key = cell.run(study.config)
+    lls_id = adapter_id_for(cfg, run_key)
+    return lls_id, adapter_id_for(baseline_config(cfg), run_key, lls_id)
 
 
 def epoch_step(info, epochs: float) -> int | None:

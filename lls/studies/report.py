@@ -8,6 +8,9 @@ reference responses (likelihood ratio, gap closed), sampled shares resample ques
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..core.stats import ratio_ci
 from ..evaluation import effects
 from ..evaluation.readouts import KIND_LABELS, plan, sampled_diff
 from ..models.load import ModelSpec
@@ -65,7 +68,9 @@ def table(study: Study) -> list[dict]:
     rows = []
     for c in study.cells():
         r = study.result(c)
-        row = {"cell": c.id(study.config), "label": c.label(varying), "full_label": c.label(),
+        names = study.config.teacher_names
+        row = {"cell": c.id(study.config), "label": c.label(varying, names),
+               "full_label": c.label(names=names),
                **c.s, "confirms": c.confirms,
                "status": "done" if r else cell_status(study, c), "error": study.error(c) or ""}
         if r:
@@ -84,6 +89,15 @@ def table(study: Study) -> list[dict]:
                         row[f"{kind}:{who}_{fld}"] = s.get(fld)
                 d = got.get("diff") or {}
                 row[f"{kind}:diff"], row[f"{kind}:lo"], row[f"{kind}:hi"] = _ci(d)
+                lens = [((got.get(w) or {}).get("lens") or {}).get("per_question")
+                        for w in ("lls", "random")]
+                if all(lens) and len(lens[0]) == len(lens[1]):
+                    # the next-word lens, LLS / random, paired over questions
+                    q = ratio_ci(*lens)
+                    row.update({"lens:lls": float(np.mean(lens[0])),
+                                "lens:random": float(np.mean(lens[1])),
+                                "lens:ratio": q["ratio"], "lens:lo": q["ci_low"],
+                                "lens:hi": q["ci_high"]})
             for who in ("lls", "random"):
                 row[f"{who}_collapsed"] = collapsed(r, who)
             best = result_best(r) or {}
@@ -232,10 +246,15 @@ def chat_setup(study: Study, best: dict) -> dict:
     """What the Chat page needs to put a cell checkpoint beside its random twin and base +
     system prompt: adapter directories, labels naming the cell and step, the system prompt,
     and the questions the read-out asked (offered as prompts)."""
-    b = study.behavior()
+    cell = make_cell(best["settings"])
+    b = study.behavior(cell)
     step = best["step"]
     paths, labels = [], []
-    short = make_cell(best["settings"]).label(varying_axes(study.config))
+    short = cell.label(varying_axes(study.config), study.config.teacher_names)
+    trait = open_run(cell.run(study.config), study.cache_dir).config.teacher
+    if trait is not None and trait.kind == "adapter":  # the teacher as a column of its own
+        paths.append(trait.path)
+        labels.append(f"teacher: {trait.label()}")
     for kind, name in (("lls", "LLS"), ("random", "random twin")):
         info = open_adapter(best["adapters"][kind], study.cache_dir)
         paths.append(str(checkpoint_dir(info.path, step)))

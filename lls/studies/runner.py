@@ -36,7 +36,7 @@ from .store import Study, checkpoint_dir, now, open_study
 
 
 def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str | None,
-               log=print) -> None:
+               log=print, run_key: str | None = None) -> None:
     """Train (or resume, or skip if finished) one adapter in a child process, so its memory
     goes back to the system when it ends."""
     try:
@@ -45,8 +45,8 @@ def _train_one(study: Study, cfg: TrainConfig, adapter_id: str, baseline_of: str
             return
     except LLSError:
         pass
-    argv = train_command(cfg, study.config.run, adapter_id=adapter_id, baseline_of=baseline_of,
-                         cache_dir=study.cache_dir)
+    argv = train_command(cfg, run_key or study.config.run, adapter_id=adapter_id,
+                         baseline_of=baseline_of, cache_dir=study.cache_dir)
     log(f"[lls.studies] training {adapter_id} ({'random twin' if baseline_of else 'LLS'})")
     returncode = _run_child(argv)
     if returncode != 0:
@@ -104,8 +104,9 @@ def train_cell(study: Study, cell: Cell, log=print) -> tuple[str, str]:
     """Train the LLS adapter and its same-size random twin that `cell` reads."""
     cfg = group_config(study, cell)  # raises before training if the cell cannot pair
     lls_id, rnd_id = adapter_ids(study, cell)
-    _train_one(study, cfg, lls_id, None, log)
-    _train_one(study, baseline_config(cfg), rnd_id, lls_id, log)
+    run_key = cell.run(study.config)
+    _train_one(study, cfg, lls_id, None, log, run_key)
+    _train_one(study, baseline_config(cfg), rnd_id, lls_id, log, run_key)
     return lls_id, rnd_id
 
 
@@ -170,16 +171,19 @@ class _Sampler:
         gc.collect()
         _trim()
 
-    def __call__(self, kind: str, path: Path | None, system: bool = False) -> dict:
+    def __call__(self, kind: str, path: Path | None, system: bool = False,
+                 run_key: str | None = None) -> dict:
         """One sampled read-out: of the base model, of the teacher (`system`: base + system
-        prompt, or the run's teacher adapter or model), or of an adapter checkpoint."""
+        prompt, or the teacher adapter or model of `run_key`'s run, default the study's), or
+        of an adapter checkpoint."""
         base = self._load()
         t = time.time()
         if system:
             from ..models.teacher import Teacher, teacher_view
+            from ..scoring.runs import open_run
 
-            teacher = Teacher.from_dict(self.study.run_manifest()["config"].get("teacher"))
-            with teacher_view(base, teacher, self.behavior.system_prompt) as (m, sp):
+            cfg = open_run(run_key or self.study.config.run, self.study.cache_dir).config
+            with teacher_view(base, cfg.teacher, cfg.behavior.system_prompt) as (m, sp):
                 r = sampled_readout(m, self.tokenizer, self.behavior, kind, self.settings,
                                     system_prompt=sp)
             r["seconds"] = round(time.time() - t, 2)
@@ -211,13 +215,21 @@ def _trim() -> None:
         pass
 
 
-def reference_samples(study: Study, sampler: _Sampler) -> dict:
-    """Sampled read-outs of base and base + system prompt per kind, once per study."""
-    path = study.path / "sampled_levels.json"
+def reference_samples(study: Study, sampler: _Sampler, run_key: str | None = None) -> dict:
+    """Sampled read-outs of base and of the teacher (base + system prompt, or the teacher of
+    `run_key`'s run) per kind, once per study and teacher."""
+    path = study.levels_path(run_key)
     saved = read_json_safe(path)
     if saved and saved.get("settings") == study.config.sampled:
         return saved["levels"]
-    levels = {k: {"base": sampler(k, None), "system": sampler(k, None, system=True)}
+    base = None
+    for other in study.teachers():  # the base is the same for every teacher: read once
+        got = read_json_safe(study.levels_path(other))
+        if got and got.get("settings") == study.config.sampled:
+            base = {k: v["base"] for k, v in got["levels"].items()}
+            break
+    levels = {k: {"base": (base or {}).get(k) or sampler(k, None),
+                  "system": sampler(k, None, system=True, run_key=run_key)}
               for k in study.config.sampled["kinds"]}
     atomic_write_json(path, {"settings": study.config.sampled, "levels": levels})
     return levels
@@ -243,7 +255,7 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
     sampled read-outs there, and the cost."""
     lls_id, rnd_id = adapter_ids(study, cell)
     a, b = open_adapter(lls_id, study.cache_dir), open_adapter(rnd_id, study.cache_dir)
-    key = plan(study.behavior())["paired"]
+    key = plan(study.behavior(cell))["paired"]
     step = cell.judge_step or epoch_step(a, cell.s["epochs"])
     if step is None:
         raise StudyError(f"Adapter {lls_id} has no logged step at epoch {cell.s['epochs']}.")
@@ -262,15 +274,17 @@ def evaluate_cell(study: Study, cell: Cell, sampler: _Sampler) -> dict:
                 with_prompts(r["readout"], study.cache_dir),
                 with_prompts(rb[r["step"]]["readout"], study.cache_dir), levels, units=True)})
     final = curve[-1] if curve else None
-    jobs.report_phase("sampled read-outs", cell.label())
-    ref = reference_samples(study, sampler)
+    names = study.config.teacher_names
+    jobs.report_phase("sampled read-outs", cell.label(names=names))
+    ref = reference_samples(study, sampler, cell.run(study.config))
     t = time.time()
     sampled = {"final": _sample_step(study, sampler, ref, a, b, step)}
     excluded = [step] if effects.step_collapsed(final, sampled["final"]["kinds"]) else []
     best = None if cell.judge_step else pick_sampled_best(
         [r for r in curve if r["step"] in ckpts], key, step, excluded,
         lambda s: _sample_step(study, sampler, ref, a, b, s), sampled)
-    return {"cell": cell.id(study.config), "settings": cell.s, "label": cell.label(),
+    return {"cell": cell.id(study.config), "settings": cell.s,
+            "label": cell.label(names=names), "teacher_run": cell.run(study.config),
             "confirms": cell.confirms, "judge_step": cell.judge_step,
             "adapters": {"lls": lls_id, "random": rnd_id}, "step": step,
             "n_pairs": a.manifest.get("selection", {}).get("n_pairs"), "readout": key,
@@ -372,16 +386,16 @@ def _work(study: Study, state: dict, log, stop_on_error: bool) -> list[dict]:
         todo.remove(cell)
         if not trained(study, cell):
             sampler.release()  # children train: the parent holds no model meanwhile
-        jobs.log_event(kind="study", cell=cell.id(study.config), label=cell.label(),
-                       index=i, total=total)
+        label = cell.label(names=study.config.teacher_names)
+        jobs.log_event(kind="study", cell=cell.id(study.config), label=label, index=i,
+                       total=total)
         atomic_write_json(study.running_path, {**state, "index": i, "total": total,
-                                               "cell": cell.id(study.config),
-                                               "label": cell.label()})
-        log(f"[lls.studies] cell {i + 1}/{total}: {cell.label()}")
+                                               "cell": cell.id(study.config), "label": label})
+        log(f"[lls.studies] cell {i + 1}/{total}: {label}")
         try:
             res = run_cell(study, cell, sampler, log)
             jobs.report_progress(i + 1, total, unit="cells", phase="study", force=True,
-                                 message=f"{cell.label()} done")
+                                 message=f"{label} done")
         except LLSError as e:
             log(f"[lls.studies] cell failed: {e}")
             if stop_on_error:

@@ -83,11 +83,35 @@ class Study:
             "version": STUDY_VERSION, "config": self.config.to_dict(), "extra": self.extra,
             "upgraded_from": self.upgraded_from, "updated": now()})
 
-    def run_manifest(self) -> dict:
-        return open_run(self.config.run, self.cache_dir).manifest
+    def run_manifest(self, cell: Cell | None = None) -> dict:
+        """The manifest of the study's scoring run, or of `cell`'s (its teacher's)."""
+        key = cell.run(self.config) if cell is not None else self.config.run
+        return open_run(key, self.cache_dir).manifest
 
-    def behavior(self) -> Behavior:
-        return Behavior.from_dict(self.run_manifest()["config"]["behavior"])
+    def behavior(self, cell: Cell | None = None) -> Behavior:
+        """The behavior the study reads (a cell's: with its teacher's system prompt)."""
+        return Behavior.from_dict(self.run_manifest(cell)["config"]["behavior"])
+
+    def levels_path(self, run_key: str | None = None) -> Path:
+        """Where the sampled base and teacher levels of a teacher's run are kept (the
+        study's own run: `sampled_levels.json`)."""
+        if not run_key or run_key == self.config.run:
+            return self.path / "sampled_levels.json"
+        return self.path / f"sampled_levels-{run_key[:16]}.json"
+
+    def teacher_levels(self) -> list[tuple[str, dict]]:
+        """(teacher name, sampled levels per kind) of every teacher whose levels are read."""
+        out = []
+        for key in self.teachers():
+            lv = (read_json_safe(self.levels_path(key)) or {}).get("levels")
+            if lv:
+                out.append((self.config.teacher_names.get(key, "base + system prompt"), lv))
+        return out
+
+    def teachers(self) -> list[str]:
+        """The scoring runs of the teacher axis, the study's own run first."""
+        return list(dict.fromkeys([self.config.run, *(t for t in self.config.grid.get(
+            "teacher", []) if t)]))
 
     def sampled_settings(self) -> dict:
         return self.config.sampled
@@ -131,11 +155,15 @@ def create_study(cfg: StudyConfig, cache_dir: Path | None = None) -> Study:
     control = ",".join(r.key for r in open_controls(cfg.control_run, cache_dir)) \
         if cfg.control_run else None  # one key, or a panel of keys
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
+    grid, names = _teacher_axis(run, cfg.grid, cache_dir)
     path = studies_root(cache_dir) / cfg.name
     old = _read(path, cache_dir)
     prev = old.config if old else None
-    cfg = _normalised(StudyConfig.from_dict({**cfg.to_dict(), "run": run.key,
-                                             "control_run": control}), behavior, prev)
+    if prev and prev.teacher_names:
+        names = {**prev.teacher_names, **names}
+    cfg = _normalised(StudyConfig.from_dict({**cfg.to_dict(), "run": run.key, "grid": grid,
+                                             "control_run": control,
+                                             "teacher_names": names}), behavior, prev)
     extra = []
     if old:
         for fld in ("run", "control_run", "recipe", "lr_scheduler", "sampled",
@@ -155,6 +183,77 @@ def create_study(cfg: StudyConfig, cache_dir: Path | None = None) -> Study:
     study = Study(path, cfg, extra, old.upgraded_from if old else None)
     study.save()
     return study
+
+
+# What must agree between the study's run and a teacher's run for their cells to compare:
+# the same pairs (data, model, scoring options) and the same behavior to read out.
+_SAME_CONFIG = ("data", "truncation", "max_prompt_tokens", "neutral", "filter_contaminated")
+_SAME_BEHAVIOR = ("kind", "name", "target", "filter_words", "metric", "regex")
+
+
+def _teacher_axis(run, grid: dict, cache_dir: Path | None) -> tuple[dict, dict]:
+    """The grid with the teacher axis resolved to full run keys (the study's own run as
+    None) and the teachers' names in words; refuses a run that is unfinished or does not
+    score the same pairs for the same behavior."""
+    from ..scoring.runs import describe_teacher
+
+    names = {run.key: teacher_name(run)}
+    values = grid.get("teacher")
+    if not values:
+        return dict(grid), names
+    out = []
+    for v in values:
+        if v is None or run.key.startswith(str(v)):
+            out.append(None)
+            continue
+        other = open_run(str(v), cache_dir)
+        if other.manifest.get("status") != "complete":
+            raise StudyError(f"Teacher run {other.key} is {other.manifest.get('status', '?')}:"
+                             " finish scoring it first.")
+        a, b = run.manifest.get("config") or {}, other.manifest.get("config") or {}
+        model = lambda c: {k: v for k, v in (c.get("model") or {}).items()  # noqa: E731
+                           if k != "device"}
+        diff = [k for k in _SAME_CONFIG if a.get(k) != b.get(k)]
+        diff += ["model"] if model(a) != model(b) else []
+        diff += [f"behavior {k}" for k in _SAME_BEHAVIOR
+                 if (a.get("behavior") or {}).get(k) != (b.get("behavior") or {}).get(k)]
+        if (a.get("sampling") or {}) != (b.get("sampling") or {}):
+            diff.append("sampled prompts")
+        if diff:
+            raise StudyError(f"Teacher run {other.key} ({describe_teacher(other.config)}) "
+                             f"differs from the study's run {run.key} in {', '.join(diff)}: a "
+                             "teacher axis compares teachers on the same pairs and behavior. "
+                             "Score those pairs with that teacher (the same command with "
+                             "--teacher-prompt / --teacher-adapter / --teacher-model).")
+        names[other.key] = teacher_name(other)
+        out.append(other.key)
+    return {**grid, "teacher": list(dict.fromkeys(out))}, names
+
+
+def teacher_candidates(run_key: str, cache_dir: Path | None = None) -> list[str]:
+    """Finished runs that can join `run_key`'s study as teachers (same pairs and behavior)."""
+    from ..scoring.runs import list_runs
+
+    run = open_run(run_key, cache_dir)
+    out = []
+    for r in list_runs(cache_dir):
+        if r.key == run.key or not r.complete:
+            continue
+        try:
+            _teacher_axis(run, {"teacher": [r.key]}, cache_dir)
+        except StudyError:
+            continue
+        out.append(r.key)
+    return out
+
+
+def teacher_name(run) -> str:
+    """A teacher in a few words for tables: its prompt's beginning, or its adapter/model."""
+    cfg = run.config
+    if cfg.teacher is not None:
+        return cfg.teacher.label()
+    words = " ".join(cfg.behavior.system_prompt.split())
+    return f'prompt "{words[:40]}{"…" if len(words) > 40 else ""}"'
 
 
 def _what_differs(a, b) -> str:

@@ -1,8 +1,9 @@
 """Studies: sweep selection and training settings over one scoring run, every LLS adapter
 paired with its same-size random twin trained with the same recipe and seed.
 
-A study is one scoring run (plus optionally its control run, for contrastive ranking) and a
-grid over the axes in `AXES`. Every combination is a *cell*; a cell is identified by
+A study is one scoring run (plus optionally its control run, for contrastive ranking, and
+other runs of the same pairs scored by other teachers: the teacher axis) and a grid over the
+axes in `AXES`. Every combination is a *cell*; a cell is identified by
 everything that changes its result, so extending the grid reuses every finished cell. Cells
 run one at a time from a persistent queue (`lls.studies.runner`), paper recipe first.
 
@@ -20,4 +21,4 @@ from .report import (best_cell, chat_setup, collapsed, confirm_best, cost,  # no
                      describe_sampled, effect_grid, hygiene, memory_check, n_compared,
                      plan_for, recipe, result_best, sampled_at, table, target, teacher)
 from .store import (Study, checkpoint_dir, create_study, list_studies, open_study,  # noqa: F401
-                    studies_root)
+                    studies_root, teacher_candidates, teacher_name)

@@ -69,6 +69,15 @@ def pp_text(r: dict, kind: str) -> str:
             f"{100 * r[f'{kind}:hi']:+.1f}] pp")
 
 
+def lens_text(r: dict) -> str:
+    """'0.34% / 0.15%: ×2.3 [×1.9, ×2.8]': the mean P(next word = target) after the begun
+    reply of the LLS adapter and its twin, and their ratio paired over questions."""
+    if r.get("lens:ratio") is None:
+        return ""
+    return (f"{100 * r['lens:lls']:.2f}% / {100 * r['lens:random']:.2f}%: "
+            f"×{r['lens:ratio']:.2f} [×{r['lens:lo']:.2f}, ×{r['lens:hi']:.2f}]")
+
+
 def own_text(r: dict, k: str) -> str:
     """Each adapter's own value beside base's: 'LLS / random (base)'."""
     vals = [r.get(f"{w}_{k}") for w in ("lls", "random", "base")]
@@ -106,6 +115,8 @@ def cells_table(rows: list[dict], readouts, kinds) -> list[dict]:
             row[f"LLS, {short}"] = share_text(r, kind, "lls")
             row[f"random, {short}"] = share_text(r, kind, "random")
             row[f"LLS − random, {short}"] = pp_text(r, kind)
+        if "prefilled" in kinds:
+            row["next-word lens, LLS / random"] = lens_text(r)
         row["Collapsed"] = collapsed_text(r)
         row["Minutes (train / meter / sampled)"] = cost_text(r)
         row["Error"] = r.get("error") or ""
