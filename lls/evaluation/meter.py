@@ -193,6 +193,7 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
         rows.append({"label": label, "kind": "adapter", "path": path, **r})
         tick(3 + i, label)
     return {"version": METER_VERSION, "behavior": b.to_dict(), "model": spec.to_dict(),
+            "precision": getattr(host.model, "lls_precision", None),
             "prefill": pcfg.to_dict() if pcfg is not None else None,
             "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
                           "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},
