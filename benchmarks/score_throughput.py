@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from lls.core import behaviors  # noqa: E402
-from lls.core.stats import pearson, spearman  # noqa: E402
+from lls.core.stats import pearson, percentile_ci, resample_index, spearman, wilson  # noqa: E402
 from lls.data.source import DataSpec, iter_pairs  # noqa: E402
 from lls.models.load import ModelSpec, cpu_bf16_flag, load_model  # noqa: E402
 from lls.models.render import render_pair  # noqa: E402
@@ -120,9 +120,19 @@ def top_overlap(a, b, share: float = 0.10) -> float:
     return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
 
 
-def agreement(a, b) -> dict:
-    return {"spearman": spearman(a, b), "pearson": pearson(a, b), "top10": top_overlap(a, b),
-            "max_dw": float(np.abs(a - b).max()), "mean_dw": float(np.abs(a - b).mean())}
+def agreement(a, b, n_boot: int = 0) -> dict:
+    """Agreement of two weight vectors; with `n_boot`, 95% intervals too (Spearman and mean
+    |delta w|: pairs resampled; top-10% overlap: Wilson's over float32's top 10%)."""
+    out = {"spearman": spearman(a, b), "pearson": pearson(a, b), "top10": top_overlap(a, b),
+           "max_dw": float(np.abs(a - b).max()), "mean_dw": float(np.abs(a - b).mean())}
+    if n_boot:
+        idx = resample_index(len(a), n_boot=n_boot)
+        out["spearman_ci"] = percentile_ci([spearman(a[i], b[i]) for i in idx])
+        out["mean_dw_ci"] = percentile_ci(np.abs(a - b)[idx].mean(1))
+        k = max(1, int(np.ceil(0.10 * len(a))))
+        out["top10_k"] = (round(out["top10"] * k), k)
+        out["top10_ci"] = wilson(*out["top10_k"])
+    return out
 
 
 def compare_bf16(model, tok, rendered, args, kw) -> None:
@@ -138,13 +148,16 @@ def compare_bf16(model, tok, rendered, args, kw) -> None:
         score_rendered(m, rendered[:4], pad_id=pad, **kw)  # warm-up (allocator, kernels)
     w = {k: [] for k in models}
     secs = dict.fromkeys(models, 0.0)
-    start = 0
+    start, kept = 0, {}
     if args.save and Path(args.save).is_file():  # continue a stopped run (same pairs, order)
-        saved = np.load(args.save)
-        if set(saved.files) == {*models, "seconds"}:
-            w = {k: saved[k].tolist() for k in models}
-            secs = dict(zip(models, saved["seconds"].tolist()))
-            start = len(w["float32"])
+        saved = dict(np.load(args.save))
+        if set(models) <= set(saved):
+            start = min(len(saved[k]) for k in models)
+            w = {k: saved[k][:start].tolist() for k in models}
+            secs = {k: float(saved.get(f"seconds_{k}", 0.0)) for k in models}
+            # candidates not asked for this time are kept in the file as they were
+            kept = {k: v for k, v in saved.items() if k not in models and
+                    not k.startswith("seconds")}
             print(f"continuing {args.save}: {start} pairs done", flush=True)
     for i in range(start, len(rendered), args.chunk):
         part = rendered[i:i + args.chunk]
@@ -154,7 +167,7 @@ def compare_bf16(model, tok, rendered, args, kw) -> None:
             secs[k] += time.perf_counter() - t0
         if args.save:
             tmp = args.save + ".tmp.npz"
-            np.savez(tmp, seconds=np.array([secs[k] for k in models]),
+            np.savez(tmp, **kept, **{f"seconds_{k}": np.array(secs[k]) for k in models},
                      **{k: np.array(v) for k, v in w.items()})
             os.replace(tmp, args.save)
             print(f"  {len(w['float32'])} pairs", flush=True)
@@ -169,16 +182,20 @@ def compare_bf16(model, tok, rendered, args, kw) -> None:
           f"mean |w| {np.abs(a).mean():.4f}")
     for name in names:
         b = np.array(w[name])
-        ag = agreement(a, b)
+        ag = agreement(a, b, n_boot=1000)
         how = "emulated with float32 kernels" if args.emulate else "real bfloat16 kernels"
         print(f"candidate {name} ({how}): {n / secs[name]:.3f} pairs/s ({secs[name]:.1f} s)")
         ratio = secs["float32"] / secs[name]
         note = ("emulation: a time, not a bfloat16 speed" if args.emulate else
                 "here: no bfloat16 units, so below 1" if not flag else "")
         print(f"  bf16_ratio: {ratio:.2f} (target >= 1.6{'; ' + note if note else ''})")
-        print(f"  spearman: {ag['spearman']:.4f} (target >= 0.99)  pearson: {ag['pearson']:.4f}")
-        print(f"  top10_overlap: {ag['top10']:.3f} (target >= 0.90)  max |delta w|: "
-              f"{ag['max_dw']:.4f}  mean |delta w|: {ag['mean_dw']:.5f}")
+        lo, hi = ag["spearman_ci"]
+        print(f"  spearman: {ag['spearman']:.4f} [{lo:.4f}, {hi:.4f}] (target >= 0.99)  "
+              f"pearson: {ag['pearson']:.4f}")
+        (k, m), (lo, hi) = ag["top10_k"], ag["top10_ci"]
+        print(f"  top10_overlap: {ag['top10']:.3f} ({k} of {m}) [{lo:.3f}, {hi:.3f}] (target "
+              f">= 0.90)  max |delta w|: {ag['max_dw']:.4f}  mean |delta w|: "
+              f"{ag['mean_dw']:.5f} [{ag['mean_dw_ci'][0]:.5f}, {ag['mean_dw_ci'][1]:.5f}]")
     if args.emulate and args.check_real:
         check_real(model, rendered[:args.check_real], names, w, pad, kw)
 

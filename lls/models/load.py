@@ -85,7 +85,7 @@ def resolve_device(spec: ModelSpec) -> str:
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 # Sets what "auto" means on this machine (e.g. float32 for a test suite whose tolerances are
-# float32's): a dtype name, or unset for the rule in `resolve_dtype`.
+# float32's): a dtype name, or unset for the rule in `precision`.
 DTYPE_ENV = "LLS_DTYPE"
 
 
@@ -122,8 +122,9 @@ def precision(spec: ModelSpec, device: str | None = None, cpuinfo: str | None = 
         fast = device.startswith("cuda") or (device == "cpu" and cpu_bf16_flag(cpuinfo))
         return "bfloat16" if fast else "float32"
     if name not in ("float32", "bfloat16", "float16"):
-        raise ModelError(f"Unknown dtype {name!r}; use one of {', '.join(DTYPE_CHOICES)} "
-                         "(or float16 on CUDA).")
+        where = f" (from {DTYPE_ENV})" if not spec.dtype or spec.dtype == "auto" else ""
+        raise ModelError(f"Unknown dtype {name!r}{where}; use one of "
+                         f"{', '.join(DTYPE_CHOICES)} (or float16 on CUDA).")
     return name
 
 
