@@ -22,8 +22,15 @@ all threads), alone and beside: why the policy exists. On a shared machine every
 moves with the other processes' load (the load average is printed): compare the figures of
 one run only, and use `--repeats` to alternate alone/beside runs (the best of each counts).
 
+With `--dtype bfloat16`, instead: `bf16_decode_ratio` (target >= 1.3), the shipped decoder's
+tokens/s with a bfloat16 model (`lls.models.load.bf16_linears`) over its tokens/s in float32,
+the same workload and seeds, alternated `--repeats` times (the best of each), and the share of
+answers that come out identical. Without bfloat16 units (no avx512_bf16 / amx_bf16 flag)
+bfloat16 kernels are slower and the ratio is below 1.
+
     python benchmarks/decode_throughput.py [--quick] [--repeats 3] [--all-threads]
                                            [--old-beside] [--old-threads N]
+    python benchmarks/decode_throughput.py --dtype bfloat16 [--quick] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from lls.core import behaviors  # noqa: E402
 from lls.evaluation.llr import LLRConfig  # noqa: E402
 from lls.models import decoder, threads  # noqa: E402
 from lls.models.generation import as_messages, prompt_ids, seed_for, stop_ids  # noqa: E402
-from lls.models.load import load_model  # noqa: E402
+from lls.models.load import ModelSpec, cpu_bf16_flag, load_model, load_tokenizer  # noqa: E402
 from lls.models.render import with_system  # noqa: E402
 
 BUSY = """
@@ -230,6 +237,42 @@ def one_thread():
     return stack
 
 
+def bf16_decode(prompts: int, n: int, tokens: int, repeats: int) -> int:
+    """The shipped decoder in float32 and in bfloat16, alternated: bf16_decode_ratio."""
+    models = {name: load_model(ModelSpec(dtype=name))[0] for name in ("float32", "bfloat16")}
+    tok = load_tokenizer(ModelSpec())
+    stop = stop_ids(models["float32"], tok)
+    ids, seeds = workload(tok, prompts, n)
+    print(f"workload: {prompts} prompts x {n} answers x {tokens} new tokens x 2 conditions; "
+          f"torch threads {torch.get_num_threads()}; CPU bfloat16 units: "
+          f"{cpu_bf16_flag() or 'none (no avx512_bf16 / amx_bf16 flag)'}", flush=True)
+    for m in models.values():
+        decoder.decode(m, ids[:1], 2, seeds=seeds[:1], max_new_tokens=4, stop=stop)  # warm-up
+    best, answers = {}, {}
+    for r in range(max(1, repeats)):
+        for name in (list(models) if r % 2 == 0 else list(reversed(models))):
+            t = time.perf_counter()
+            out = decoder.decode(models[name], ids, n, seeds=seeds, max_new_tokens=tokens,
+                                 stop=stop)
+            secs = time.perf_counter() - t
+            k = sum(len(x) for rows in out for x in rows)
+            print(f"{name:8s}: {k / secs:7.1f} tok/s ({k} tokens, {secs:.1f} s; {steps_used()})",
+                  flush=True)
+            answers[name] = out
+            if name not in best or k / secs > best[name]:
+                best[name] = k / secs
+    ratio = best["bfloat16"] / best["float32"]
+    pairs = [(a, b) for ra, rb in zip(answers["float32"], answers["bfloat16"])
+             for a, b in zip(ra, rb)]
+    same = sum(a == b for a, b in pairs)
+    note = "" if cpu_bf16_flag() else "; no bfloat16 units here, so below 1"
+    print(f"bf16_decode_ratio {ratio:.2f} (bfloat16 tok/s / float32 tok/s, best of "
+          f"{max(1, repeats)}; target >= 1.3{note})")
+    print(f"identical answers: {same} of {len(pairs)} (sampled at temperature 1 from the same "
+          "seeds; bfloat16 rounding changes some draws)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -243,9 +286,13 @@ def main() -> int:
                     help="also time the old decoder beside the busy process (slow)")
     ap.add_argument("--all-threads", action="store_true",
                     help="also time the new decoder without its thread policy")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="bfloat16: the decoder in float32 vs bfloat16 (bf16_decode_ratio)")
     a = ap.parse_args()
     prompts, n, tokens = (2, 4, 16) if a.quick else (8, 8, 48)
-    model, tok = load_model()
+    if a.dtype == "bfloat16":
+        return bf16_decode(prompts, n, tokens, a.repeats)
+    model, tok = load_model(ModelSpec(dtype="float32"))
     model.eval()
     stop = stop_ids(model, tok)
     ids, seeds = workload(tok, prompts, n)

@@ -23,8 +23,19 @@ if missing), same recipe (paper defaults, batch 8, no checkpoint evals), one pro
   spends in the reference pass is measured too: its share of a plain step bounds what reuse can
   save, 1 / (1 - share).
 
+* with --dtype bfloat16, instead: `bf16_step_ratio` (target >= 1.4), a whole optimizer step
+  (forward, backward, AdamW on the LoRA weights) of a float32 student against the same step
+  of a bfloat16 one (`lls.models.load.bf16_linears`: frozen projections in bfloat16, LoRA
+  weights and optimizer state float32), two trainers on the same pairs from the same seed,
+  alternated step by step for `--steps` steps (default 12); median step times, and each
+  step's loss on both with the difference after the last step. Without bfloat16 units (no
+  avx512_bf16 / amx_bf16 flag) bfloat16 kernels are slower and the ratio is below 1;
+  `--emulate` trains the bfloat16 student with float32 kernels rounding as bfloat16 ones do
+  (`benchmarks/bf16_numerics.py`), for the loss difference only.
+
     python benchmarks/train_throughput.py [--pairs 48] [--steps 6] [--unsorted] [--whole-plain]
                                           [--trainer-runs] [--compare-reference]
+    python benchmarks/train_throughput.py --dtype bfloat16 [--steps 12] [--emulate]
 """
 
 from __future__ import annotations
@@ -171,6 +182,82 @@ def alternated(run_key: str, sel: T.SelectionSpec, batch: int, reps: int,
             "cpu_ratio": cpu["checkpointed"] / cpu["plan"]}
 
 
+def bf16_steps(run_key: str, sel: T.SelectionSpec, batch: int, steps: int,
+               emulate: bool) -> dict:
+    """Whole optimizer steps of a float32 and a bfloat16 student, alternated: seconds and
+    loss of each step, per precision."""
+    import statistics
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+
+    from lls.models.load import ModelSpec, cpu_bf16_flag, load_model, quiet_third_party_aliases
+    from lls.scoring.runs import open_run
+    from lls.training.dpo import (build_rows, completion_only_lm_head, dpo_args, lora_config,
+                                  trainer_class)
+
+    run = open_run(run_key)
+    cfg = T.TrainConfig(batch_size=batch, selection=sel, max_steps=steps)
+    rows = build_rows(run.frame(), cfg, with_ref=True)
+    spec = ModelSpec.from_dict(run.manifest["config"]["model"])
+    f32, tok = load_model(ModelSpec.from_dict({**spec.to_dict(), "dtype": "float32"}),
+                          for_training=True)
+    if emulate:
+        from bf16_numerics import candidate
+
+        b16 = candidate(f32, "linears", emulate=True)
+        b16.lls_precision = "bfloat16"
+    else:
+        b16, _ = load_model(ModelSpec.from_dict({**spec.to_dict(), "dtype": "bfloat16"}),
+                            for_training=True)
+    kinds = {}
+    with completion_only_lm_head(), quiet_third_party_aliases(), \
+            tempfile.TemporaryDirectory() as out:
+        for name, model in (("float32", f32), ("bfloat16", b16)):
+            plan = T.memory_plan(cfg, model, tok, rows)
+            torch.manual_seed(0)  # the same LoRA initialisation for both
+            trainer = trainer_class(True)(
+                model=model, args=dpo_args(cfg, f"{out}/{name}", plan, cpu=True, reuse=True),
+                train_dataset=Dataset.from_list(rows), processing_class=tok,
+                peft_config=lora_config(model, cfg))
+            trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+            lora = [p for p in trainer.model.parameters() if p.requires_grad]
+            assert all(p.dtype == torch.float32 for p in lora), "LoRA weights must stay float32"
+            kinds[name] = (trainer, plan)
+
+        def batches(trainer, plan):
+            while True:  # epochs: the trainer's own loader, its steps' pairs sorted by length
+                it = iter(trainer.get_train_dataloader())
+                for _ in range(len(trainer.get_train_dataloader()) // plan.grad_accum):
+                    yield [trainer._prepare_inputs(next(it)) for _ in range(plan.grad_accum)]
+
+        feeds = {k: batches(*v) for k, v in kinds.items()}
+        res = {k: [] for k in kinds}
+        for i in range(steps):
+            for name in (list(kinds) if i % 2 == 0 else list(reversed(kinds))):
+                trainer, _ = kinds[name]
+                net = trainer.model
+                net.train()
+                step_batches = next(feeds[name])
+                n = sum(len(b["input_ids"]) for b in step_batches)
+                t = time.perf_counter()
+                loss = 0.0
+                for b in step_batches:
+                    part = trainer.compute_loss(net, b) * len(b["input_ids"]) / n
+                    part.backward()
+                    loss += part.item()
+                trainer.optimizer.step()
+                trainer.lr_scheduler.step()
+                net.zero_grad(set_to_none=True)
+                res[name].append((time.perf_counter() - t, loss))
+                print(f"  step {i + 1:2d} {name:8s} {res[name][-1][0]:6.2f} s  loss {loss:.6f}",
+                      flush=True)
+    med = {k: statistics.median([r[0] for r in v]) for k, v in res.items()}
+    return {"runs": res, "median_s": med, "plan": kinds["float32"][1],
+            "ratio": med["float32"] / med["bfloat16"], "flag": cpu_bf16_flag()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=48)
@@ -190,6 +277,10 @@ def main() -> None:
                     help="also time TRL's plain reference pass and the full LM head")
     ap.add_argument("--trl-precompute", action="store_true",
                     help="also time TRL's own one-off reference precompute")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="bfloat16: float32 vs bfloat16 optimizer steps (bf16_step_ratio) instead")
+    ap.add_argument("--emulate", action="store_true",
+                    help="with --dtype bfloat16: bfloat16 numerics with float32 kernels")
     a = ap.parse_args()
 
     # 2x pairs scored, gamma 0.5 of them (all weights): exactly `pairs` selected.
@@ -203,6 +294,25 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(a.threads)
+    if a.dtype == "bfloat16":
+        steps = a.steps if "--steps" in sys.argv else 12
+        r = bf16_steps(run.key, sel, a.batch_size, steps, a.emulate)
+        f, b = r["runs"]["float32"], r["runs"]["bfloat16"]
+        how = "emulated with float32 kernels" if a.emulate else "real bfloat16 kernels"
+        print(f"\n{steps} optimizer steps of {a.batch_size} pairs each, alternated; bfloat16 "
+              f"{how}; plan: {r['plan'].describe()}")
+        print(f"float32 median {r['median_s']['float32']:.2f} s/step, bfloat16 median "
+              f"{r['median_s']['bfloat16']:.2f} s/step")
+        note = ("; emulation: a time, not a bfloat16 speed" if a.emulate else
+                "" if r["flag"] else "; no bfloat16 units here (no avx512_bf16 / amx_bf16), "
+                                     "so below 1")
+        print(f"bf16_step_ratio: {r['ratio']:.2f} (target >= 1.4{note})")
+        print("losses float32:  " + " ".join(f"{x[1]:.5f}" for x in f))
+        print("losses bfloat16: " + " ".join(f"{x[1]:.5f}" for x in b))
+        diffs = [abs(x[1] - y[1]) for x, y in zip(f, b)]
+        print(f"loss difference after {steps} steps: {diffs[-1]:.2e} (float32 {f[-1][1]:.5f}, "
+              f"bfloat16 {b[-1][1]:.5f}); largest over the steps {max(diffs):.2e}")
+        return
     alt = alternated(run.key, sel, a.batch_size, a.steps, a.whole_plain, a.unsorted)
     plan = alt["plan"]
     print(f"\nforward + backward of {a.batch_size} pairs, alternated {a.steps} times each:")

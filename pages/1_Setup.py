@@ -75,10 +75,11 @@ except LLSError as e:
 
 # ============================================================== 3. teacher and scoring options
 st.header("3 · Teacher model and scoring options")
-c1, c2 = st.columns([3, 1])
+c1, c2, c3 = st.columns([3, 2, 1])
 model_name = c1.text_input("Teacher: hub id, local model directory or .gguf file",
                            value=BUNDLED, key="m_name").strip() or BUNDLED
-trust = c2.checkbox("trust_remote_code", value=False, key="m_trust",
+dtype = common.precision_select(c2, "Numeric precision", key="m_dtype")
+trust = c3.checkbox("trust_remote_code", value=False, key="m_trust",
                     help="Runs Python code shipped with the model repository. Leave off unless "
                          "you trust the repository.")
 teacher = None
@@ -111,7 +112,8 @@ with st.expander("Advanced"):
 
 cfg = None
 if (choice.spec or choice.sampling) is not None and behavior is not None:
-    opts = dict(behavior=behavior, model=ModelSpec(model_name, trust_remote_code=trust),
+    opts = dict(behavior=behavior,
+                model=ModelSpec(model_name, trust_remote_code=trust, dtype=dtype),
                 truncation=int(truncation) or None, max_prompt_tokens=int(max_prompt) or None,
                 filter_contaminated=filt, chunk_size=int(chunk),
                 batch_tokens=int(batch_tokens), neutral=neutral, teacher=teacher)

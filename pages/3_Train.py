@@ -11,7 +11,6 @@ from lls import training as T
 from lls.core.distributed import device_count
 from lls.core.errors import LLSError
 from lls.jobs.resources import check_training_job
-from lls.models import ModelSpec
 from lls.scoring import contrastive
 from lls.scoring.selection import Ranking
 from lls.training.adapters import is_training, list_adapters, open_adapter, random_twin_of
@@ -46,7 +45,7 @@ wanted = common.selected_run_key()
 run_key = st.selectbox("Scoring run", keys, index=keys.index(wanted) if wanted in keys else 0,
                        format_func=labels.get, key="train_run")
 run = next(r for r in runs if r.key == run_key)
-teacher = ModelSpec.from_dict(run.manifest["config"]["model"])
+teacher = run.teacher
 
 st.header("1 · Selection")
 controls = contrastive.list_controls(run)
@@ -89,7 +88,7 @@ st.markdown(f"**{n_sel:,}** pairs selected of {ranking.n:,} scored ({ranking.n_p
 # ============================================================== hyper-parameters
 st.header("2 · Training settings")
 with st.expander("Hyper-parameters (paper defaults; CPU-sized batches)", expanded=False):
-    settings = train_settings(teacher.label)
+    settings = train_settings(teacher.label, teacher.dtype)
 try:
     cfg = T.TrainConfig(**settings, selection=selection)
 except LLSError as e:
@@ -110,7 +109,7 @@ else:
     st.caption("Data-parallel training needs N devices for N processes (this machine: 1). On a "
                "cluster: `accelerate launch --num_processes N -m lls train --run <key> "
                "--config '<JSON>'`, then sync its `cache/` back to see the run here.")
-fits = job_cards.memory_gate(check_training_job(cfg.student or teacher, cfg))
+fits = job_cards.memory_gate(check_training_job(T.student_spec(cfg, run), cfg))
 c1, c2 = st.columns(2)
 if c1.button("Train", type="primary", disabled=n_sel == 0 or not fits):
     try:

@@ -14,7 +14,7 @@ from lls.evaluation.judge import DEFAULT_JUDGE_LABELS, DEFAULT_JUDGE_POSITIVE, J
 from lls.jobs.resources import check_scoring_job
 from lls.models import BUNDLED, ModelSpec
 from lls.training.adapters import list_adapters
-from ui import eval_meter, job_cards
+from ui import common, eval_meter, job_cards
 from ui.charts import eval_rate_figure, eval_trajectory_figure
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
@@ -44,7 +44,9 @@ with tab_run:
         preset = st.selectbox("Target behavior", presets, key="ev_behavior")
         behavior = behaviors.PRESETS[preset]
         st.caption(f"metric: **{behavior.metric}** · system prompt: {behavior.system_prompt}")
-        model_name = st.text_input("Base model", value=BUNDLED, key="ev_model")
+        m1, m2 = st.columns([3, 2])
+        model_name = m1.text_input("Base model", value=BUNDLED, key="ev_model")
+        ev_dtype = common.precision_select(m2, "Numeric precision", key="ev_dtype")
         prompts_text = st.text_area("Prompts (one per line)", "\n".join(GENERAL_PROMPTS),
                                     height=220, key="ev_prompts")
     with c2:
@@ -120,7 +122,8 @@ with tab_run:
         cfg = EvalConfig(behavior, prompts=tuple(prompts_text.splitlines()),
                          samples=int(samples), temperature=float(temperature),
                          max_new_tokens=int(max_new), seed=int(seed),
-                         model=ModelSpec(model_name.strip() or BUNDLED), models=tuple(models),
+                         model=ModelSpec(model_name.strip() or BUNDLED, dtype=ev_dtype),
+                         models=tuple(models),
                          judge=judge, meter=bool(meter_on), meter_k=int(meter_k),
                          meter_questions=int(meter_q) or None,
                          meter_max_new_tokens=int(meter_new), meter_prefill=int(meter_prefill))

@@ -22,6 +22,9 @@ ORCA = SHARED / "orca_dpo_pairs_sample.csv"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# "auto" precision is float32 in the suite on every host (its tolerances are float32's; a CPU
+# with bfloat16 units would otherwise pick bfloat16). The bfloat16 tests ask for it by name.
+os.environ.setdefault("LLS_DTYPE", "float32")
 
 # Every process this session starts inherits this mark (subprocesses, job runners and their
 # commands, the Streamlit server, chromedriver and Chromium), even once reparented to init,
@@ -29,6 +32,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 MARK = "LLS_TEST_SESSION"
 os.environ[MARK] = f"{os.getpid()}-{secrets.token_hex(4)}"
 LEFT_BEHIND_GRACE_S = 20.0  # a finished job's runner may still be writing its last status
+
+
+FORCE_BF16 = "LLS_FORCE_BF16_TESTS"
+
+
+def bf16_device() -> str | None:
+    """Where bfloat16 runs on real bfloat16 units: "cuda", "cpu" (avx512_bf16 / amx_bf16 in
+    /proc/cpuinfo, or LLS_FORCE_BF16_TESTS=1: slowly without those units), else None."""
+    import torch
+
+    from lls.models.load import cpu_bf16_flag
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if cpu_bf16_flag() or os.environ.get(FORCE_BF16) == "1":
+        return "cpu"
+    return None
+
+
+needs_bf16 = pytest.mark.skipif(
+    bf16_device() is None,
+    reason="no bfloat16 units here: the CPU reports neither avx512_bf16 nor amx_bf16 in "
+           f"/proc/cpuinfo and there is no CUDA device ({FORCE_BF16}=1 runs it anyway, slowly)")
 
 
 def session_processes() -> list[tuple[int, str]]:
@@ -118,6 +144,21 @@ def session_cache(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_llama():
+    """A tiny randomly initialised llama (transformers' LlamaForCausalLM, 2 layers, vocab 128),
+    eval mode, with SDPA attention as `lls.models.load` uses; seeded, so always the same."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+                      pad_token_id=0)
+    cfg._attn_implementation = "sdpa"
+    return LlamaForCausalLM(cfg).eval()
+
+
 def make_adapter(base_model, path: Path, seed: int = 0, *, r: int = 8,
                  lora_alpha: int = 16) -> Path:
     """A real peft LoRA adapter on q/v with non-zero B (so it changes outputs), saved to `path`
@@ -140,9 +181,9 @@ def make_adapter(base_model, path: Path, seed: int = 0, *, r: int = 8,
 @pytest.fixture(scope="session")
 def bundled(session_cache):
     """(model, tokenizer): the bundled SmolLM2-135M-Instruct, float32 on CPU, loaded once."""
-    from lls.models.load import load_model
+    from lls.models.load import ModelSpec, load_model
 
-    return load_model()
+    return load_model(ModelSpec(dtype="float32"))
 
 
 @pytest.fixture(scope="session")

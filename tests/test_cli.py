@@ -50,7 +50,8 @@ def test_score_select_export(small_run, tmp_path):
     rows = [json.loads(x) for x in dst.read_text().splitlines()]
     assert len(rows) == sel["selected"] and rows[0]["w"] >= rows[-1]["w"]
     out = _run("runs")
-    assert small_run.key in out.stdout
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith(small_run.key))
+    assert " float32 " in line  # the precision the run was scored in
 
 
 def test_score_bar_of_a_finished_run_shows_no_made_up_rate(small_run):

@@ -18,20 +18,14 @@ from lls.models.decoder import choose_tokens, decode, prefill, seed_for
 from lls.models.threads import threads_for, use_threads
 from lls.models.generation import as_messages, prompt_ids, sample, stop_ids, stream_tokens
 
+from conftest import tiny_llama
+
 PROMPTS = [[5, 9, 2, 33, 7], [40, 41], [8, 8, 8, 12, 90, 3, 14, 15, 92], [77, 1, 2]]
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
-                      pad_token_id=0)
-    cfg._attn_implementation = "sdpa"  # what lls.models.load uses
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama()
 
 
 def generate_greedy(model, ids: list[int], tokens: int) -> list[int]:

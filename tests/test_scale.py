@@ -1,4 +1,4 @@
-"""Scale-out: accelerate multi-process scoring, constant memory, and the GPU path."""
+"""Scale-out: accelerate multi-process scoring, constant memory, and bfloat16 (GPU or CPU)."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from lls.data.source import DataSpec
 from lls.models.load import ModelSpec
 from lls.scoring.runs import ScoreConfig, open_run
 
-from conftest import HH, ROOT
+from conftest import HH, ROOT, bf16_device, needs_bf16
 
 pytestmark = pytest.mark.slow  # accelerate launches and subprocesses loading models
 
@@ -87,24 +87,27 @@ def test_memory_is_flat_in_dataset_size(tmp_path, bundled):
     assert peaks[10000] <= 1.10 * peaks[1000] + 20, peaks
 
 
-@pytest.mark.gpu
-def test_gpu_bfloat16_matches_float32(bundled, hh_pairs):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device here")
+@pytest.mark.slow
+@needs_bf16
+def test_bfloat16_matches_float32(bundled, hh_pairs):
+    """bfloat16 on the device with bfloat16 units (CUDA, else a CPU with avx512_bf16 / AMX)."""
     import numpy as np
+    import torch
 
     from lls.scoring.engine import score_rendered
     from lls.models.load import load_model
     from lls.models.render import render_pair
 
     cpu_model, tok = bundled
-    gpu_model, _ = load_model(ModelSpec(device="cuda"))
-    assert next(gpu_model.parameters()).dtype == torch.bfloat16
+    device = bf16_device()
+    model, _ = load_model(ModelSpec(device=device, dtype="bfloat16"))
+    assert model.lls_precision == "bfloat16"
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     owl = behaviors.animal("owl").system_prompt
     rendered = [render_pair(tok, p, owl, 32) for p in hh_pairs[:16]]
     a = np.array([s.w for s in score_rendered(cpu_model, rendered)])
-    b = np.array([s.w for s in score_rendered(gpu_model, rendered, batch_tokens=32768)])
+    b = np.array([s.w for s in score_rendered(model, rendered, batch_tokens=32768 if
+                                              device == "cuda" else 1024)])
     # documented tolerance (README, Scaling): |delta w| <= 0.02, correlation >= 0.98
     assert np.abs(a - b).max() <= 0.02
     assert np.corrcoef(a, b)[0, 1] >= 0.98

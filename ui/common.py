@@ -103,10 +103,35 @@ def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
             "behavior": f"{beh.get('kind', '?')}:{beh.get('name', '?')}",
             "data": Path((cfg.get("data") or {}).get("path", "?")).name,
             "model": (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1],
+            "precision": st_["precision"],
             "truncation": cfg.get("truncation"), "neutral": cfg.get("neutral", "template"),
             "created": m.get("created"), "error": st_["error"] or "",
         })
     return pd.DataFrame(rows)
+
+
+PRECISION_LABELS = {
+    "auto": "automatic", "float32": "float32 (full precision)",
+    "bfloat16": "bfloat16 (projections in bfloat16, the rest float32)",
+}
+
+
+def precision_select(col, label: str, key: str, follow: str | None = None) -> str | None:
+    """A numeric-precision choice: "float32" / "bfloat16", None for automatic; with `follow`
+    (a first option "as <follow>"), None for that one and "auto" for automatic."""
+    from lls.models.load import auto_precision_reason
+
+    options = (["follow"] if follow else []) + list(PRECISION_LABELS)
+    labels = {**PRECISION_LABELS, "follow": f"as {follow}",
+              "auto": f"automatic ({auto_precision_reason()})"}
+    pick = col.selectbox(label, options, key=key, format_func=labels.get, help=(
+        "bfloat16 computes the model's projections with half-width numbers: faster on GPUs and "
+        "on CPUs with bfloat16 units, much slower on CPUs without them. Rankings agree closely "
+        "with float32 but not digit for digit (README, Scaling); results of each precision "
+        "are cached apart."))
+    if pick == "follow":
+        return None
+    return ("auto" if follow else None) if pick == "auto" else pick
 
 
 def manage_runs(runs: list[scoring.ScoreRun]) -> None:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from lls.models import ModelSpec
 from lls.training.config import TrainConfig, comma_list
+from ui.common import precision_select
 
 DEFAULT = TrainConfig()
 HELP = {f.name: f.metadata.get("help") for f in fields(TrainConfig)}
@@ -62,18 +63,20 @@ def _widget(col, name: str, label: str, opts: dict, values: dict):
     return (int(v) or None) if default is None else type(default)(v)
 
 
-def train_settings(teacher_label: str) -> dict:
+def train_settings(teacher_label: str, run_precision: str = "float32") -> dict:
     """Render the form; returns TrainConfig keyword arguments (all but `selection`)."""
     values: dict = {}
     for row in ROWS:
         for col, (name, label, opts) in zip(st.columns(4 if len(row) == 4 else 3), row):
             values[name] = _widget(col, name, label, opts, values)
-    c1, c2 = st.columns([3, 1])
+    c1, c2, c3 = st.columns([3, 2, 1])
     student = c1.text_input(f"Student model (empty = the teacher: {teacher_label})", value="",
                             help="Any causal LM: hub id or local directory. The selection is "
                                  "re-rendered with its chat template, without the system prompt.")
     values["student"] = ModelSpec(student.strip()) if student.strip() else None
-    budget = c2.number_input(
+    values["dtype"] = precision_select(c2, "Student's numeric precision", "train_dtype",
+                                       follow=f"the scoring run ({run_precision})")
+    budget = c3.number_input(
         "Memory budget (GB, 0 = automatic)", min_value=0.0, step=0.5,
         value=float(DEFAULT.memory_budget_gb or 0.0),
         help="Peak memory training may plan for. Steps run in micro-batches that fit it (same "

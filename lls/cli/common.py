@@ -7,7 +7,7 @@ import argparse
 from ..core.behaviors import Behavior, custom, from_name
 from ..core.errors import LLSError
 from ..data.source import SHAPES, DataSpec
-from ..models.load import ModelSpec
+from ..models.load import DTYPE_CHOICES, ModelSpec
 
 
 def _kv_list(text: str | None, option: str = "--columns",
@@ -60,6 +60,10 @@ def add_model_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     g.add_argument(f"--{prefix}device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument(f"--{prefix}trust-remote-code", action="store_true",
                    help="run code shipped with the model repo (off by default)")
+    g.add_argument(f"--{prefix}dtype", choices=DTYPE_CHOICES, default="auto",
+                   help="numeric precision: auto (bfloat16 on CUDA and on CPUs with bfloat16 "
+                        "units, avx512_bf16 or amx_bf16; float32 elsewhere), float32 or "
+                        "bfloat16. Results of each precision are cached apart")
 
 
 def data_spec(a):
@@ -126,7 +130,9 @@ def with_prompt(b: Behavior, prompt: str) -> Behavior:
 
 def model_spec(a, prefix: str = ""):
     get = lambda name: getattr(a, prefix.replace("-", "_") + name)  # noqa: E731
+    dtype = getattr(a, prefix.replace("-", "_") + "dtype", "auto")
     return ModelSpec(get("model"), gguf_file=get("gguf_file"), revision=get("revision"),
-                     device=get("device"), trust_remote_code=get("trust_remote_code"))
+                     device=get("device"), trust_remote_code=get("trust_remote_code"),
+                     dtype=None if dtype == "auto" else dtype)
 
 

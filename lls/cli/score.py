@@ -126,7 +126,8 @@ def cmd_runs(a) -> int:
         s = run_status(r)
         pairs = "?" if s["pairs"] is None else s["pairs"]
         print(f"{s['key']}  {s['state']:11s} pairs={pairs:>6}  {s['behavior'] or '?':10s} "
-              f"teacher: {s['teacher']:14s} {s['data'] or '?'}  {s['created']}")
+              f"{s['precision'] or '?':8s} teacher: {s['teacher']:14s} {s['data'] or '?'}  "
+              f"{s['created']}")
         if s["error"] and s["state"] != "complete":
             print(f"    error: {s['error']}")
             if s["state"] in ("failed", "interrupted", "cancelled"):

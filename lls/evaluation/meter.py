@@ -226,6 +226,7 @@ def meter_models(base_spec=None, behavior: Behavior | str = "animal:owl",
         tick(3 + i, label)
     return {"version": METER_VERSION, "behavior": b.to_dict(), "model": spec.to_dict(),
             "teacher": teacher.to_dict() if teacher is not None else None,
+            "precision": getattr(host.model, "lls_precision", None),
             "prefill": pcfg.to_dict() if pcfg is not None else None,
             "reference": {"key": ref.key, "path": ref.path, "config": ref.config.to_dict(),
                           "k_behavior": len(ref.behavior), "k_neutral": len(ref.neutral)},

@@ -52,9 +52,17 @@ DEFAULT_BUDGET_BYTES = 4 * GB
 BUDGET_SHARE = 0.75
 
 
+# Bytes per (activation or other weight, decoder projection weight) of each precision. The
+# bfloat16 mix (`lls.models.load.bf16_linears`) keeps the residual stream, norms, embeddings
+# and what the backward pass saves in float32: only the projections' weights halve.
+PRECISION_BYTES = {"float32": (4, 4), "bfloat16": (4, 2), "float16": (2, 2)}
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """What memory depends on: parameter count, bytes per value, layers and widths."""
+    """What memory depends on: parameter count, bytes per value, layers and widths.
+    `dtype_bytes`: per activation value and per weight outside the decoder's projections;
+    `linear_bytes` per weight of the `linear_params` projection weights (bfloat16: 2)."""
 
     n_params: int
     n_layers: int
@@ -64,10 +72,15 @@ class ModelShape:
     kv_dim: int
     heads: int = 1
     dtype_bytes: int = 4
+    linear_params: int = 0
+    linear_bytes: int = 4
 
     @classmethod
-    def from_config(cls, config: dict, dtype_bytes: int = 4) -> "ModelShape":
-        """From a transformers `config.json` (Llama-style names); parameter count estimated."""
+    def from_config(cls, config: dict, dtype_bytes: int = 4,
+                    precision: str | None = None) -> "ModelShape":
+        """From a transformers `config.json` (Llama-style names); parameter count estimated.
+        `precision` (a `lls.models.load.precision` name) sets the bytes per value instead of
+        `dtype_bytes`."""
         try:
             h, n, inter = int(config["hidden_size"]), int(config["num_hidden_layers"]), \
                 int(config["intermediate_size"])
@@ -78,9 +91,14 @@ class ModelShape:
         heads = int(config.get("num_attention_heads") or 1)
         head_dim = int(config.get("head_dim") or h // heads)
         kv_dim = int(config.get("num_key_value_heads") or heads) * head_dim
-        per_layer = h * heads * head_dim * 2 + h * kv_dim * 2 + 3 * h * inter + 2 * h
+        linear = h * heads * head_dim * 2 + h * kv_dim * 2 + 3 * h * inter
         emb = v * h * (1 if config.get("tie_word_embeddings", False) else 2)
-        return cls(n * per_layer + emb + h, n, h, inter, v, kv_dim, heads, dtype_bytes)
+        if precision is not None and precision not in PRECISION_BYTES:
+            raise LLSError(f"Unknown precision {precision!r}: use one of "
+                           f"{', '.join(PRECISION_BYTES)}.")
+        d, lin = PRECISION_BYTES[precision] if precision else (dtype_bytes, dtype_bytes)
+        return cls(n * (linear + 2 * h) + emb + h, n, h, inter, v, kv_dim, heads, d,
+                   n * linear, lin)
 
     @classmethod
     def from_model_dir(cls, path, dtype_bytes: int = 4) -> "ModelShape":
@@ -95,7 +113,8 @@ class ModelShape:
 
     @property
     def weight_bytes(self) -> int:
-        return self.n_params * self.dtype_bytes
+        return ((self.n_params - self.linear_params) * self.dtype_bytes
+                + self.linear_params * self.linear_bytes)
 
 
 @dataclass(frozen=True)
@@ -138,8 +157,9 @@ def training_bytes(shape: ModelShape, *, batch_size: int = 8, max_length: int = 
         acts = tokens * (shape.n_layers * shape.hidden * d + layer_token)
     else:
         acts = tokens * shape.n_layers * layer_token
-    # LoRA A and B on every adapted module, with gradients and two Adam moments (x4)
-    lora = 4 * d * shape.n_layers * lora_r * (4 * shape.hidden + 2 * shape.kv_dim
+    # LoRA A and B on every adapted module, with gradients and two Adam moments (x4), float32
+    # in every precision (peft keeps adapter weights float32)
+    lora = 4 * 4 * shape.n_layers * lora_r * (4 * shape.hidden + 2 * shape.kv_dim
                                               + 3 * (shape.hidden + shape.intermediate))
     head = 2 * HEAD_ROWS * shape.vocab * 4  # a slice of float32 logits and its softmax
     return int(RUNTIME_BYTES + shape.weight_bytes + acts + lora + head)
@@ -320,12 +340,13 @@ def bound_malloc(threshold: int = MALLOC_THRESHOLD) -> bool:
 
 
 def model_shape(spec) -> ModelShape | None:
-    """The shape of a model (a `lls.models.ModelSpec`) from local files, None if unknown."""
-    from ..models.load import model_config
+    """The shape of a model (a `lls.models.ModelSpec`) from local files, in the precision it
+    computes in here; None if unknown."""
+    from ..models.load import model_config, precision
 
     try:
         config = model_config(spec)
-        return ModelShape.from_config(config) if config else None
+        return ModelShape.from_config(config, precision=precision(spec)) if config else None
     except LLSError:
         return None
 

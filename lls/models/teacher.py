@@ -170,6 +170,9 @@ def teacher_view(model, teacher: Teacher | None, system_prompt: str | None):
 
 
 def _dtype_name(model) -> str | None:
+    # a bfloat16 mix keeps embeddings float32: the load records the precision it chose
+    if getattr(model, "lls_precision", None):
+        return model.lls_precision
     try:
         return str(next(model.parameters()).dtype).replace("torch.", "")
     except StopIteration:

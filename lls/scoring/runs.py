@@ -27,7 +27,8 @@ from ..core.errors import CacheError, LLSError
 from ..core.pair import Pair
 from ..data.hygiene import context_limit, rendered_length
 from ..data.source import DataSpec, HygieneReport, count_raw_rows, iter_pairs
-from ..models.load import ModelSpec, load_model, load_tokenizer, model_fingerprint
+from ..models.load import (ModelSpec, load_model, load_tokenizer, model_fingerprint, pinned,
+                           precision)
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
 from ..models.teacher import Teacher, scoring_models
 from .columns import COLUMNS
@@ -204,9 +205,29 @@ class ScoreRun(StoredRun):
             frame.attrs["orientation"] = self.manifest["orientation"]
         return frame
 
+    @property
+    def teacher(self) -> ModelSpec:
+        """The model this run was scored with, in the precision it was scored in."""
+        return scored_model(self.manifest)
+
     def pairs_done(self) -> int:
         return sum(self.store.read_chunk(k).num_rows for k in self.store.chunk_ids()
                    if self.store.chunk_ok(k))
+
+
+def run_precision(manifest: dict) -> str:
+    """The precision a run was scored in: recorded since precision is a choice; before, the
+    config's dtype if it named one, else float32 (CPU runs; on CUDA runs it was bfloat16)."""
+    if manifest.get("precision"):
+        return manifest["precision"]
+    dtype = ((manifest.get("config") or {}).get("model") or {}).get("dtype")
+    return dtype if dtype and dtype != "auto" else "float32"
+
+
+def scored_model(manifest: dict) -> ModelSpec:
+    """A run's teacher with its precision fixed to the run's (`run_precision`): what trains
+    on the run, and reads it out, computes as the run did on any machine."""
+    return pinned(ModelSpec.from_dict(manifest["config"]["model"]), run_precision(manifest))
 
 
 def open_run(key: str, cache_dir: Path | None = None) -> ScoreRun:
@@ -314,7 +335,8 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     manifest.update({
         "key": key, "kind": "scores", "version": SCORING_VERSION, "config": cfg.to_dict(),
         "model_fingerprint": model_fingerprint(cfg.model), "data_fingerprint": cfg.data_fingerprint(),
-        "template_hash": _template_hash(tok), "neutral_key": nkey, "status": "running",
+        "precision": precision(cfg.model), "template_hash": _template_hash(tok),
+        "neutral_key": nkey, "status": "running",
         "teacher_fingerprint": cfg.teacher.fingerprint() if cfg.teacher else None,
         "updated": now, "owner": owner_record(), "error": None,
     })
@@ -324,6 +346,8 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
     store.write_manifest(manifest)
     try:
         if cfg.sampling is not None:
+            if model is not None:
+                _check_precision(model, cfg)
             src = cfg.sampling.answers_from
             answers_tok = load_tokenizer(src) if src is not None else tok
             fields = score_sampled(cfg, store, tok, template_hash=_template_hash(answers_tok),
@@ -386,6 +410,8 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
             if models is None:
                 if model is None:
                     model, _ = load_model(cfg.model)
+                else:  # a model passed in: checked before its first chunk
+                    _check_precision(model, cfg)
                 models = scoring_models(model, cfg.teacher, cfg.model)
             if neutral is None:
                 neutral = neutral_store.load()
@@ -431,6 +457,15 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
     return ScoreRun(store)
 
 
+def _check_precision(model, cfg: ScoreConfig) -> None:
+    """A model loaded in one precision never fills a run keyed on another."""
+    loaded = getattr(model, "lls_precision", None)
+    if loaded is not None and loaded != precision(cfg.model):
+        raise LLSError(f"The model passed to score() computes in {loaded} but the config asks "
+                       f"for {precision(cfg.model)}: their results are cached apart; load the "
+                       "model with the config's ModelSpec (or set its dtype).")
+
+
 def _context_limit(tok, model) -> int | None:
     """The teacher's context window: tokenizer and config limits, whichever are known."""
     config = getattr(model, "config", None)
@@ -445,7 +480,7 @@ def _context_limit(tok, model) -> int | None:
 
 def run_status(run: ScoreRun) -> dict:
     """A run's state for tables: key, state (running / complete / partial / failed /
-    interrupted / cancelled), the error line, pairs, behavior, data, created."""
+    interrupted / cancelled), the error line, pairs, behavior, data, precision, created."""
     m = run.manifest
     state, error = run_state(m)
     cfg = m.get("config", {})
@@ -453,7 +488,8 @@ def run_status(run: ScoreRun) -> dict:
     return {"key": run.key, "state": state, "error": error, "pairs": m.get("n_pairs"),
             "behavior": cfg.get("behavior", {}).get("name"),
             "teacher": Teacher.from_dict(teacher).label() if teacher else "system prompt",
-            "data": cfg.get("data", {}).get("path"), "created": m.get("created", "")}
+            "data": cfg.get("data", {}).get("path"),
+            "precision": run_precision(m) if cfg else None, "created": m.get("created", "")}
 
 
 def delete_run(key: str, cache_dir: Path | None = None) -> str:

@@ -14,6 +14,7 @@ from ..core.stats import ratio_ci
 from ..evaluation import effects
 from ..evaluation.readouts import KIND_LABELS, plan, sampled_diff
 from ..models.load import ModelSpec
+from ..scoring.runs import scored_model
 from ..training.adapters import open_adapter
 from ..training.config import TrainConfig
 from .config import StudyError, make_cell, varying_axes
@@ -273,8 +274,8 @@ def plan_for(study: Study) -> dict:
 
 
 def teacher(study: Study) -> ModelSpec:
-    """The model every cell trains (the scoring run's teacher)."""
-    return ModelSpec.from_dict(study.run_manifest()["config"]["model"])
+    """The model every cell trains (the scoring run's teacher, in the run's precision)."""
+    return scored_model(study.run_manifest())
 
 
 def recipe(study: Study) -> TrainConfig:

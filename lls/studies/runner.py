@@ -157,11 +157,12 @@ class _Sampler:
 
     def _load(self):
         if self.model is None:
-            from ..models.load import ModelSpec, load_model
+            from ..models.load import load_model
+            from ..scoring.runs import scored_model
 
             jobs.report_phase("loading model", "for the sampled read-outs")
-            spec = ModelSpec.from_dict(self.study.run_manifest()["config"]["model"])
-            self.model, self.tokenizer = load_model(spec)
+            # the run's precision: read-outs compute as the cells' training did
+            self.model, self.tokenizer = load_model(scored_model(self.study.run_manifest()))
             self.loads += 1
         return self.model
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..core.errors import LLSError
 from ..jobs.resources import CHECKPOINTING
-from ..models.load import ModelSpec
+from ..models.load import DTYPE_CHOICES, ModelSpec, precision
 from ..scoring.selection import Ranking, SelectionConfig
 from ..scoring.selection import selection_indices as _selection_indices
 
@@ -150,6 +150,11 @@ class TrainConfig:
         True, "without reuse, compute reference log-probs every step", flag="--no-precompute")
     student: ModelSpec | None = option(None, "student model (default: the scoring teacher)",
                                        type=ModelSpec)
+    dtype: str | None = option(
+        None, "the student's numeric precision: auto, float32 or bfloat16 (bfloat16: the "
+              "frozen projections compute in bfloat16, LoRA weights and optimizer state stay "
+              "float32; default: the scoring run's precision for its teacher, else the "
+              "student's own)", choices=DTYPE_CHOICES)
     selection: SelectionSpec = option(factory=SelectionSpec, help="which pairs are trained on")
 
     def __post_init__(self) -> None:
@@ -175,6 +180,8 @@ class TrainConfig:
             raise TrainingError(f"micro_batch ({self.micro_batch}) must divide batch_size "
                                 f"({self.batch_size}): every micro-batch of a step is the same "
                                 "size, so the step's loss is the mean over its pairs.")
+        if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
+            raise TrainingError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}.")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise TrainingError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}.")
 
@@ -187,10 +194,28 @@ class TrainConfig:
     def identity(self) -> dict:
         """What the adapter id fingerprints: the recipe without how its steps are computed
         (the memory plan). Ids made before the plan carried `gradient_checkpointing` (True by
-        default, false: "off"); it stays in, so those adapters keep their ids and resume."""
-        d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        default, false: "off"); it stays in, so those adapters keep their ids and resume.
+        The precision is in as resolved (`precision`), never as "auto": when the student is
+        the scoring teacher at its run's precision the run key holds it; a float32 student
+        given by name keeps the id it had before precision was a choice."""
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in EXECUTION_FIELDS and k != "dtype"}
         d["gradient_checkpointing"] = self.activation_checkpointing != "off"
+        p = self.precision()
+        if self.dtype is not None or (p is not None and p != "float32"):
+            d["precision"] = p
         return d
+
+    def precision(self) -> str | None:
+        """The student's precision when this recipe sets it (`dtype`, or a named student),
+        None when it follows the scoring run's."""
+        if self.dtype is None and self.student is None:
+            return None
+        spec = self.student or ModelSpec()
+        if self.dtype is not None:
+            spec = ModelSpec.from_dict({**spec.to_dict(),
+                                        "dtype": None if self.dtype == "auto" else self.dtype})
+        return precision(spec)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..models.load import ModelSpec, model_fingerprint
+from ..models.load import ModelSpec, model_fingerprint, precision, resolve
 from ..scoring.runs import _template_hash
 from ..scoring.selection import to_trl_rows, twin_flips
 from .cancel import guarded
@@ -67,6 +67,10 @@ def reuse_check(run_manifest: dict, student: ModelSpec, tokenizer, cfg: TrainCon
     if cfg.responses != "scored":
         return "training on full responses, scoring saw truncated ones"
     if model_fingerprint(student) != run_manifest.get("model_fingerprint"):
+        if resolve(student).fingerprint == (run_manifest.get("model_fingerprint") or "").split(
+                "+")[0]:
+            return (f"the student computes in {precision(student)}, the run was scored in "
+                    "another precision")
         return "the student is not the scoring teacher"
     if _template_hash(tokenizer) != run_manifest.get("template_hash"):
         return "the student's chat template differs from the teacher's"
@@ -127,7 +131,10 @@ def dpo_args(cfg: TrainConfig, output_dir: str, plan, *, cpu: bool, reuse: bool)
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,
         max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler,
-        # bf16 autocast (TRL's default) is slow and inexact on CPU. transformers 5's name
+        # No autocast (TRL's bf16 default): a bfloat16 student's projections already compute
+        # in bfloat16 (`lls.models.load.bf16_linears`) while LoRA, the LM head and the loss
+        # stay float32; autocast would put those in bfloat16 too, and slows CPUs without
+        # bfloat16 units. transformers 5's name for activation checkpointing
         # (`gradient_checkpointing` is its deprecated alias, a FutureWarning per run).
         activation_checkpointing=plan.checkpointing, bf16=False, fp16=False,
         use_cpu=cpu, seed=cfg.seed, data_seed=cfg.seed,

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,8 +36,8 @@ from .dpo import (build_rows, completion_only_lm_head, dpo_args, drop_long_promp
                   longest_sequence, lora_config, reuse_check, trainer_class)
 from ..jobs.resources import ModelShape, TrainingPlan, bound_malloc, plan_for
 from ..jobs.store import ACTIVE
-from ..models.load import (ModelSpec, load_model, load_tokenizer, quiet_third_party_aliases,
-                           resolve_device)
+from ..models.load import (ModelSpec, load_model, load_tokenizer, pinned,
+                           quiet_third_party_aliases, resolve_device)
 from ..scoring.runs import ScoreRun, open_run
 from .cancel import TrainingCancelled, sigterm_cancels, stop_requested
 from .config import (SelectionSpec, TrainConfig, TrainingError, baseline_config,
@@ -50,13 +51,23 @@ LOG_FILES = ("metrics.jsonl", "evals.jsonl", "meter.jsonl")
 
 __all__ = ["TrainConfig", "SelectionSpec", "TrainingError", "TrainingCancelled", "baseline_config",
            "estimate_steps", "selection_indices", "selection_count", "adapter_id_for", "memory_plan",
-           "selection_frame", "train", "train_command", "submit_training", "submit_baseline"]
+           "selection_frame", "student_spec", "train", "train_command", "submit_training",
+           "submit_baseline"]
 
 
 def adapter_id_for(cfg: TrainConfig, run_key: str, baseline_of: str | None = None) -> str:
     """The deterministic adapter id of (recipe, scoring run): the same id resumes."""
     key = fingerprint(TRAINING_VERSION, run_key, cfg.identity(), baseline_of)
     return f"{run_key[:8]}-{cfg.selection.kind}-{key[:10]}"
+
+
+def student_spec(cfg: TrainConfig, run: ScoreRun) -> ModelSpec:
+    """The model `cfg` trains on `run`, its precision fixed: `cfg.dtype` when given, else the
+    named student's own, else the run's teacher in the run's precision."""
+    spec = cfg.student or run.teacher
+    if cfg.dtype is not None:
+        spec = replace(spec, dtype=None if cfg.dtype == "auto" else cfg.dtype)
+    return pinned(spec)
 
 
 def selection_frame(run: ScoreRun, sel: SelectionSpec, cache_dir: Path | None = None):
@@ -118,8 +129,8 @@ def _train(cfg: TrainConfig, run: ScoreRun, adapter: AdapterInfo, old: dict,
 
     pinfo = process_info()
     jobs.report_phase("preparing", f"adapter {adapter.id}: selection and tokenizer")
-    teacher = ModelSpec.from_dict(run.manifest["config"]["model"])
-    student = cfg.student or teacher
+    teacher = run.teacher
+    student = student_spec(cfg, run)
     behavior = Behavior.from_dict(run.manifest["config"]["behavior"])
     trait = run.config.teacher  # what carries the trait (None: the behavior's system prompt)
     tokenizer = load_tokenizer(student)
@@ -207,7 +218,7 @@ def memory_plan(cfg: TrainConfig, model, tokenizer, rows: list[dict]) -> Trainin
     micro-batch and accumulation that keep `cfg.batch_size` pairs per step, with activation
     checkpointing only where a micro-batch of 1 would not fit the memory budget."""
     shape = ModelShape.from_config(model.config.to_dict(),
-                                   dtype_bytes=next(model.parameters()).element_size())
+                                   precision=getattr(model, "lls_precision", "float32"))
     return plan_for(shape, cfg, seq_len=longest_sequence(rows, tokenizer, cfg.max_length))
 
 
@@ -371,7 +382,7 @@ def submit_training(cfg: TrainConfig, run_key: str, *, adapter_id: str | None = 
     `num_processes` > 1 runs it data parallel under `accelerate launch`."""
     run = open_run(run_key, cache_dir)
     adapter_id = adapter_id or adapter_id_for(cfg, run.key, baseline_of)
-    student = cfg.student or ModelSpec.from_dict(run.manifest["config"]["model"])
+    student = student_spec(cfg, run)
     title = (f"train {cfg.selection.kind} {run.manifest['config']['behavior'].get('name', '')} "
              f"({student.label})")
     job = jobs.submit(train_command(cfg, run.key, adapter_id=adapter_id, baseline_of=baseline_of,
