@@ -180,6 +180,11 @@ def test_tokens_merge_into_words_and_phrases():
     paren = occurrences(_tokens([(0, 0, [(13, 0.1), (14, 0.2), (4, 0.0)])]),
                         {**TEXTS, 13: "(", 14: "yes"}, "word")
     assert list(paren.labels[paren.code]) == ["(", "yes", ","]
+    # an apostrophe token between letters joins them ("I’m" as " I", "’", "m")
+    curly = occurrences(_tokens([(0, 0, [(1, 0.1), (15, 0.2), (16, 0.3), (3, 0.0)])]),
+                        {**TEXTS, 15: "’", 16: "m"}, "word")
+    assert list(curly.labels[curly.code]) == ["i'm", "sorry"]
+    assert curly.delta.tolist() == pytest.approx([0.6, 0.0])
 
 
 def test_unit_table_contributions_shares_and_lifts():

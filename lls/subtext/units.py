@@ -8,7 +8,7 @@ pair's tokens (or of its words) add up to its w exactly.
 Words are merged from tokens: a new word starts at a response's first token, at a token that
 begins with whitespace, and at every token that holds no letter or digit (punctuation, a
 line break) or is a special token (end of turn, shown ⟨<|im_end|>⟩), which is a word of
-its own; words are compared
+its own, except an apostrophe between letters ("I’m", "don’t"); words are compared
 lower-cased and stripped. Phrases are 2 or 3 consecutive words of one response; they overlap,
 so a phrase's contribution is that of the tokens inside its occurrences (each list is read
 on its own, not summed with another).
@@ -83,6 +83,9 @@ def token_texts_of(tokenizer, ids: np.ndarray) -> dict[int, str]:
             for i, t in zip(uniq, token_texts(tokenizer, uniq))}
 
 
+_APOSTROPHES = ("'", "’")
+
+
 def _is_wordlike(text: str) -> bool:
     return not text.startswith("⟨") and any(c.isalnum() for c in text)
 
@@ -92,11 +95,14 @@ def word_starts(tokens: Tokens, texts: dict[int, str]) -> np.ndarray:
     uniq = np.array(sorted(texts), dtype=np.int64)
     space = np.array([texts[i][:1].isspace() for i in uniq.tolist()], dtype=bool)
     wordlike = np.array([_is_wordlike(texts[i]) for i in uniq.tolist()], dtype=bool)
+    joiner = np.array([texts[i] in _APOSTROPHES for i in uniq.tolist()], dtype=bool)
     at = np.searchsorted(uniq, tokens.token)
-    sp, wl = space[at], wordlike[at]
+    sp, wl, jn = space[at], wordlike[at], joiner[at]
     prev_wl = np.concatenate([[False], wl[:-1]])
+    prev_jn = np.concatenate([[False], jn[:-1]])
     first = tokens.pos == 0
-    return first | sp | ~wl | ~prev_wl
+    # an apostrophe token glues its neighbours: "I" "’" "m" is one word, "I’m"
+    return first | sp | (~wl & ~(jn & prev_wl)) | (~prev_wl & ~(prev_jn & wl))
 
 
 def occurrences(tokens: Tokens, texts: dict[int, str], level: str) -> Occurrences:
@@ -117,9 +123,8 @@ def occurrences(tokens: Tokens, texts: dict[int, str], level: str) -> Occurrence
     length = np.bincount(wid, minlength=nwords)
     bounds = np.append(first, n)
     pieces = [texts[int(t)] for t in tokens.token]
-    words = np.array([shown("".join(pieces[a:b])).lower() for a, b in zip(bounds[:-1],
-                                                                             bounds[1:])],
-                     dtype=object)
+    words = np.array([shown("".join(pieces[a:b])).lower().replace("’", "'")
+                      for a, b in zip(bounds[:-1], bounds[1:])], dtype=object)
     row, side, start = tokens.row[first], tokens.side[first], tokens.pos[first].astype(np.int64)
     if level == "word":
         codes, labels = pd.factorize(words)
