@@ -1,5 +1,6 @@
-"""End to end: the real app in headless Chromium scores a small hh-rlhf slice and explores it,
-and opens a finished study and hands its best cell to the Chat page.
+"""End to end: the real app in headless Chromium scores a small hh-rlhf slice, explores it and
+opens one token's pairs on the Subtext page, and opens a finished study and hands its best cell
+to the Chat page.
 
 Waits end on what the page shows (the job card's status, the run the explorer opened), never
 on a time sized for an idle machine: the limits below are caps for a page that shows nothing
@@ -340,6 +341,23 @@ def test_score_then_explore_in_a_real_browser(server, driver, tmp_path):
         box.find_element(By.CSS_SELECTOR, "label").click()
         _wait(d, lambda d: _table_rows(d) == 12, 60, "all 12 rows")
         assert 1 < positive <= 12
+
+        # The Subtext page: the selection's weight by token; click one and see its pairs.
+        def first_unit(d):  # the first unit button (the help icon is a button too)
+            return next((b for b in d.find_elements(By.CSS_SELECTOR,
+                                                    ".st-key-pick-0-token-False button")
+                         if b.text.strip()), None)
+
+        d.get(f"{server}/Subtext?run={run_key}")
+        _wait(d, lambda d: "selected pairs" in _body(d) and first_unit(d), 120,
+              "the Subtext page's tokens")
+        unit = first_unit(d).text.strip()
+        _click_until(d, first_unit,
+                     lambda d: re.search(r"\(token, raised in chosen\): in \d+ selected pairs",
+                                         _body(d)), f"the pairs holding {unit!r}")
+        assert f"“{unit}”" in _body(d)
+        # its pair opens with the unit outlined among the coloured tokens
+        assert d.find_elements(By.CSS_SELECTOR, 'span[style*="outline"]')
     except BaseException:
         _failure_report(d, tmp_path)
         raise

@@ -358,3 +358,60 @@ def lens_bars(rows: list[dict]) -> go.Figure:
 # imports ui): the page shows the same figures.
 from lls.studies.figures import (READOUT_TITLES, effect_heatmap, effect_lines,  # noqa: E402,F401
                                  paired_curve, sampled_bars)
+
+
+def unit_bars(table: pd.DataFrame, title: str) -> go.Figure:
+    """Horizontal bars of units' share of the selection's Σw, the largest on top, with each
+    unit's lift over the random twin and its interval in the hover."""
+    t = table.iloc[::-1]
+    hover = [f"{u}: {s:.1%} of Σw · lift vs twin {lt:+.5f} [{lo:+.5f}, {hi:+.5f}] · "
+             f"{n} occurrences in {p} pairs"
+             for u, s, lt, lo, hi, n, p in zip(t.unit, t.share_of_w, t.lift_twin,
+                                               t.lift_twin_low, t.lift_twin_high,
+                                               t.occurrences, t.pairs)]
+    fig = go.Figure(go.Bar(x=t.share_of_w, y=[f"{u} " for u in t.unit], orientation="h",
+                           marker_color=np.where(t.lift_twin_low > 0, "#2563eb", "#9ca3af"),
+                           hovertext=hover, hoverinfo="text"))
+    fig.update_layout(height=120 + 22 * len(t), margin=dict(l=10, r=10, t=30, b=10),
+                      title=title, xaxis_title="share of the selection's Σw",
+                      xaxis_tickformat=".0%", showlegend=False)
+    return fig
+
+
+def style_effects(table: pd.DataFrame) -> go.Figure:
+    """Effect sizes (Cohen's d, selection − twin) of the style features with 95% intervals."""
+    t = table[np.isfinite(table.d)].iloc[::-1]
+    fig = go.Figure(go.Scatter(
+        x=t.d, y=t.feature, mode="markers", marker=dict(size=9, color=np.where(
+            (t.d_low > 0) | (t.d_high < 0), "#dc2626", "#6b7280")),
+        error_x=dict(type="data", symmetric=False, array=t.d_high - t.d,
+                     arrayminus=t.d - t.d_low),
+        hovertext=[f"{f}: chosen − rejected {a:+.3f} (selection) vs {b:+.3f} (twin) {u}; "
+                   f"d {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                   for f, a, b, u, d, lo, hi in zip(t.feature, t.selection, t.twin, t.unit,
+                                                    t.d, t.d_low, t.d_high)],
+        hoverinfo="text"))
+    fig.add_vline(x=0, line_dash="dot", line_color="#6b7280")
+    fig.update_layout(height=120 + 28 * len(t), margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="effect size d: selection − random twin (chosen − rejected)",
+                      showlegend=False)
+    return fig
+
+
+def audit_bars(table: pd.DataFrame, noise: float) -> go.Figure:
+    """Each candidate's z with its 95% interval, ranked, and the panel's noise level."""
+    t = table.iloc[::-1]
+    fig = go.Figure(go.Bar(
+        x=t.z, y=t.candidate, orientation="h",
+        marker_color=np.where(t.above_noise, "#2563eb", "#9ca3af"),
+        error_x=dict(type="data", symmetric=False, array=t.z_high - t.z,
+                     arrayminus=t.z - t.z_low),
+        hovertext=[f"{c}: mean w {m:+.5f} · z {z:+.2f} [{lo:+.2f}, {hi:+.2f}] · panel z "
+                   f"{p:+.2f}" for c, m, z, lo, hi, p in zip(t.candidate, t.mean_w, t.z,
+                                                             t.z_low, t.z_high, t.panel_z)],
+        hoverinfo="text"))
+    fig.add_vline(x=noise, line_dash="dash", line_color="#dc2626",
+                  annotation_text=f"noise {noise:.2f}", annotation_position="top")
+    fig.update_layout(height=140 + 30 * len(t), margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="z (standardized lean)", showlegend=False)
+    return fig

@@ -56,6 +56,22 @@ def open_in_explorer(key: str) -> None:
     st.switch_page(EXPLORE_PAGE, query_params={"run": key})
 
 
+def run_picker(runs: list[scoring.ScoreRun], state_key: str, label: str = "Run") -> str:
+    """A run selectbox that opens the run named in the URL (or session state) and puts the
+    picked one back there, so a reload or a link keeps it; returns the picked key."""
+    labels = {r.key: run_label(r) for r in runs}
+    wanted = selected_run_key()
+    match = [k for k in labels if wanted and k.startswith(wanted)]
+    if match and st.session_state.get(state_key) != match[0]:
+        st.session_state[state_key] = match[0]  # arrived with a run (link, URL, reload)
+    elif st.session_state.get(state_key) not in labels:
+        st.session_state[state_key] = runs[0].key
+    key = st.selectbox(label, list(labels), format_func=labels.get, key=state_key,
+                       on_change=lambda: set_selected_run(st.session_state[state_key]))
+    set_selected_run(key)
+    return key
+
+
 # ------------------------------------------------------------------ labels and tables
 
 def finished_runs(empty_hint: str, setup_link: bool = False) -> list[scoring.ScoreRun]:

@@ -32,23 +32,28 @@ def attribution(run_key: str, index: int, _row: dict, model_json: str, system_pr
     return token_attribution(model, tok, _row, system_prompt, truncation, neutral, trait)
 
 
-def tokens_html(tokens: list, scale: float) -> str:
-    """Tokens as spans: green where s raised log P, red where it lowered it."""
+def tokens_html(tokens: list, scale: float, outline=frozenset()) -> str:
+    """Tokens as spans: green where s raised log P, red where it lowered it; the token
+    positions in `outline` framed (the unit the Subtext page is showing)."""
     spans = []
-    for text, ls, lb, d in tokens:
+    for i, (text, ls, lb, d) in enumerate(tokens):
         a = min(abs(d) / scale, 1.0) if scale > 0 else 0.0
         rgb = "22,163,74" if d > 0 else "220,38,38"
         shown = html.escape(text).replace("\n", "↵<br>") or "&nbsp;"
-        tip = f"{text!r}: log P with s {ls:.3f}, without s {lb:.3f}, delta {d:+.3f}"
+        tip = (f"{text!r}: delta {d:+.3f}" if ls is None else
+               f"{text!r}: log P with s {ls:.3f}, without s {lb:.3f}, delta {d:+.3f}")
+        frame = "outline:2px solid #2563eb;" if i in outline else ""
         spans.append(f'<span title="{html.escape(tip)}" style="background:rgba({rgb},{a:.2f});'
-                     f'border-radius:3px;padding:1px 1px;margin:0 1px;white-space:pre-wrap">'
-                     f"{shown}</span>")
+                     f'{frame}border-radius:3px;padding:1px 1px;margin:0 1px;'
+                     f'white-space:pre-wrap">{shown}</span>')
     return ('<div style="line-height:2;font-family:monospace;font-size:0.9em">'
             + "".join(spans) + "</div>")
 
 
-def render_attribution(att: dict) -> None:
-    """The per-token view of one pair: both responses coloured by delta, and the sums."""
+def render_attribution(att: dict, highlight: dict | None = None) -> None:
+    """The per-token view of one pair: both responses coloured by delta, and the sums.
+    `highlight`: {"chosen" / "rejected": token positions to outline}."""
+    highlight = highlight or {}
     deltas = [abs(t[3]) for t in att["chosen"] + att["rejected"]]
     scale = float(np.percentile(deltas, 95)) if deltas else 1.0
     st.caption("Green: the system prompt raised the token's log-probability; red: lowered it "
@@ -57,10 +62,12 @@ def render_attribution(att: dict) -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.markdown(f"**Chosen** · {att['n_c']} tokens · Σ delta = {att['sum_chosen']:+.3f}")
-        st.markdown(tokens_html(att["chosen"], scale), unsafe_allow_html=True)
+        st.markdown(tokens_html(att["chosen"], scale, highlight.get("chosen", ())),
+                    unsafe_allow_html=True)
     with c2:
         st.markdown(f"**Rejected** · {att['n_r']} tokens · Σ delta = {att['sum_rejected']:+.3f}")
-        st.markdown(tokens_html(att["rejected"], scale), unsafe_allow_html=True)
+        st.markdown(tokens_html(att["rejected"], scale, highlight.get("rejected", ())),
+                    unsafe_allow_html=True)
     st.markdown(f"w = (Σ chosen − Σ rejected) / (n_c + n_r) = **{att['w']:.5f}**")
     top = sorted(((t[3], t[0], side) for side in ("chosen", "rejected") for t in att[side]),
                  key=lambda x: -abs(x[0]))[:10]

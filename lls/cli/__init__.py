@@ -1,6 +1,6 @@
 """Command line: `python -m lls score | sample-pairs | runs | select | export | train | adapters |
-eval | transfer | meter` (headless experiments). One file per command group; the stages never import
-this package.
+eval | transfer | meter | study | deltas | subtext | audit` (headless experiments). One file per
+command group; the stages never import this package.
 
 Every command prints a one-line `error: ...` and exits with status 2 on bad input.
 """
@@ -13,7 +13,7 @@ import sys
 from ..core.errors import LLSError
 from ..jobs.console import enable as console_progress
 from . import eval as eval_cmd
-from . import meter, sample, score, select, study, teacher, train, transfer
+from . import meter, sample, score, select, study, subtext, teacher, train, transfer
 
 
 # Commands that print progress lines on stderr (phases, counts, ETA; `lls.jobs.console`).
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "LLS Studio: Logit-Linear Selection of preference data (score, select, export, train)."))
     ap.add_argument("--cache", help="cache directory (default ./cache or $LLS_CACHE)")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (score, sample, select, train, eval_cmd, transfer, meter, study, teacher):
+    for module in (score, sample, select, train, eval_cmd, transfer, meter, study, teacher,
+                   subtext):
         module.register(sub)
     return ap
 

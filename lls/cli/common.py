@@ -23,7 +23,10 @@ def _kv_list(text: str | None, option: str = "--columns",
     return out
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_args(p: argparse.ArgumentParser, required: bool = True,
+                  hub_subset: str = "--subset") -> None:
+    """The data options; `hub_subset`: the flag naming a hub dataset's data_dir / config
+    (a command whose --subset means something else renames it)."""
     g = p.add_argument_group("data")
     g.add_argument("--data", required=required,
                    help="local file (jsonl/json/csv/parquet, optionally .gz) or hub dataset name")
@@ -35,7 +38,7 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="what a comparison export's numeric winner values mean, e.g. 0=a,1=b "
                         "or 1=a,2=b,0=tie (sides: a, b, tie, both_bad)")
     g.add_argument("--split", default="train")
-    g.add_argument("--subset", help="hub data_dir / config (e.g. harmless-base)")
+    g.add_argument(hub_subset, dest="subset", help="hub data_dir / config (e.g. harmless-base)")
     g.add_argument("--limit", type=int, help="stop after this many kept pairs")
     g.add_argument("--skip-malformed", action="store_true",
                    help="count and skip broken rows (bad JSON, bad UTF-8, missing fields, a "

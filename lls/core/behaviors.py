@@ -370,12 +370,12 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s.strip()]
 
 
-def language_share(text: str, lang: str) -> float:
+def language_share(text: str, lang: str, none: float = 0.0) -> float:
     """Sentence-weighted share of `text` written in `lang` (name or ISO code), in [0, 1].
 
     Sentences with >= 50% non-alphabetic characters (whitespace aside) or a detection
     probability < 0.25 are ignored; the rest are weighted by their length in characters.
-    0.0 if no sentence counts.
+    `none` (0.0 by default) if no sentence counts.
     """
     code = language_code(lang)
     total = hit = 0
@@ -389,7 +389,7 @@ def language_share(text: str, lang: str) -> float:
         total += len(sentence)
         if found == code:
             hit += len(sentence)
-    return hit / total if total else 0.0
+    return hit / total if total else none
 
 
 __all__ = ["Behavior", "KINDS", "METRICS", "LANGUAGES", "IRREGULAR_PLURALS", "PRESETS",

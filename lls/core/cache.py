@@ -84,13 +84,14 @@ class ChunkStore:
     def chunk_path(self, k: int) -> Path:
         return self.path / f"chunk-{k:06d}.parquet"
 
-    def write_chunk(self, k: int, table) -> None:
-        """Write one chunk (a pyarrow Table) atomically, then its verifying sidecar."""
+    def write_chunk(self, k: int, table, **parquet_options) -> None:
+        """Write one chunk (a pyarrow Table) atomically, then its verifying sidecar
+        (`parquet_options`: passed to `pyarrow.parquet.write_table`)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd", **parquet_options)
         data = sink.getvalue().to_pybytes()
         atomic_write_bytes(self.chunk_path(k), data)
         atomic_write_json(self.chunk_path(k).with_suffix(".json"),

@@ -25,7 +25,7 @@ first (`lls.models.render.render_prompt_completions`) and scores them with it.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ class PairScore:
     lr: float  # log P(rejected | p)
     n_c: int
     n_r: int
+    # With `score_rendered(per_token=True)`: the per-token log-probabilities (float32 arrays)
+    # of chosen | s, rejected | s, chosen | p, rejected | p; the last two None when the
+    # neutral half was given (`base_known`).
+    tokens: tuple | None = field(default=None, compare=False, repr=False)
 
     @property
     def w(self) -> float:
@@ -174,7 +178,8 @@ def _continue(decoder, cids, seg, cpos, cache, prompt_mask, plen, skip: int):
 
 
 def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, prefix_kv,
-               device, pad_id: int, out: torch.Tensor) -> None:
+               device, pad_id: int, out: torch.Tensor, tok_out: torch.Tensor | None = None,
+               tok_off: torch.Tensor | None = None) -> None:
     b = len(batch)
     cache, plen, prompt_mask, hidden_last = _prompt_pass(model, decoder, batch, skip, prefix_kv,
                                                          device, pad_id)
@@ -202,12 +207,16 @@ def _run_batch(model, decoder, head, softcap, batch: list[_Unit], skip: int, pre
     slot = torch.tensor([[s[0] * 4 + s[1] for s in u.slots] for u in batch], device=device)
     target = slot.gather(1, seg.clamp(min=0))[valid]
     out.view(-1).index_add_(0, target, lp.double())
+    if tok_out is not None:
+        # per-token values too: slot k's token t lands at tok_off[k] + t
+        tok_out.index_copy_(0, tok_off[target] + cpos[valid], lp.float())
 
 
 def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
                    max_batch: int = 64, pad_id: int = 0, share_prefix: bool = True,
                    base_known: list[tuple[float, float] | None] | None = None,
-                   base_model=None, base_context=None) -> list[PairScore]:
+                   base_model=None, base_context=None,
+                   per_token: bool = False) -> list[PairScore]:
     """Score rendered pairs (the fast engine).
 
     `base_known[i]`: item i's neutral half (log P(r+|p), log P(r-|p)) when already known (the
@@ -215,6 +224,8 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
     `base_model` / `base_context`: a teacher whose trait is in its weights (`lls.models.teacher`)
     scores the half without the trait with another model, or inside a context (an adapter
     disabled); by default `model` scores both halves.
+    `per_token=True` also returns every scored token's log-probability (`PairScore.tokens`),
+    read from the same computation (no extra forward pass).
 
     Per group of prompts (with s / without s), the token prefix shared by all of them (the
     system turn) is run once and its KV cache is copied into every batch; then each prompt
@@ -230,6 +241,14 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
     for i, known in enumerate(base_known or ()):
         if known is not None:
             out[i, 2], out[i, 3] = known
+    tok_out = tok_off = None
+    if per_token:
+        lens = torch.tensor([[len(r.chosen_sys), len(r.rejected_sys), len(r.chosen_base),
+                              len(r.rejected_base)] for r in items]).view(-1)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)])
+        tok_off = offsets[:-1].to(device)
+        tok_out = torch.full((int(offsets[-1]),), float("nan"), dtype=torch.float32,
+                             device=device)
     with torch.inference_mode():
         for g, group in enumerate(_unit_groups(items, base_known)):
             with_trait = g == 0  # the group with s is never empty; the one without may be
@@ -244,8 +263,16 @@ def score_rendered(model, items: list[Rendered], *, batch_tokens: int = 1024,
                     prefix = torch.tensor([group[0].prompt[:skip]], device=device)
                     prefix_kv = list(dec(input_ids=prefix, use_cache=True).cache)
                 for batch in _batches(group, skip, batch_tokens, max_batch):
-                    _run_batch(m, dec, hd, cap, batch, skip, prefix_kv, device, pad_id, out)
-    return _pair_scores(items, out.cpu())
+                    _run_batch(m, dec, hd, cap, batch, skip, prefix_kv, device, pad_id, out,
+                               tok_out, tok_off)
+    scores = _pair_scores(items, out.cpu())
+    if not per_token:
+        return scores
+    flat, bounds = tok_out.cpu().numpy(), offsets.tolist()
+    known = base_known or [None] * len(items)
+    return [replace(s, tokens=tuple(
+        None if (f >= 2 and known[i] is not None) else flat[bounds[4 * i + f]:bounds[4 * i + f + 1]]
+        for f in range(4))) for i, s in enumerate(scores)]
 
 
 def _pair_scores(items: list[Rendered], out: torch.Tensor) -> list[PairScore]:

@@ -44,8 +44,9 @@ def _token_logprobs(model, tokenizer, prompt: list[int],
                                  per_token=True)[0]
 
 
-def _token_texts(tokenizer, ids: list[int]) -> list[str]:
-    return [tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in ids]
+def token_texts(tokenizer, ids) -> list[str]:
+    """Each token id decoded on its own (the text a per-token view shows)."""
+    return [tokenizer.decode([int(t)], clean_up_tokenization_spaces=False) for t in ids]
 
 
 def token_attribution(model, tokenizer, pair, system_prompt: str | None,
@@ -78,9 +79,24 @@ def token_attribution(model, tokenizer, pair, system_prompt: str | None,
     out: dict[str, Any] = {"chosen_text": r.chosen_text, "rejected_text": r.rejected_text}
     for name, ids, a, b in (("chosen", r.chosen_base, with_s[0], base[0]),
                             ("rejected", r.rejected_base, with_s[1], base[1])):
-        texts = _token_texts(tokenizer, ids)
+        texts = token_texts(tokenizer, ids)
         out[name] = [(t, ls, lb, ls - lb) for t, ls, lb in zip(texts, a, b)]
         out[f"sum_{name}"] = float(sum(ls - lb for ls, lb in zip(a, b)))
     out["n_c"], out["n_r"] = len(r.chosen_base), len(r.rejected_base)
+    out["w"] = (out["sum_chosen"] - out["sum_rejected"]) / max(out["n_c"] + out["n_r"], 1)
+    return out
+
+
+def stored_attribution(tokenizer, chosen: tuple, rejected: tuple, chosen_text: str = "",
+                       rejected_text: str = "") -> dict:
+    """The per-token view of one pair from its stored deltas (`lls.scoring.deltas`), no
+    teacher run: the dict `token_attribution` returns, with the two log-probabilities None
+    (only their difference is stored). `chosen`, `rejected`: (token ids, deltas)."""
+    out: dict[str, Any] = {"chosen_text": chosen_text, "rejected_text": rejected_text}
+    for name, (ids, deltas) in (("chosen", chosen), ("rejected", rejected)):
+        out[name] = [(t, None, None, float(d))
+                     for t, d in zip(token_texts(tokenizer, ids), deltas)]
+        out[f"sum_{name}"] = float(sum(float(d) for d in deltas))
+    out["n_c"], out["n_r"] = len(chosen[0]), len(rejected[0])
     out["w"] = (out["sum_chosen"] - out["sum_rejected"]) / max(out["n_c"] + out["n_r"], 1)
     return out

@@ -13,6 +13,11 @@ chunk k hold different pairs. Each scoring run writes the neutral values it comp
 its own sub-directory (`<neutral key>/<run key>/chunk-k.parquet`, a `lls.core.cache.ChunkStore`:
 atomic writes, sha256 sidecars), so concurrent runs and processes never write the same file,
 and a corrupt chunk is ignored (its pairs are recomputed).
+
+Each pair's per-token neutral log-probabilities are kept too (`lp_c`, `lp_r`, float32
+lists), so a behavior's run that reuses the neutral half still gets per-token deltas
+(`lls.scoring.deltas`). Chunks written before they were kept have no such columns: their
+pairs count as cached for w, not for deltas.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ..models.load import model_fingerprint
 
 NEUTRAL_VERSION = "1"  # bump when the neutral half's numbers or the chunk schema change
 
-COLUMNS = ("pair_hash", "id", "lc", "lr", "n_c", "n_r")
+COLUMNS = ("pair_hash", "id", "lc", "lr", "n_c", "n_r", "lp_c", "lp_r")
 
 
 def neutral_key(cfg, template_hash: str) -> str:
@@ -60,6 +65,7 @@ class NeutralCache:
         self.path = runs_root("neutral", cache_dir) / key
         self._hashes = np.zeros(0, dtype=np.uint64)
         self._values = np.zeros((0, 4), dtype=np.float64)  # lc, lr, n_c, n_r
+        self._tokens = np.zeros(0, dtype=object)  # (lp_c, lp_r) float32 arrays, or None
 
     def stores(self) -> list[ChunkStore]:
         """One chunk store per scoring run that wrote neutral values."""
@@ -68,9 +74,10 @@ class NeutralCache:
         return [ChunkStore(p) for p in sorted(self.path.iterdir()) if p.is_dir()]
 
     def load(self) -> "NeutralCache":
-        """Read every verified chunk into a sorted in-memory index (24 bytes per pair plus the
-        key: small next to a scoring run's own frame). Corrupt chunks are skipped."""
-        hashes, values = [], []
+        """Read every verified chunk into a sorted in-memory index (40 bytes per pair plus its
+        per-token values: small next to a scoring run's own frame). Corrupt chunks are
+        skipped. A pair cached twice is looked up in its copy with per-token values."""
+        hashes, values, tokens = [], [], []
         for store in self.stores():
             for k in store.chunk_ids():
                 t = store.read_chunk(k)
@@ -79,33 +86,39 @@ class NeutralCache:
                 hashes.append(t.column("pair_hash").to_numpy().astype(np.uint64))
                 values.append(np.stack([t.column(c).to_numpy().astype(np.float64)
                                         for c in ("lc", "lr", "n_c", "n_r")], axis=1))
+                tokens.append(_token_pairs(t))
         if hashes:
-            h, v = np.concatenate(hashes), np.concatenate(values)
-            order = np.argsort(h, kind="stable")
-            self._hashes, self._values = h[order], v[order]
+            h, v, tk = np.concatenate(hashes), np.concatenate(values), np.concatenate(tokens)
+            has = np.array([x is not None for x in tk], dtype=bool)
+            order = np.lexsort((~has, h))  # by hash; the copy with tokens first
+            self._hashes, self._values, self._tokens = h[order], v[order], tk[order]
         return self
 
     def __len__(self) -> int:
         return len(self._hashes)
 
-    def lookup(self, pairs: list[Pair]) -> list[tuple[float, float, int, int] | None]:
-        """(lc, lr, n_c, n_r) per pair, None where the pair is not cached."""
+    def lookup(self, pairs: list[Pair], tokens: bool = False) -> list[tuple | None]:
+        """(lc, lr, n_c, n_r) per pair, None where the pair is not cached. `tokens=True`:
+        (lc, lr, n_c, n_r, lp_c, lp_r) with the per-token arrays, None where the pair is not
+        cached with them."""
         if not len(self._hashes):
             return [None] * len(pairs)
         q = np.array([pair_hash(p) for p in pairs], dtype=np.uint64)
         pos = np.minimum(np.searchsorted(self._hashes, q), len(self._hashes) - 1)
         out = []
         for i, j in enumerate(pos):
-            if self._hashes[j] == q[i]:
-                lc, lr, n_c, n_r = self._values[j]
-                out.append((float(lc), float(lr), int(n_c), int(n_r)))
-            else:
+            if self._hashes[j] != q[i] or (tokens and self._tokens[j] is None):
                 out.append(None)
+                continue
+            lc, lr, n_c, n_r = self._values[j]
+            row = (float(lc), float(lr), int(n_c), int(n_r))
+            out.append(row + tuple(self._tokens[j]) if tokens else row)
         return out
 
     def write(self, run_key: str, k: int, pairs: list[Pair], scores, info: dict) -> None:
         """Store the neutral values `scores` (PairScores) of `pairs`, computed by chunk k of
-        the scoring run `run_key`; merged with a valid chunk already there (a resumed run)."""
+        the scoring run `run_key`; merged with a valid chunk already there (a resumed run).
+        A score's per-token neutral values (`PairScore.tokens`) are kept when it has them."""
         import pyarrow as pa
 
         if not pairs:
@@ -118,9 +131,49 @@ class NeutralCache:
             "pair_hash": pa.array([pair_hash(p) for p in pairs], type=pa.uint64()),
             "id": [p.id for p in pairs], "lc": [s.lc for s in scores],
             "lr": [s.lr for s in scores], "n_c": [s.n_c for s in scores],
-            "n_r": [s.n_r for s in scores]})
+            "n_r": [s.n_r for s in scores],
+            "lp_c": pa.array([_floats(s, 2) for s in scores], type=pa.list_(pa.float32())),
+            "lp_r": pa.array([_floats(s, 3) for s in scores], type=pa.list_(pa.float32()))})
         store = ChunkStore(self.path / run_key)
         old = store.read_chunk(k)
         if old is not None:
-            table = pa.concat_tables([old, table])
+            table = pa.concat_tables([_with_token_columns(old), table])
         store.write_chunk(k, table)
+
+
+def _floats(score, field: int):
+    tokens = getattr(score, "tokens", None)
+    return None if tokens is None or tokens[field] is None else np.asarray(tokens[field],
+                                                                         dtype=np.float32)
+
+
+def _token_pairs(table) -> np.ndarray:
+    """(lp_c, lp_r) float32 arrays per row of a neutral chunk; None where it has none."""
+    out = np.empty(table.num_rows, dtype=object)
+    if "lp_c" not in table.column_names:
+        return out  # a chunk written before per-token values were kept
+    c, r = list_rows(table.column("lp_c")), list_rows(table.column("lp_r"))
+    for i in range(table.num_rows):
+        out[i] = None if c[i] is None or r[i] is None else (c[i], r[i])
+    return out
+
+
+def list_rows(column) -> list[np.ndarray | None]:
+    """The rows of a pyarrow list column as numpy views (None for a null row), without
+    going through Python lists."""
+    col = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = col.offsets.to_numpy()
+    values = col.values.to_numpy(zero_copy_only=False)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(col))]
+
+
+def _with_token_columns(table):
+    """An older neutral chunk with empty per-token columns, so new rows can join it."""
+    import pyarrow as pa
+
+    for name in ("lp_c", "lp_r"):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows,
+                                                       type=pa.list_(pa.float32())))
+    return table

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from ..models.load import (ModelSpec, load_model, load_tokenizer, model_fingerpr
 from ..models.render import NEUTRAL_CONVENTIONS, render_pair
 from ..models.teacher import Teacher, scoring_models
 from .columns import COLUMNS
+from .deltas import deltas_table, known_with_tokens, write_deltas
 from .engine import pad_id_of, score_rendered
 from .lifecycle import owner_record, owner_alive, run_state
 from .neutral import NeutralCache, neutral_key
@@ -306,10 +308,12 @@ ProgressFn = Callable[[int, int | None], None]
 
 
 def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: ProgressFn | None = None,
-          rank: int = 0, world_size: int = 1, model=None, tokenizer=None) -> ScoreRun:
+          rank: int = 0, world_size: int = 1, model=None, tokenizer=None,
+          deltas: bool = True) -> ScoreRun:
     """Score every pair of `cfg.data` with `cfg.behavior`'s system prompt; resumable.
 
-    Chunks already in the cache are kept. With `world_size > 1` this process scores the
+    Chunks already in the cache are kept. `deltas`: also store every scored token's delta
+    (`lls.scoring.deltas`; dataset runs; False only to measure what they cost). With `world_size > 1` this process scores the
     chunks `k` with `k % world_size == rank` (data-parallel runs share one cache directory).
     `progress(done, total)` is called after each chunk (total is an estimate from the raw
     row count, None when unknown); the same numbers go to the job system when inside a job.
@@ -358,7 +362,7 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
             jobs.report_progress(n, n, unit="pairs", message=fields["status"], force=True)
             return ScoreRun(store)
         return _score_chunks(cfg, store, tok, progress, rank, world_size, model,
-                             NeutralCache(nkey, cache_dir))
+                             NeutralCache(nkey, cache_dir), deltas)
     except BaseException as e:
         # Never leave a dead run "running": record how it ended, in one line.
         if store.manifest().get("status") == "running":
@@ -371,10 +375,13 @@ def score(cfg: ScoreConfig, *, cache_dir: Path | None = None, progress: Progress
 
 
 def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
-                  world_size: int, model, neutral_store: NeutralCache) -> ScoreRun:
+                  world_size: int, model, neutral_store: NeutralCache,
+                  deltas: bool = True) -> ScoreRun:
     """The body of `score` once the manifest says "running"; `neutral_store`: the cache of
     neutral halves this run reads and extends (loaded when a chunk first needs computing)."""
     key, manifest = store.path.name, store.manifest()
+    # what the chunks computed here cost: seconds, pairs, neutral halves served from the cache
+    seconds, computed, reused = 0.0, 0, 0
 
     total = count_raw_rows(cfg.data)
     if cfg.data.limit is not None:
@@ -415,13 +422,17 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
                 models = scoring_models(model, cfg.teacher, cfg.model)
             if neutral is None:
                 neutral = neutral_store.load()
+            t0 = time.perf_counter()
             rendered = [r or render_pair(tok, p, cfg.trait_prompt, cfg.truncation,
                                          cfg.neutral) for p, r in zip(chunk, pre)]
-            known = _known_neutral(neutral, chunk, rendered)
+            # with deltas, a neutral half cached without per-token values is computed again
+            full = known_with_tokens(neutral, chunk, rendered) if deltas else None
+            known = ([v and (v[0], v[1]) for v in full] if deltas else
+                     _known_neutral(neutral, chunk, rendered))
             scores = score_rendered(models.with_trait, rendered, batch_tokens=cfg.batch_tokens,
                                     pad_id=pad_id_of(tok), base_known=known,
                                     base_model=models.without_trait,
-                                    base_context=models.without_context)
+                                    base_context=models.without_context, per_token=deltas)
             # The neutral values computed here first: a kill between the two writes then
             # costs nothing on resume.
             new = [i for i, v in enumerate(known) if v is None]
@@ -430,7 +441,13 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
                            "data": cfg.data.path, "truncation": cfg.truncation,
                            "max_prompt_tokens": cfg.max_prompt_tokens,
                            "template_hash": manifest["template_hash"], "neutral": cfg.neutral})
+            if deltas:  # before the chunk itself: a chunk on disk has its deltas beside it
+                write_deltas(store.path, k, deltas_table(range(index0, index0 + len(chunk)),
+                                                         rendered, scores, full))
             store.write_chunk(k, _chunk_table(index0, chunk, rendered, scores))
+            seconds += time.perf_counter() - t0
+            computed += len(chunk)
+            reused += len(chunk) - len(new)
         done += len(chunk)
         # Estimated pairs in all: those kept so far plus the unread rows at the keep rate.
         est = None
@@ -451,8 +468,12 @@ def _score_chunks(cfg: ScoreConfig, store: ChunkStore, tok, progress, rank: int,
         raise LLSError(msg)
     missing = [k for k in range(n_chunks) if not store.chunk_ok(k)]
     status = "complete" if not missing else "partial"
+    cost = store.manifest().get("cost") or {"seconds": 0.0, "pairs": 0, "neutral_reused": 0}
+    cost = {"seconds": round(cost["seconds"] + seconds, 2), "pairs": cost["pairs"] + computed,
+            "neutral_reused": cost["neutral_reused"] + reused}
     store.update_manifest(status=status, n_pairs=report.kept, n_chunks=n_chunks,
-                          hygiene=report.to_dict(), missing_chunks=missing, updated=_now())
+                          hygiene=report.to_dict(), missing_chunks=missing, updated=_now(),
+                          cost=cost)
     jobs.report_progress(done, done, unit="pairs", message=status, force=True)
     return ScoreRun(store)
 
