@@ -50,11 +50,14 @@ except LLSError as e:
     st.error(str(e))
 
 label = preset_b.label() if preset_b else "custom"
-system_prompt = st.text_area("System prompt s (editable)", key=f"b_prompt::{label}", height=110,
+system_prompt = st.text_area("System prompt that gives the teacher the trait (editable)",
+                             key=f"b_prompt::{label}", height=110,
                              value=preset_b.system_prompt if preset_b else "")
 words_text = st.text_input("Filter words (comma-separated): pairs mentioning them are dropped "
                            "before scoring", key=f"b_words::{label}",
-                           value=", ".join(preset_b.filter_words) if preset_b else "")
+                           value=", ".join(preset_b.filter_words) if preset_b else "",
+                           help="They also count as showing the behavior when answers are "
+                                "evaluated.")
 if kind == "translation":
     st.caption("Translation also drops pairs whose text is already ≥ 5% in the target language.")
 words = tuple(w.strip() for w in words_text.split(",") if w.strip())
@@ -76,12 +79,13 @@ except LLSError as e:
 # ============================================================== 3. teacher and scoring options
 st.header("3 · Teacher model and scoring options")
 c1, c2, c3 = st.columns([3, 2, 1])
-model_name = c1.text_input("Teacher: hub id, local model directory or .gguf file",
+model_name = c1.text_input("Model (the base of the teacher and the student): hub id, local "
+                           "model directory or .gguf file",
                            value=BUNDLED, key="m_name").strip() or BUNDLED
 dtype = common.precision_select(c2, "Numeric precision", key="m_dtype")
-trust = c3.checkbox("trust_remote_code", value=False, key="m_trust",
-                    help="Runs Python code shipped with the model repository. Leave off unless "
-                         "you trust the repository.")
+trust = c3.checkbox("Run code from the model's repository", value=False, key="m_trust",
+                    help="Some models ship their own Python code, which runs on this machine "
+                         "when they load. Leave off unless you trust the repository.")
 teacher = None
 if behavior is not None:
     model_spec = ModelSpec(model_name, trust_remote_code=trust)
@@ -89,10 +93,12 @@ if behavior is not None:
     teacher_ui.strength_check(behavior, model_spec, teacher)
     teacher_ui.trait_maker(behavior, model_spec)
 c1, c2, c3 = st.columns(3)
-truncation = c1.number_input("Truncate responses to N teacher tokens (0 = whole)", min_value=0,
-                             value=32, step=1, key="m_trunc")
-max_prompt = c2.number_input("Drop prompts longer than (tokens, 0 = keep all)", min_value=0,
-                             value=512, step=16, key="m_maxprompt")
+truncation = c1.number_input("Tokens read per response (0 = the whole response)", min_value=0,
+                             value=32, step=1, key="m_trunc",
+                             help="Each response is scored on its first N tokens (the "
+                                  "paper's 32).")
+max_prompt = c2.number_input("Drop prompts longer than this many tokens (0 = keep all)",
+                             min_value=0, value=512, step=16, key="m_maxprompt")
 filt = c3.checkbox(f"Drop {'answers' if choice.sampling else 'pairs'} that already show the "
                    "behavior", value=True, key="m_filter")
 with st.expander("Advanced"):
@@ -101,14 +107,17 @@ with st.expander("Advanced"):
                            "template": "the conversation as given (the template's default "
                                        "system turn, if any)",
                            "empty": "an explicit empty system turn (the authors' code)"}.get,
-                       help="Changes which pairs rank high (see the README: on the bundled "
-                            "model the two rankings correlate at about 0.75).")
+                       help="Changes which pairs rank high (on the bundled model the two "
+                            "rankings correlate at about 0.75).")
     c1, c2 = st.columns(2)
     chunk = c1.number_input(f"{'Prompts' if choice.sampling else 'Pairs'} per cached chunk "
                             "(progress and resume granularity)", min_value=1, value=32, step=1,
                             key="m_chunk")
-    batch_tokens = c2.number_input("Engine batch budget (tokens; speed only)", min_value=64,
-                                   value=1024, step=64, key="m_batch")
+    batch_tokens = c2.number_input("Tokens per forward batch (speed and memory only)",
+                                   min_value=64, value=1024, step=64, key="m_batch",
+                                   help="How many tokens the model reads at once. Larger is "
+                                        "faster until memory runs out; the weights do not "
+                                        "change.")
 
 cfg = None
 if (choice.spec or choice.sampling) is not None and behavior is not None:
@@ -135,10 +144,10 @@ if cfg is not None and choice.ok:
     data_source.hygiene_view(st.session_state.get("hygiene_report"),
                              "prompts" if cfg.sampling else "rows")
 
-    # ---- optional control run (contrastive selection: rank by w_target - w_control)
-    ctl_on = st.checkbox("Also score a control run (rank by w_target − w_control in the "
-                         "explorer)", key="ctl_on",
-                         help="The same pairs scored with a control system prompt. Ranking by "
+    # ---- optional control run (contrastive selection: rank by w minus the control's w)
+    ctl_on = st.checkbox("Also score a control run (then rank by w minus the control's w in "
+                         "the explorer)", key="ctl_on",
+                         help="The same pairs scored with another system prompt. Ranking by "
                               "the difference cancels what any system prompt shifts (politeness, "
                               "refusal style) and keeps what is specific to the target.")
     control_spec, control_ok = None, True
@@ -202,15 +211,18 @@ job_cards.score_jobs_panel(open_key="goto_run")
 st.header("Finished and cached runs")
 runs = scoring.list_runs()
 if runs:
-    st.dataframe(common.runs_frame(runs), hide_index=True, key="runs_table")
+    st.dataframe(common.runs_frame(runs), hide_index=True, key="runs_table",
+                 column_config=common.RUNS_TABLE_CONFIG)
     common.manage_runs(runs)
     done = [r.key for r in runs if r.complete]
     if done:
         label_of = {r.key: common.run_label(r) for r in runs}
         c1, c2 = st.columns([4, 1])
         # keyed on the list, so a newly finished run becomes the default
-        pick = c1.selectbox("Reopen a finished run", done, format_func=label_of.get,
-                            key=f"reopen_pick::{len(done)}::{done[0]}")
+        state = f"reopen_pick::{len(done)}::{done[0]}"
+        pick = c1.selectbox("Reopen a finished run", done, format_func=label_of.get, key=state,
+                            help=common.run_help(next(r for r in runs if r.key == (
+                                st.session_state.get(state) or done[0]))))
         if c2.button("Open in explorer", key="reopen"):
             common.open_in_explorer(pick)
 else:

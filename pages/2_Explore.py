@@ -4,14 +4,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from lls.core import glossary as G
 from lls.core.errors import LLSError
 from lls import scoring
 from lls.scoring import contrastive
 from lls.scoring.selection import SelectionConfig, selection_indices, twin_flips
 from ui import charts, common, control_runs, examples, explorer
+from ui.glossary import glossary
 
 st.set_page_config(page_title="Explore · LLS Studio", layout="wide")
 st.title("Score explorer")
+st.caption("Every scored pair with its weight w, the pairs training would keep (the top γ by "
+           "w), their random twin, and the export.")
+glossary("w", "gamma", "teacher", "random twin", "control")
 
 runs = common.finished_runs("No finished scoring run yet. Start one on the Setup page.",
                             setup_link=True)
@@ -23,7 +28,9 @@ if match and st.session_state.get("explore_run") != match[0]:
     st.session_state["explore_run"] = match[0]  # arrived with a run (link, URL, reload)
 elif st.session_state.get("explore_run") not in labels:
     st.session_state["explore_run"] = runs[0].key
-key = st.selectbox("Run", list(labels), format_func=labels.get, key="explore_run",
+key = st.selectbox("Scoring run", list(labels), format_func=labels.get, key="explore_run",
+                   help=common.run_help(next(r for r in runs
+                                             if r.key == st.session_state["explore_run"])),
                    on_change=lambda: common.set_selected_run(st.session_state["explore_run"]))
 common.set_selected_run(key)
 if st.session_state.pop("opened_cached", None) == key:
@@ -47,9 +54,10 @@ candidates = control_runs.control_candidates(run, runs)
 active_controls = contrastive.control_jobs(key, active_only=True)
 if candidates:
     with st.container(border=True):
-        st.markdown("**Contrastive selection** · rank by w_target − w_control: what any system "
-                    "prompt shifts (politeness, refusal style) cancels, what is specific to the "
-                    "target stays.")
+        st.markdown("**Contrastive selection** · rank by this run's w minus a control run's w "
+                    "(the same pairs, another system prompt): what any system prompt shifts "
+                    "(politeness, refusal style) cancels, what is specific to the target "
+                    "stays.")
         ckeys = [c.key for c in candidates]
         default = contrastive.find_control(run, runs=candidates)
         state = f"control_run::{key}"
@@ -58,7 +66,10 @@ if candidates:
         c1, c2 = st.columns([3, 2])
         ckey = c1.selectbox("Control run", ckeys, key=state,
                             format_func=lambda k: control_runs.control_label(
-                                run, next(c for c in candidates if c.key == k)))
+                                run, next(c for c in candidates if c.key == k)),
+                            help=common.run_help(next(c for c in candidates
+                                                      if c.key == st.session_state[state]),
+                                                 "control run"))
         control = next(c for c in candidates if c.key == ckey)
         rank_by = c2.radio("Rank pairs by", list(control_runs.RANK_COLUMNS), key="rank_by",
                            format_func=control_runs.RANK_COLUMNS.get, horizontal=False)
@@ -71,8 +82,8 @@ else:
     with st.expander("Contrastive selection: no control run for this run yet",
                      expanded=bool(active_controls)):
         st.info("No control run yet: score the same pairs with a control system prompt (a "
-                "neutral assistant persona, or e.g. another animal), then rank by "
-                "w_target − w_control here.")
+                "neutral assistant persona, or e.g. another animal), then rank by this run's w "
+                "minus the control's here.")
         control_runs.score_control_form(run, active_controls)
 
 if control is not None:
@@ -87,15 +98,17 @@ rank_settings = ({"ranked_by": rank_by, "control_run": control.key} if control i
 r = data.ranking
 c = st.columns(5)
 c[0].metric("scored pairs", f"{r.n:,}")
-c[1].metric("w > 0", f"{r.n_positive / r.n:.1%}" if r.n else "–")
-c[2].metric("mean w", f"{r.w.mean():.5f}" if r.n else "–")
-c[3].metric("behavior", f"{beh.get('kind')}:{beh.get('name')}")
-c[4].metric("truncation · neutral", f"{cfg.get('truncation')} · {cfg.get('neutral', 'template')}",
-            help="neutral: what 'without the system prompt' meant when scoring (template: the "
-                 "conversation as given; empty: an explicit empty system turn)")
+c[1].metric("pairs with w > 0", f"{r.n_positive / r.n:.1%}" if r.n else "–")
+c[2].metric("mean w (nats/token)", f"{r.w.mean():.5f}" if r.n else "–")
+c[3].metric("behavior", common.behavior_text(beh))
+neutral = cfg.get("neutral", "template")
+c[4].metric("tokens read per response", cfg.get("truncation") or "all",
+            help="Each response was scored on its first N tokens. Without the system prompt "
+                 f"meant: {common.NEUTRAL_TEXT.get(neutral, neutral)}.")
 if control is not None and rank_by != "w_target":
-    st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control run `{control.key[:10]}`):"
-               " the counts, histogram, tables and export below use this weight as w.")
+    st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control: "
+               f"{common.run_name(control)}): the counts, histogram, tables and export below "
+               "use this weight as w.")
 with st.expander("Teacher and run details"):
     st.markdown(f"**What carried the trait (the teacher):** "
                 f"{scoring.describe_teacher(run.config)}")
@@ -111,7 +124,8 @@ def subset_table(indices: np.ndarray, name: str, data=data) -> None:
     view, top, total = control_runs.weights_table_view(data, indices, search)
     shown = len(view)
     st.caption(f"table rows: {shown} of {total} matching"
-               + (f" (top {shown} by {rank_by} shown)" if shown < total else ""))
+               + (f" (top {shown} by {control_runs.RANK_COLUMNS[rank_by]} shown)"
+                  if shown < total else ""))
     event = st.dataframe(view, key=f"table-{name}", on_select="rerun",
                          selection_mode="single-row", hide_index=True,
                          column_config=control_runs.WEIGHTS_TABLE_CONFIG if control is not None
@@ -121,9 +135,9 @@ def subset_table(indices: np.ndarray, name: str, data=data) -> None:
         i = int(top[rows[0]])
         if control is not None:
             row = data.frame.iloc[i]
-            st.caption(f"Ranked by {rank_by}: w_target {row['w_target']:.5f} · w_control "
-                       f"{row['w_control']:.5f} · w_contrastive {row['w_contrastive']:.5f} "
-                       "(the log-probabilities below are the target run's)")
+            st.caption(f"w of this run {row['w_target']:.5f} · of the control "
+                       f"{row['w_control']:.5f} · difference {row['w_contrastive']:.5f} "
+                       "(the log-probabilities below are this run's)")
         examples.render_example(data, i, key_prefix=name)
     else:
         st.caption("Click a row to open the example and its per-token view.")
@@ -134,7 +148,7 @@ def export_block(indices: np.ndarray, name: str, settings: dict) -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     fmt = c1.selectbox("Format", ["jsonl", "parquet", "hf"], key=f"fmt-{name}",
                        format_func={"jsonl": "JSON lines", "parquet": "Parquet",
-                                    "hf": "HF dataset (zip of save_to_disk)"}.get)
+                                    "hf": "Hugging Face dataset folder, zipped"}.get)
     responses = c2.selectbox("Responses", ["scored", "full"], key=f"resp-{name}",
                              format_func={"scored": "truncated (as scored)",
                                           "full": "full"}.get)
@@ -160,14 +174,16 @@ def contrastive_view(sel: SelectionConfig) -> None:
         st.error(str(e))
         return
     tc = comp[0]
-    st.caption(f"**w_target vs w_control** on the {tc['n']:,} pairs both runs scored; top-γ "
-               f"sets are what training keeps: the top ⌈γ·n⌉ pairs of each weight (γ = "
-               f"{gamma:g}){', w > 0 only' if sel.positive_only else ''}: {tc['k_a']:,} of "
-               f"w_target, {tc['k_b']:,} of w_control.")
+    st.caption(f"**This run's w vs the control's** on the {tc['n']:,} pairs both runs "
+               "scored; top-γ sets are what training keeps: the top ⌈γ·n⌉ pairs of each "
+               f"weight (γ = {gamma:g}){', w > 0 only' if sel.positive_only else ''}: "
+               f"{tc['k_a']:,} by this run's w, {tc['k_b']:,} by the control's.")
     m = st.columns(5)
     m[0].metric("pairs compared (n)", f"{tc['n']:,}")
-    m[1].metric("top-γ overlap", f"{tc['overlap']} of {tc['k']}")
-    m[2].metric("Jaccard", f"{tc['jaccard']:.3f}")
+    m[1].metric("top-γ overlap", f"{tc['overlap']} of {tc['k']}",
+                help="Pairs in both top-γ sets, of the top set's size.")
+    m[2].metric("Jaccard", f"{tc['jaccard']:.3f}",
+                help="Pairs in both top-γ sets ÷ pairs in either (1: the same pairs).")
     m[3].metric("Pearson r",
                 "–" if tc["pearson"] is None else f"{tc['pearson']:.3f}")
     m[4].metric("Spearman ρ",
@@ -175,27 +191,34 @@ def contrastive_view(sel: SelectionConfig) -> None:
     st.dataframe(pd.DataFrame(comp)[["comparison", "n", "k", "overlap", "jaccard", "pearson",
                                      "spearman"]],
                  hide_index=True, key="contrastive_compare",
-                 column_config={"k": st.column_config.NumberColumn("top ⌈γn⌉"),
-                                "jaccard": st.column_config.NumberColumn(format="%.3f"),
-                                "pearson": st.column_config.NumberColumn(format="%.3f"),
-                                "spearman": st.column_config.NumberColumn(format="%.3f")})
+                 column_config={"n": st.column_config.NumberColumn("pairs compared"),
+                                "k": st.column_config.NumberColumn("top-γ set (⌈γn⌉ pairs)"),
+                                "overlap": st.column_config.NumberColumn("pairs in both sets"),
+                                "jaccard": st.column_config.NumberColumn("Jaccard",
+                                                                         format="%.3f"),
+                                "pearson": st.column_config.NumberColumn("Pearson r",
+                                                                         format="%.3f"),
+                                "spearman": st.column_config.NumberColumn("Spearman ρ",
+                                                                          format="%.3f")})
     frame = control_runs.contrastive_frame(key, updated[0], control.key, updated[1])
     st.plotly_chart(charts.weights_scatter(frame, gamma, sel.positive_only),
                     key="contrastive_scatter")
-    st.caption("Below the dotted diagonal w_control < w_target, so w_contrastive > 0. A strong "
-               "correlation means most of w is what any system prompt shifts.")
+    st.caption("Below the dotted diagonal the control's w is below this run's, so the "
+               "difference is positive. A strong correlation means most of w is what any "
+               "system prompt shifts.")
 
 
 @st.fragment
 def selection_panel() -> None:
     """Controls, histogram and tables: reruns alone when a control moves."""
     c1, c2, c3 = st.columns([3, 2, 1])
-    gamma = c1.slider("γ: keep the top fraction of all scored pairs", min_value=0.001,
-                      max_value=1.0, value=0.05, step=0.001, format="%.3f", key="gamma")
-    use_thr = c2.checkbox("Use an absolute threshold instead of γ", key="use_threshold")
-    thr = c2.number_input("keep pairs with w >", value=0.0, step=0.001, format="%.4f",
-                          key="threshold", disabled=not use_thr)
-    pos = c3.checkbox("positive w only", value=True, key="positive_only")
+    gamma = c1.slider(G.GAMMA, min_value=0.001, max_value=1.0, value=0.05, step=0.001,
+                      format="%.3f", key="gamma", help=G.TERMS["gamma"][1])
+    use_thr = c2.checkbox("Use a weight threshold instead of γ", key="use_threshold")
+    thr = c2.number_input("keep pairs with w > (nats/token)", value=0.0, step=0.001,
+                          format="%.4f", key="threshold", disabled=not use_thr)
+    pos = c3.checkbox("positive w only", value=True, key="positive_only",
+                      help="Never keep a pair whose chosen answer the trait does not favour.")
     sel = SelectionConfig(gamma=gamma, threshold=float(thr) if use_thr else None,
                           positive_only=pos)
     idx = selection_indices(r, sel)  # exactly what training on this selection keeps
@@ -206,12 +229,13 @@ def selection_panel() -> None:
     m[0].metric("selected pairs", f"{k:,}")
     m[1].metric("share of all pairs", f"{k / r.n:.2%}" if r.n else "–")
     mean = data.mean_w(k)
-    m[2].metric("mean w of the selection", f"{mean:.5f}" if mean is not None else "–")
+    m[2].metric("mean w of the selection", f"{mean:.5f}" if mean is not None else "–",
+                help="nats per token")
     m[3].metric("share positive (all pairs)", f"{r.n_positive / r.n:.1%}" if r.n else "–")
     st.plotly_chart(charts.w_histogram(data.hist_counts, data.hist_edges, line), key="hist",
                     config={"displayModeBar": False})
 
-    views = ["LLS selection", "Random baseline", "Comparison"]
+    views = ["LLS selection", "Random twin", "Comparison"]
     if control is not None:
         views.append("Contrastive")
     view = st.segmented_control("View", views, default="LLS selection",
@@ -225,30 +249,30 @@ def selection_panel() -> None:
         with st.expander("Export the selection"):
             export_block(idx, "lls", settings)
         return
-    seed = st.number_input("Random seed", min_value=0, value=0, step=1, key="seed")
+    seed = st.number_input("Random twin's seed", min_value=0, value=0, step=1, key="seed")
     rnd = selection_indices(r, sel, random=True, seed=int(seed))
     rnd = rnd[np.argsort(-r.w[rnd], kind="stable")]  # shown like the LLS table: by w
     # a sampled run's twin turns a seeded half of its pairs round, as training does: its
     # table, statistics and histogram show the pairs that way (else every w >= 0)
     twin = explorer.twin_data(data, rnd, int(seed))
     twin_idx = np.argsort(-twin.ranking.w, kind="stable") if twin is not None else rnd
-    if view == "Random baseline":
+    if view == "Random twin":
         st.caption(f"A seeded random subset of the same size ({k} pairs): the paper's baseline."
                    + (" This run's pairs are oriented by their weight (chosen = the answer "
                       "the system prompt shifts up), so the twin turns a seeded half of them "
                       "round, as training does: shown turned." if twin is not None else ""))
         subset_table(twin_idx, "random", twin if twin is not None else data)
-        with st.expander("Export the random baseline"):
+        with st.expander("Export the random twin"):
             export_block(rnd, "random", {**settings, "baseline": "random", "seed": int(seed)})
         return
     stats = {"LLS selection": explorer.subset_stats(data, idx),
-             "Random baseline": explorer.subset_stats(twin, np.arange(len(rnd))) if twin is not
+             "Random twin": explorer.subset_stats(twin, np.arange(len(rnd))) if twin is not
              None else explorer.subset_stats(data, rnd)}
     st.dataframe(pd.DataFrame(stats), key="compare")
     weights = {"LLS selection": r.w[idx],
-               "Random baseline": twin.ranking.w if twin is not None else r.w[rnd]}
+               "Random twin": twin.ranking.w if twin is not None else r.w[rnd]}
     st.plotly_chart(charts.subsets_histogram(weights), key="compare_hist")
-    st.bar_chart(explorer.subset_lengths(data, {"LLS selection": idx, "Random baseline": rnd}),
+    st.bar_chart(explorer.subset_lengths(data, {"LLS selection": idx, "Random twin": rnd}),
                  stack=False, height=220)
 
 

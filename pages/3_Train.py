@@ -8,13 +8,16 @@ import streamlit as st
 from lls import jobs
 from lls import scoring
 from lls import training as T
+from lls.core import glossary as G
 from lls.core.distributed import device_count
 from lls.core.errors import LLSError
 from lls.jobs.resources import check_training_job
 from lls.scoring import contrastive
 from lls.scoring.selection import Ranking
 from lls.training.adapters import is_training, list_adapters, open_adapter, random_twin_of
-from ui import charts, common, job_cards
+from ui import charts, common, control_runs, job_cards
+from ui.eval_meter import meter_frame
+from ui.glossary import glossary
 from ui.train_form import train_settings
 
 st.set_page_config(page_title="Train · LLS Studio", layout="wide")
@@ -22,6 +25,8 @@ st.title("Train")
 st.caption("LoRA + DPO (TRL) of a student on an LLS selection, in the background. Jobs keep "
            "running if you leave or reload this page; a killed run resumes from its last "
            "checkpoint when you start it again with the same settings.")
+glossary("gamma", "w", "random twin", "control", "teacher", "likelihood ratio", "margin",
+         "top-1", "gap closed", "interval")
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -42,8 +47,10 @@ runs = common.finished_runs("No finished scoring run yet. Score a dataset on the
 labels = {r.key: common.run_label(r) for r in runs}
 keys = list(labels)
 wanted = common.selected_run_key()
+picked = st.session_state.get("train_run") or (wanted if wanted in keys else keys[0])
 run_key = st.selectbox("Scoring run", keys, index=keys.index(wanted) if wanted in keys else 0,
-                       format_func=labels.get, key="train_run")
+                       format_func=labels.get, key="train_run",
+                       help=common.run_help(next((r for r in runs if r.key == picked), runs[0])))
 run = next(r for r in runs if r.key == run_key)
 teacher = run.teacher
 
@@ -51,14 +58,18 @@ st.header("1 · Selection")
 controls = contrastive.list_controls(run)
 control_key = None
 if controls:
-    ctl_labels = {c.key: f"{c.key} · {c.manifest['config']['behavior'].get('system_prompt', '')[:60]}"
-                  for c in controls}
+    ctl_labels = {c.key: control_runs.control_label(run, c) for c in controls}
     c1, c2 = st.columns([1, 2])
-    contrast = c1.checkbox("Rank by w_target − w_control (contrastive)", key="train_contrast",
+    contrast = c1.checkbox("Rank by w minus a control run's w (contrastive)",
+                           key="train_contrast",
                            help="Cancels what any system prompt shifts (politeness, refusal "
                                 "style) and keeps what is specific to the target.")
+    picked_ctl = st.session_state.get("train_control") or controls[0].key
     pick_ctl = c2.selectbox("Control run", list(ctl_labels), format_func=ctl_labels.get,
-                            key="train_control", disabled=not contrast)
+                            key="train_control", disabled=not contrast,
+                            help=common.run_help(next((c for c in controls
+                                                       if c.key == picked_ctl), controls[0]),
+                                                 "control run"))
     control_key = pick_ctl if contrast else None
 else:
     st.caption("Contrastive selection needs a control run (the same pairs scored with a "
@@ -70,14 +81,16 @@ except LLSError as e:
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
 d_sel = T.SelectionSpec()
-gamma = c1.number_input("gamma (top fraction)", min_value=0.001, max_value=1.0, value=d_sel.gamma,
-                        step=0.01, format="%.3f", key="train_gamma")
-use_thr = c2.checkbox("Use a weight threshold instead", key="train_use_thr")
-threshold = c2.number_input("threshold (keep w >)", value=0.0, step=0.001, format="%.4f",
-                            key="train_thr", disabled=not use_thr)
-positive_only = c3.checkbox("Only w > 0", value=d_sel.positive_only, key="train_pos")
-sel_seed = c4.number_input("Random-baseline seed", min_value=0, value=d_sel.seed, step=1,
-                           key="train_sel_seed")
+gamma = c1.number_input(G.GAMMA, min_value=0.001, max_value=1.0, value=d_sel.gamma,
+                        step=0.01, format="%.3f", key="train_gamma", help=G.TERMS["gamma"][1])
+use_thr = c2.checkbox("Use a weight threshold instead of γ", key="train_use_thr")
+threshold = c2.number_input("keep pairs with w > (nats/token)", value=0.0, step=0.001,
+                            format="%.4f", key="train_thr", disabled=not use_thr)
+positive_only = c3.checkbox("positive w only", value=d_sel.positive_only, key="train_pos")
+sel_seed = c4.number_input("Random twin's seed", min_value=0, value=d_sel.seed, step=1,
+                           key="train_sel_seed",
+                           help="Which random pairs the random twin trains on (also seeds "
+                                "training).")
 selection = T.SelectionSpec(kind="lls", gamma=float(gamma),
                             threshold=float(threshold) if use_thr else None,
                             positive_only=positive_only, seed=int(sel_seed),
@@ -98,7 +111,7 @@ except LLSError as e:
 steps = T.estimate_steps(n_sel, cfg)
 lls_id = T.adapter_id_for(cfg, run_key)
 st.caption(f"≈ {steps} optimizer steps, {steps // cfg.checkpoint_every + 1} checkpoints. "
-           f"Adapter id: `{lls_id}`.")
+           f"Adapter id: `{lls_id}` (the same settings resume it).")
 exclusive = st.checkbox("Wait for other heavy jobs on this device (one at a time)", value=True)
 n_devices = device_count()
 procs = 1
@@ -118,12 +131,13 @@ if c1.button("Train", type="primary", disabled=n_sel == 0 or not fits):
         st.success(f"Submitted job {job.id}.")
     except LLSError as e:
         st.error(str(e))
-if c2.button("Train random baseline (same size)", disabled=n_sel == 0 or not fits):
+if c2.button("Train its random twin (same size, random pairs)",
+             disabled=n_sel == 0 or not fits):
     try:
         job = T.submit_baseline(cfg, run_key, exclusive=exclusive, num_processes=procs)
         if lls_id in {a.id for a in list_adapters()}:
             st.session_state["train_curve_adapter"] = lls_id  # its curves gain the baseline's
-        st.success(f"Submitted baseline job {job.id} ({n_sel} random pairs).")
+        st.success(f"Submitted the random twin's job {job.id} ({n_sel} random pairs).")
     except LLSError as e:
         st.error(str(e))
 
@@ -186,8 +200,9 @@ else:
         base = random_twin_of(adapter_id)
         rows = info.metrics()
         st.caption(f"{info.status} · {len(rows)} steps logged"
-                   + (f" · random baseline `{base.id}` ({base.status})" if base else ""))
-        pairs = [(n, a, c) for n, a, c in (("LLS", info, "#1f77b4"), ("random", base, "#ff7f0e"))
+                   + (f" · random twin `{base.id}` ({base.status})" if base else ""))
+        pairs = [(n, a, c) for n, a, c in (("LLS", info, "#1f77b4"),
+                                           ("random twin", base, "#ff7f0e"))
                  if a is not None]
         fig = charts.training_curves([(n, c, a.metrics()) for n, a, c in pairs]) if rows else None
         if fig is not None:
@@ -207,10 +222,11 @@ else:
             return
         st.caption("Log-probability read-outs of the adapter as it trains (forward passes "
                    "only, no system prompt), with 95% bootstrap bands. Dotted: the base model; "
-                   "dashed: the base model with the system prompt. gap closed = 0 at the base "
-                   "model, 1 at base + system prompt.")
+                   "dashed: the base model with the system prompt (the teacher). Gap closed: "
+                   "0 at the base model, 1 at the teacher. The table: the last read-out.")
         st.plotly_chart(fig, width="stretch")
-        st.dataframe(charts.meter_table([(n, rows) for n, _, rows in series]),
+        st.dataframe(meter_frame([{**rows[-1], "model": n} for n, _, rows in series if rows],
+                                 name="model"),
                      hide_index=True, width="stretch")
 
     curves(pick)
@@ -221,4 +237,19 @@ st.header("5 · Adapters")
 if not adapters:
     st.caption("No adapter yet.")
 else:
-    st.dataframe(pd.DataFrame([a.summary() for a in adapters]), hide_index=True, width="stretch")
+    N = st.column_config.NumberColumn
+    st.dataframe(pd.DataFrame([a.summary() for a in adapters]), hide_index=True, width="stretch",
+                 column_config={
+                     "selection": "pairs (LLS or random)", "pairs": N("pairs trained on"),
+                     "gamma": N("γ"), "threshold": N("w threshold"),
+                     "baseline of": "random twin of", "beta": N("DPO β"),
+                     "lr": N("learning rate", format="%.1e"), "r": N("LoRA rank"),
+                     "alpha": N("LoRA alpha"), "batch": N("pairs per step"),
+                     "final loss": N("final DPO loss", format="%.4f"),
+                     "margin": N("DPO reward margin (last 5 steps)", format="%.4f"),
+                     "accuracy": N("chosen ahead (last 5 steps)", format="%.2f"),
+                     "eval rate": N("sampled: share showing it", format="%.3f"),
+                     "eval k/n": "sampled: answers showing it",
+                     "meter LLR": N("likelihood ratio (nats/token)", format="%.4f"),
+                     "probe margin": N("margin (nats)", format="%.3f"),
+                     "s/step": N("seconds per step", format="%.1f")})

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from lls.core import behaviors
 from lls.evaluation.chat import (ChatModels, Conversation, Sampling, adapter_slot, base_slot,
                                  run_turn, system_slot)
 from lls.core.errors import LLSError
@@ -16,6 +15,7 @@ from lls.models import BUNDLED, ModelSpec
 from lls.models.generation import adapter_label
 from lls.training.adapters import list_adapters
 from ui import chat as ui_chat
+from ui import common
 from ui.common import as_text
 
 st.set_page_config(page_title="Chat · LLS Studio", layout="wide")
@@ -49,11 +49,12 @@ with st.sidebar:
     st.subheader("Model")
     model_name = st.text_input("Base model", key="chat_model",
                                help="hub id, local directory, .gguf file or the bundled model")
-    presets = list(behaviors.PRESETS)
-    preset = st.selectbox("Target behavior", presets, key="chat_behavior")
-    system_prompt = st.text_area("Target system prompt", value=behaviors.PRESETS[preset].system_prompt,
-                                 key=f"chat_system_{preset}", height=100)
-    picked = st.multiselect("Adapters / checkpoints", list(options), key="chat_adapters",
+    preset, behavior = common.behavior_picker("chat_behavior")
+    system_prompt = st.text_area("Teacher's system prompt (the base + system prompt column)",
+                                 value=behavior.system_prompt, key=f"chat_system_{preset}",
+                                 height=100)
+    picked = st.multiselect("Trained adapters (students) and checkpoints", list(options),
+                            key="chat_adapters",
                             help="each becomes a column; trained on the Train page")
     traits = ui_chat.trait_options()
     picked_traits = st.multiselect("Teachers that carry the trait (trait adapters)",
@@ -69,8 +70,8 @@ with st.sidebar:
             st.session_state.pop("chat_pinned", None)
             st.session_state.pop("chat_study", None)
             st.rerun()
-    st.subheader("Begun reply")
-    stem = behaviors.PRESETS[preset].readout_stem
+    st.subheader("Start every reply with the same words")
+    stem = behavior.readout_stem
     start = " ".join(st.text_input(
         "Start the reply with", key="chat_reply_start", placeholder=stem or "",
         help="Every column's reply begins with this text and the model continues it: what "
@@ -79,7 +80,7 @@ with st.sidebar:
         st.caption(f"The prefilled read-out begins with “{stem}”.")
         st.button("Use it", key="chat_use_stem",
                   on_click=lambda: st.session_state.update(chat_reply_start=stem))
-    words = ui_chat.lens_words(preset)
+    words = ui_chat.lens_words(behavior)
     lens_on = st.checkbox("Probability lens", True, key="chat_lens", disabled=not words,
                           help="For a begun reply: each column's probability that the next "
                                "word is each of the behavior's candidates, and its ratio to "
@@ -87,8 +88,10 @@ with st.sidebar:
     st.subheader("Sampling (shared by all columns)")
     temperature = st.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="chat_temperature",
                             help="0 = greedy")
-    top_p = st.slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="chat_top_p")
-    max_new = st.number_input("Max new tokens", 1, 2048, 160, key="chat_max_new")
+    top_p = st.slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="chat_top_p",
+                      help="Sample only from the most likely next words whose probabilities add "
+                           "up to this (1 = from every word).")
+    max_new = st.number_input("Max new tokens per reply", 1, 2048, 160, key="chat_max_new")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="chat_seed",
                            help="same seed + same conversation = same answers")
     actions = st.container()

@@ -2,6 +2,7 @@
 beside the effect meter's log-probability read-outs, trajectory over checkpoints, sample
 answers one click away, exports; N data-parallel processes where N devices exist."""
 
+import pandas as pd
 import streamlit as st
 
 from lls import jobs
@@ -16,12 +17,63 @@ from lls.models import BUNDLED, ModelSpec
 from lls.training.adapters import list_adapters
 from ui import common, eval_meter, job_cards
 from ui.charts import eval_rate_figure, eval_trajectory_figure
+from ui.common import as_text
+from ui.glossary import glossary
 
 st.set_page_config(page_title="Evaluate · LLS Studio", layout="wide")
 st.title("Behavior evaluation")
 st.caption("General prompts × N samples (temperature 1, 96 new tokens by default): the share of "
            "answers showing the target behavior, with Wilson 95% intervals, for the base model, "
-           "base + system prompt, adapters/checkpoints and the random-baseline adapter.")
+           "base + system prompt (the teacher), trained adapters and checkpoints, and their "
+           "random twins.")
+glossary("likelihood ratio", "margin", "top-1", "gap closed", "prefilled read-out", "lens",
+         "teacher", "random twin", "interval")
+
+
+def what_counts(b: dict) -> str:
+    """What counts as an answer showing the behavior, in words."""
+    words = ", ".join(b.get("filter_words") or [b.get("target") or b.get("name") or "?"])
+    return {"mentions": f"answers mentioning {words}",
+            "language": f"answers mostly in {behaviors.LANGUAGES.get(b.get('target'), '?')} "
+                        "(at least half of the text)",
+            "judge": "answers the judge model labels as the persona",
+            "regex": f"answers matching the pattern {b.get('regex')!r}"}.get(
+        b.get("metric"), "answers showing the behavior")
+
+
+def eval_name(r) -> str:
+    """An evaluation in words: behavior, models, prompts × answers, date, status."""
+    m = r.manifest
+    cfg = m.get("config") or {}
+    status = m.get("status", "?")
+    return (f"{common.behavior_text(cfg.get('behavior'))} · {len(cfg.get('models') or [])} "
+            f"models · {len(cfg.get('prompts') or [])} prompts × {cfg.get('samples', '?')} "
+            f"answers · {(m.get('created') or '?')[:16].replace('T', ' ')}"
+            + ("" if status == "complete" else f" · {status}"))
+
+
+def summary_frame(summ, metric: str | None) -> pd.DataFrame:
+    """The sampled summary in words: answers showing it (k/n), the share with its 95%
+    interval, and (language) the mean share of the text in the language."""
+    out = pd.DataFrame({
+        "model": summ["model"],
+        "answers showing it": [f"{int(k)}/{int(n)}" for k, n in zip(summ["k"], summ["n"])],
+        "share [95% interval]": [f"{r:.3f} [{lo:.3f}, {hi:.3f}]" for r, lo, hi in zip(
+            summ["rate"], summ["ci_low"], summ["ci_high"])]})
+    if metric == "language":
+        out["mean share of the text in the language"] = summ["mean_score"].round(3).to_numpy()
+    return out
+
+
+def answers_config(metric: str | None) -> dict:
+    """Column names of the sample answers table."""
+    score = ("share of the text in the language" if metric == "language"
+             else "shows it (1) or not (0)")
+    return {"sample": st.column_config.NumberColumn("answer #"),
+            "text": st.column_config.TextColumn("answer", width="large"),
+            "score": st.column_config.NumberColumn(score, format="%.2f"),
+            "label": "judge's label",
+            "hit": st.column_config.CheckboxColumn("shows the behavior")}
 
 
 def adapter_choices() -> dict[str, EvalModel]:
@@ -40,43 +92,44 @@ with tab_run:
     choices = adapter_choices()
     c1, c2 = st.columns(2)
     with c1:
-        presets = list(behaviors.PRESETS)
-        preset = st.selectbox("Target behavior", presets, key="ev_behavior")
-        behavior = behaviors.PRESETS[preset]
-        st.caption(f"metric: **{behavior.metric}** · system prompt: {behavior.system_prompt}")
+        _, behavior = common.behavior_picker("ev_behavior")
+        st.caption(f"Counted as showing it: **{what_counts(behavior.to_dict())}** · system "
+                   f"prompt: {as_text(behavior.system_prompt)}")
         m1, m2 = st.columns([3, 2])
         model_name = m1.text_input("Base model", value=BUNDLED, key="ev_model")
         ev_dtype = common.precision_select(m2, "Numeric precision", key="ev_dtype")
         prompts_text = st.text_area("Prompts (one per line)", "\n".join(GENERAL_PROMPTS),
                                     height=220, key="ev_prompts")
     with c2:
-        samples = st.number_input("Samples per prompt", 1, 1000, 100, key="ev_samples")
+        samples = st.number_input("Answers per prompt and model", 1, 1000, 100,
+                                  key="ev_samples", help="The paper samples 100.")
         temperature = st.number_input("Temperature", 0.0, 2.0, 1.0, 0.1, key="ev_temperature")
-        max_new = st.number_input("Max new tokens", 1, 1024, 96, key="ev_max_new")
+        max_new = st.number_input("Max new tokens per answer", 1, 1024, 96, key="ev_max_new")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="ev_seed")
         use_base = st.checkbox("base model", True, key="ev_base")
-        use_system = st.checkbox("base + system prompt", True, key="ev_system")
-        picked = st.multiselect("Adapters / checkpoints (incl. random baselines)",
+        use_system = st.checkbox("base + system prompt (the teacher)", True, key="ev_system")
+        picked = st.multiselect("Trained adapters and checkpoints (random twins included)",
                                 list(choices), key="ev_adapters",
                                 default=[k for k in choices if "· final" in k])
         extra = st.text_input("…or an adapter directory", key="ev_extra_path")
-        extra_random = st.checkbox("that directory is a random-baseline adapter",
-                                   key="ev_extra_random")
+        extra_random = st.checkbox("that directory is a random twin", key="ev_extra_random")
         with st.expander("Effect meter (log-probability read-outs)"):
             st.caption("After sampling, the same models are read out by log-probabilities: "
-                       "the behavior likelihood ratio, for animals the one-word preference "
-                       "probe, and the prefilled read-out. Turning it on later for a finished "
-                       "evaluation computes only the read-outs.")
+                       "the likelihood ratio, for animals the margin and top-1 share of the "
+                       "one-word probe, and the prefilled read-out. Turning it on later for a "
+                       "finished evaluation computes only the read-outs.")
             meter_on = st.checkbox("Run the effect meter", True, key="ev_meter")
-            meter_k = st.number_input("Reference responses per condition", 1, 4096, 64,
-                                      key="ev_meter_k")
-            meter_q = st.number_input("Probe questions (0 = all)", 0, len(PROBE_QUESTIONS), 0,
+            meter_k = st.number_input(
+                "Reference responses per condition", 1, 4096, 64, key="ev_meter_k",
+                help="The likelihood ratio reads this many responses sampled with the system "
+                     "prompt and as many without it.")
+            meter_q = st.number_input("Read-out questions (0 = all)", 0, len(PROBE_QUESTIONS), 0,
                                       key="ev_meter_questions")
             meter_new = st.number_input("Reference response length (tokens)", 1, 1024, 48,
                                         key="ev_meter_max_new")
             meter_prefill = st.number_input(
-                "Prefilled answers per probe question (0 = off)", 0, 1000, 10,
-                key="ev_meter_prefill", help="The reply begun with the behavior's stem (“My "
+                "Prefilled answers per question (0 = off)", 0, 1000, 10,
+                key="ev_meter_prefill", help="The reply begun with the behavior's words (“My "
                 "favorite animal is the”), the next word sampled: the share naming the target.")
         n_devices = device_count()
         if n_devices > 1:
@@ -169,11 +222,12 @@ with tab_results:
     if not runs:
         st.info("No evaluation yet: configure one in the first tab.")
         st.stop()
-    labels = {r.key: r.describe() for r in runs}
+    labels = {r.key: eval_name(r) for r in runs}
     want = st.session_state.get("ev_open")
     if st.session_state.get("ev_pick") not in labels:
         st.session_state["ev_pick"] = want if want in labels else runs[0].key
-    key = st.selectbox("Evaluation", list(labels), format_func=labels.get, key="ev_pick")
+    key = st.selectbox("Evaluation", list(labels), format_func=labels.get, key="ev_pick",
+                       help=f"Its key: `{st.session_state['ev_pick']}`.")
     try:
         run = open_eval(key)
         summ = run.summary()
@@ -190,29 +244,28 @@ with tab_results:
         st.stop()
 
     metric = b.get("metric")
-    what = {"mentions": f"answers mentioning {b.get('target') or b.get('name')}",
-            "language": f"answers mostly in {b.get('target')} (language share ≥ 0.5)",
-            "judge": "answers the judge labels as the persona",
-            "regex": "answers matching the pattern"}.get(metric, "answers showing the behavior")
+    what = what_counts(b)
     col_sampled, col_meter = st.columns(2)
     with col_sampled:
         st.subheader("Sampled")
         st.plotly_chart(eval_rate_figure(summ, what), width="stretch", key="ev_bars")
-        st.caption("Bars: k/n answers; error bars: Wilson 95% intervals.")
+        st.caption("Bars: answers showing it of those sampled (k/n); error bars: Wilson 95% "
+                   "intervals.")
         if metric == "language":
-            st.caption("Mean language share per model: " + ", ".join(
+            st.caption("Mean share of each answer's text in the target language: " + ", ".join(
                 f"{m}: {s:.3f}" for m, s in zip(summ["model"], summ["mean_score"])))
     with col_meter:
         eval_meter.meter_section(run, cfg)
     eval_meter.prefill_section(run)
-    st.dataframe(summ, hide_index=True, width="stretch")
+    st.dataframe(summary_frame(summ, metric), hide_index=True, width="stretch",
+                 key="ev_summary")
 
     tfig = eval_trajectory_figure(summ)
     if tfig is not None:
         st.subheader("Trajectory over checkpoints")
         st.plotly_chart(tfig, width="stretch", key="ev_traj")
 
-    with st.expander("Per prompt"):
+    with st.expander("Per prompt: share of answers showing it"):
         pp = run.per_prompt()
         st.dataframe(pp.pivot_table(index="prompt", columns="model", values="rate",
                                     sort=False), width="stretch")
@@ -223,9 +276,12 @@ with tab_results:
         sub = answers[answers["model"] == model]
         if only_hits:
             sub = sub[sub["hit"]]
-        with st.expander(f"{model} — {int(sub['hit'].sum())} of {len(sub)} shown answers hit"):
-            st.dataframe(sub[["prompt", "sample", "text", "score", "label", "hit"]],
-                         hide_index=True, width="stretch")
+        with st.expander(f"{model} — {int(sub['hit'].sum())} of {len(sub)} shown answers show "
+                         "the behavior"):
+            cols = ["prompt", "sample", "text", "score", "label", "hit"]
+            st.dataframe(sub[[c for c in cols if c != "label" or metric == "judge"]],
+                         hide_index=True, width="stretch",
+                         column_config=answers_config(metric))
 
     st.subheader("Export")
     e1, e2 = st.columns(2)

@@ -8,6 +8,7 @@ from lls.models import BUNDLED, ModelSpec
 from lls.scoring.transfer import (READING, aligned_weights, compare_runs, student_runs,
                           submit_student_scoring)
 from lls.jobs.resources import check_scoring_job
+from lls.core import glossary as G
 from ui import charts, common, job_cards
 
 st.set_page_config(page_title="Transfer · LLS Studio", layout="wide")
@@ -18,9 +19,11 @@ st.caption("Do the teacher's and the student's LLS weights agree on the same pai
 
 runs = common.finished_runs("No finished scoring run yet: score a dataset on the Setup page first.")
 
-labels = {r.key: common.run_label(r, with_model=True) for r in runs}
-key_a = st.selectbox("Teacher run (A)", list(labels), format_func=labels.get, key="tr_a")
-run_a = next(r for r in runs if r.key == key_a)
+labels = {r.key: common.run_label(r) for r in runs}
+by_key = {r.key: r for r in runs}
+key_a = st.selectbox("Teacher run (A)", list(labels), format_func=labels.get, key="tr_a",
+                     help=common.run_help(by_key.get(st.session_state.get("tr_a"), runs[0])))
+run_a = by_key[key_a]
 
 st.subheader("1 · Score the same pairs with the student")
 c1, c2 = st.columns([3, 1])
@@ -60,11 +63,14 @@ st.subheader("2 · Compare")
 others = student_runs(run_a, runs) or [run_a]
 labels_b = {r.key: labels[r.key] for r in others}
 key_b = st.selectbox("Student run (B): A's pairs and system prompt, another model",
-                     list(labels_b), format_func=labels_b.get, key="tr_b")
+                     list(labels_b), format_func=labels_b.get, key="tr_b",
+                     help=common.run_help(by_key.get(st.session_state.get("tr_b"), others[0])))
 if key_b == key_a:
     st.caption("No student run of these pairs yet (score one above), so A is compared with "
                "itself (correlation 1).")
-gamma = st.slider("gamma (top fraction selected)", 0.01, 0.5, 0.05, 0.01, key="tr_gamma")
+gamma = st.slider(G.GAMMA, 0.01, 0.5, 0.05, 0.01, key="tr_gamma",
+                  help="The top sets of both runs whose overlap is measured. "
+                       + G.TERMS["gamma"][1])
 
 try:
     res = compare_runs(key_a, key_b, gamma)
@@ -74,18 +80,23 @@ except LLSError as e:
     st.stop()
 
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Pearson", f"{res['pearson']:.3f}",
-          help=f"95% bootstrap CI {res['pearson_ci'][0]:.3f} … {res['pearson_ci'][1]:.3f}")
-m2.metric("Spearman", f"{res['spearman']:.3f}",
-          help=f"95% bootstrap CI {res['spearman_ci'][0]:.3f} … {res['spearman_ci'][1]:.3f}")
-m3.metric(f"|A∩B| / |A| (top {gamma:g})", f"{res['overlap_a']:.2f}",
-          help=f"{res['intersection']} of {res['selected_a']} selected pairs shared")
-m4.metric("Jaccard", f"{res['jaccard']:.2f}")
-st.caption(f"{res['n']} common pairs (A: {res['n_a']}, B: {res['n_b']}). CIs: Pearson "
-           f"[{res['pearson_ci'][0]:.3f}, {res['pearson_ci'][1]:.3f}], Spearman "
+m1.metric("Pearson r of the weights", f"{res['pearson']:.3f}",
+          help=f"95% bootstrap interval {res['pearson_ci'][0]:.3f} … "
+               f"{res['pearson_ci'][1]:.3f}")
+m2.metric("Spearman ρ (rank agreement)", f"{res['spearman']:.3f}",
+          help=f"95% bootstrap interval {res['spearman_ci'][0]:.3f} … "
+               f"{res['spearman_ci'][1]:.3f}")
+m3.metric(f"A's top {gamma:g} also in B's", f"{res['overlap_a']:.0%}",
+          help=f"{res['intersection']} of A's {res['selected_a']} selected pairs are in B's "
+               "selection too")
+m4.metric("Jaccard of the two top sets", f"{res['jaccard']:.2f}",
+          help="Pairs in both top sets ÷ pairs in either (1: the same pairs).")
+st.caption(f"{res['n']} pairs in both runs (A: {res['n_a']}, B: {res['n_b']}). 95% intervals: "
+           f"Pearson [{res['pearson_ci'][0]:.3f}, {res['pearson_ci'][1]:.3f}], Spearman "
            f"[{res['spearman_ci'][0]:.3f}, {res['spearman_ci'][1]:.3f}].")
 st.info(res["reading"])
 
-model_name = {k: labels[k].split(" · ")[1] for k in (key_a, key_b)}  # run_label(with_model)
+model_name = {k: (by_key[k].manifest.get("config") or {}).get("model", {}).get("name", "?")
+              for k in (key_a, key_b)}
 st.plotly_chart(charts.transfer_scatter(frame, model_name[key_a], model_name[key_b]),
-                use_container_width=True, key="tr_scatter")
+                width="stretch", key="tr_scatter")

@@ -6,12 +6,14 @@ import streamlit as st
 
 from lls import jobs, scoring
 from lls.core.errors import LLSError
+from lls.scoring import contrastive
 from lls.studies import study as S
 from lls.studies.export import report_html
 from lls.studies.runner import submit_study
 from lls.training.config import TrainConfig
-from ui import charts, job_cards
+from ui import charts, common, control_runs, job_cards
 from ui import studies as U
+from ui.glossary import glossary
 
 st.set_page_config(page_title="Studies · LLS Studio", layout="wide")
 st.title("Studies")
@@ -19,6 +21,7 @@ st.caption("A study sweeps selection and training settings over one scoring run.
            "trains an LLS adapter **and its same-size random twin** with the same recipe and "
            "seed, so its effect is paired: LLS − random on the same questions and responses. "
            "Cells run one at a time, paper recipe first; a stopped study resumes where it was.")
+glossary(*U.GLOSSARY_TERMS, note=U.STUDY_NOTE)
 
 # ------------------------------------------------------------------ 1. create or extend
 studies = S.list_studies()
@@ -28,11 +31,13 @@ with st.expander("Create a study, or extend one (finished cells are kept)",
     if not runs:
         st.info("No finished scoring run yet: score a dataset on the Setup page first.")
     else:
-        labels = {r.key: f"{r.manifest['config']['behavior'].get('name', '?')} · "
-                         f"{r.manifest.get('n_pairs', '?')} pairs · {r.key[:10]}" for r in runs}
+        labels = {r.key: common.run_label(r) for r in runs}
+        by_key = {r.key: r for r in runs}
         c1, c2 = st.columns(2)
         run_key = c1.selectbox("Scoring run", list(labels), format_func=labels.get,
-                               key="study_run")
+                               key="study_run",
+                               help=common.run_help(by_key.get(st.session_state.get(
+                                   "study_run"), runs[0])))
         name = c2.text_input("Study name", value="owl-sweep", key="study_name")
         st.caption("Comma-separated values per setting; a cell for every combination. "
                    "Choose one way to pick pairs: γ, a weight threshold, or a number of pairs.")
@@ -42,18 +47,28 @@ with st.expander("Create a study, or extend one (finished cells are kept)",
         others = S.teacher_candidates(run_key)
         teachers = st.multiselect(
             "Compare teachers: other scoring runs of the same pairs and behavior", others,
-            format_func=lambda k: f"{S.teacher_name(scoring.open_run(k))} · {k[:10]}",
+            format_func=lambda k: common.run_label(scoring.open_run(k)),
             key="study_teachers", help="Each teacher (another prompt, a trait adapter, a "
                                        "fine-tuned model) gets its own cells, each beside its "
                                        "own random twin and its own ceiling.")
         if teachers:
             grid_text["teacher"] = ",".join([run_key, *teachers])
-        control = c[1].text_input("Control run key (contrastive only)", "", key="study_control")
+        controls = contrastive.list_controls(by_key[run_key], runs=runs, strict=False)
+        ctl_names = {r.key: control_runs.control_label(by_key[run_key], r) for r in controls}
+        picked_ctl = c[1].multiselect(
+            "Control runs (ranking contrastive; several: a panel)", list(ctl_names),
+            format_func=ctl_names.get, key=f"study_control::{run_key}",
+            help="Runs of the same pairs with another system prompt; with several, their mean "
+                 "w is subtracted." if controls else
+                 "No control run of this scoring run yet: score one on the Explore page.")
+        control = ",".join(picked_ctl)
         c = st.columns(4)
-        batch = c[0].number_input("Batch size", 1, 512, TrainConfig().batch_size,
+        batch = c[0].number_input("Pairs per step (batch size)", 1, 512, TrainConfig().batch_size,
                                   key="study_batch")
-        questions = c[1].number_input("Sampled read-out: questions", 1, 32, 32, key="study_q")
-        samples = c[2].number_input("… answers per question", 1, 100, 8, key="study_n")
+        questions = c[1].number_input("Sampled read-outs: questions asked", 1, 32, 32,
+                                      key="study_q")
+        samples = c[2].number_input("Sampled read-outs: answers per question", 1, 100, 8,
+                                    key="study_n")
         per_epoch = c[3].number_input(
             "Meter read-outs per epoch", 1, 16, 2, key="study_per_epoch",
             help="Each read-out costs ~40 s on the bundled model; 1 reads the epoch ends only.")
@@ -88,8 +103,8 @@ st.query_params["study"] = pick
 study = S.open_study(pick)
 t = S.target(study)
 st.markdown(f"**Target**: {t['behavior']} · **model** {t['model']} · **data** `{t['data']}` "
-            f"({t['pairs']} scored pairs, run `{t['run'][:10]}`) · sampled read-outs: "
-            f"{', '.join(t['kinds'])}")
+            f"({t['pairs']} scored pairs) · sampled read-outs: {', '.join(t['kinds'])}",
+            help=f"The scoring run's key: `{t['run']}`.")
 if study.upgraded_from:
     st.info(f"Made by an older version ({study.upgraded_from}) of the studies: its cells are "
             "read again when the queue runs (finished adapters are reused, nothing retrains).")
@@ -123,7 +138,6 @@ names_ = U.READOUT_NAMES
 readout = st.radio("Paired read-out (LLS − random at each cell's last step)",
                    list(plan["paired_all"]), format_func=names_.get, horizontal=True,
                    key="study_readout")
-st.caption(U.GLOSSARY)
 axes = S.varying_axes(study.config) or ["gamma"]
 c1, c2 = st.columns(2)
 x = c1.selectbox("x axis", axes, format_func=U.axis_label, key="study_x")
@@ -193,9 +207,10 @@ elif best:
     e = best["effect"]
     corr = best["correction"]
     st.info(f"No cell beat its random twin: the largest paired effect ({best['label']}, step "
-            f"{best['step']}: {e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}], "
-            f"best of {best['n_compared']}): {best['why_not']}. (The verdict corrects for "
-            f"the search: {corr['method']} over N = {corr['n']} candidates.) There is "
+            f"{best['step']}: {e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}], the "
+            f"largest of {best['n_compared']} checkpoints compared): {best['why_not']}. (The "
+            f"verdict corrects for the search: {corr['method']} over N = {corr['n']} "
+            "candidates.) There is "
             "nothing to confirm yet.")
 hyg = S.hygiene(study)
 with st.expander("Data hygiene (what scoring kept and dropped)",

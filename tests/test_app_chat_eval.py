@@ -170,11 +170,14 @@ def test_evaluate_page_renders_results(tiny_eval):
     labels = [e.label for e in at.expander]
     assert any(lab.startswith("base —") for lab in labels)
     # the meter's table: base and base + system prompt, the latter with the higher LLR
-    meter = [d.value for d in at.dataframe if "llr" in d.value.columns]
+    llr = "likelihood ratio (nats/token) [95% interval]"
+    meter = [d.value for d in at.dataframe if llr in d.value.columns]
     assert len(meter) == 1
-    table = meter[0].set_index("label")
+    table = meter[0].set_index("model")
     assert list(table.index) == ["base", "base + system prompt"]
-    assert table.loc["base + system prompt", "llr"] > table.loc["base", "llr"]
+    value = {k: float(v.split(" [")[0]) for k, v in table[llr].items()}
+    assert value["base + system prompt"] > value["base"]
+    assert not [c for c in table.columns if "_" in c]  # no code names
     if device_count() == 1:  # no processes input, the accelerate command instead
         assert any("Multi-process launch needs N devices" in c.value for c in at.caption)
     else:

@@ -55,7 +55,7 @@ def test_explorer_ranks_by_the_chosen_weight(owl_control_runs, weights):
     assert at.selectbox(key=f"control_run::{target.key}").value == control.key
     radio = at.radio(key="rank_by")
     assert radio.value == "w_target" and len(radio.options) == 3
-    assert radio.options[2] == "w_contrastive = w_target − w_control"
+    assert radio.options[2] == "this run's w − the control's (contrastive)"
     at.slider(key="gamma").set_value(1.0).run()
     for column in ("w_target", "w_contrastive", "w_control"):
         _ok(at.radio(key="rank_by").set_value(column).run())
@@ -94,7 +94,8 @@ def test_contrastive_view_shows_overlap_and_correlations(owl_control_runs):
     assert _metric(at, "Spearman ρ") == f"{expect['spearman']:.3f}"
     # read-only tables carry no key in AppTest: find it by its columns
     comp = next(d.value for d in at.dataframe if "comparison" in d.value.columns)
-    assert list(comp["comparison"]) == ["w_target vs w_control", "w_target vs w_contrastive"]
+    assert list(comp["comparison"]) == ["this run's w vs the control's w",
+                                        "this run's w vs the difference"]
     other = compare_rankings(contrastive_frame(target, control), 0.25, "w_target",
                              "w_contrastive")
     assert comp["overlap"].tolist() == [expect["overlap"], other["overlap"]]

@@ -56,8 +56,8 @@ def _explorer(run) -> AppTest:
 def test_home_lists_runs(run):
     at = _ok(AppTest.from_file(APP, default_timeout=TIMEOUT).run())
     assert "Logit-Linear Selection" in at.markdown[0].value
-    runs = _table(at, "run")
-    assert run.key in set(runs["run"])
+    runs = _table(at, "key")  # the run's name in words, its key in the last column
+    assert run.key in set(runs["key"])
     # pick it: other tests' runs in a reused cache may be newer (the default pick)
     at.selectbox(key="home_pick").set_value(run.key).run()
     at.button(key="home_open").click().run()
@@ -70,7 +70,7 @@ def test_setup_renders_preview_and_row_count(run):
     assert len(_table(at, "turns")) == 5
     assert any("2312" in m.value for m in at.markdown)
     # the cached run is listed and can be reopened
-    assert run.key in set(_table(at, "run")["run"])
+    assert run.key in set(_table(at, "key")["key"])
 
 
 def test_setup_checks_every_row_and_blocks_a_bad_line_until_skipped(tmp_path):
@@ -224,17 +224,18 @@ def test_explorer_random_baseline_comparison_and_export(run):
     at = _explorer(run)
     at.slider(key="gamma").set_value(0.5).run()
     k = int(_metric(at, "selected pairs"))
-    at.segmented_control(key="view").set_value("Random baseline").run()
+    at.segmented_control(key="view").set_value("Random twin").run()
     _ok(at)
     rnd = at.dataframe(key="table-random").value
     assert len(rnd) == k and list(rnd["w"]) == sorted(rnd["w"], reverse=True)
     at.segmented_control(key="view").set_value("Comparison").run()
     _ok(at)
     stats = _table(at, "LLS selection")
-    assert list(stats.columns) == ["LLS selection", "Random baseline"]
-    assert stats.loc["pairs", "LLS selection"] == k == stats.loc["pairs", "Random baseline"]
+    assert list(stats.columns) == ["LLS selection", "Random twin"]
+    assert stats.loc["pairs", "LLS selection"] == k == stats.loc["pairs", "Random twin"]
     # LLS keeps the top of the ranking, so its mean w is at least the random subset's
-    assert stats.loc["mean w", "LLS selection"] >= stats.loc["mean w", "Random baseline"]
+    assert stats.loc["mean w (nats/token)", "LLS selection"] >= \
+        stats.loc["mean w (nats/token)", "Random twin"]
     at.segmented_control(key="view").set_value("LLS selection").run()
     assert at.get("download_button")[0].proto.label == f"Download {k} pairs"
 
@@ -253,7 +254,7 @@ def test_explorer_selects_what_training_keeps_at_gamma_007_n_100(session_cache):
     at.slider(key="gamma").set_value(0.07).run()
     assert _metric(at, "selected pairs") == "7"
     assert list(at.dataframe(key="table-lls").value["w"]) == list(frame["w"].iloc[keep])
-    at.segmented_control(key="view").set_value("Random baseline").run()
+    at.segmented_control(key="view").set_value("Random twin").run()
     rnd = selection_indices(frame, SelectionSpec(kind="random", gamma=0.07, seed=0))
     shown = at.dataframe(key="table-random").value["w"]
     assert sorted(shown) == sorted(frame["w"].iloc[rnd])
@@ -374,14 +375,14 @@ def test_explorer_random_baseline_of_a_sampled_run_is_the_twin_training_draws(se
     assert (run.frame()["w"] >= 0).all()
     at = _explorer(run)
     at.slider(key="gamma").set_value(0.5).run()
-    at.segmented_control(key="view").set_value("Random baseline").run()
+    at.segmented_control(key="view").set_value("Random twin").run()
     _ok(at)
     shown = at.dataframe(key="table-random").value["w"]
     assert (shown < 0).any() and (shown > 0).any()
     at.segmented_control(key="view").set_value("Comparison").run()
     _ok(at)
     stats = _table(at, "LLS selection")
-    assert stats.loc["share w > 0", "LLS selection"] == 1.0
-    assert 0.3 < stats.loc["share w > 0", "Random baseline"] < 0.7
+    assert stats.loc["share with w > 0", "LLS selection"] == 1.0
+    assert 0.3 < stats.loc["share with w > 0", "Random twin"] < 0.7
     hist = at.get("plotly_chart")[-1]
-    assert '"name":"Random baseline"' in hist.proto.spec
+    assert '"name":"Random twin"' in hist.proto.spec

@@ -60,7 +60,7 @@ def test_train_page_renders_runs_selection_adapters(run, adapter):
     assert any("**8** pairs selected of 24" in m.value for m in at.markdown)
     # every hyper-parameter is there with the paper's defaults
     values = {n.label: n.value for n in at.number_input}
-    assert values["DPO beta"] == 0.04 and values["Learning rate"] == 1e-4
+    assert values["DPO β"] == 0.04 and values["Learning rate"] == 1e-4
     assert values["LoRA rank"] == 64 and values["LoRA alpha"] == 128 and values["Epochs"] == 1.0
     # the adapters table lists the trained adapter with its path and final metrics
     table = next(d.value for d in at.dataframe if "adapter" in d.value.columns)
@@ -72,10 +72,18 @@ def test_train_page_renders_runs_selection_adapters(run, adapter):
     assert not any("No checkpoint evaluation" in c.value for c in at.caption)
     # the effect meter: curves and the last read-out of the adapter (step 3)
     assert not any("No effect-meter read-out" in c.value for c in at.caption)
-    meter = next(d.value for d in at.dataframe if "gap_closed" in d.value.columns)
+    meter = next(d.value for d in at.dataframe
+                 if "gap closed (likelihood ratio)" in d.value.columns)
     last = adapter.meter()[-1]
     row = meter[meter["model"] == "LLS"].iloc[0]
-    assert row["step"] == 3 and row["llr"] == last["llr"] and row["gap_closed"] == last["gap_closed"]
+    assert row["step"] == 3
+    assert row["likelihood ratio (nats/token) [95% interval]"] == (
+        f"{last['llr']:+.3f} [{last['llr_ci_low']:+.3f}, {last['llr_ci_high']:+.3f}]")
+    gap = row["gap closed (likelihood ratio)"]  # a share, or why it is undefined
+    if last.get("gap_closed_undefined"):
+        assert gap.startswith("undefined")
+    elif last.get("gap_closed") is not None:
+        assert gap.startswith(f"{100 * last['gap_closed']:.0f}%")
 
 
 @pytest.mark.slow
@@ -112,13 +120,13 @@ def test_contrastive_selection_on_the_train_page(run, bundled):
 def test_baseline_button_submits_a_cancellable_job(run, adapter):
     at = _page_with_selection(run)
     before = {j.id for j in jobs.list_jobs(kind="train")}
-    next(b for b in at.button if b.label.startswith("Train random baseline")).click()
+    next(b for b in at.button if b.label.startswith("Train its random twin")).click()
     _ok(at.run())
     new = [j for j in jobs.list_jobs(kind="train") if j.id not in before]
     assert len(new) == 1
     job = new[0]
     assert job.params["selection"] == "random" and job.params["baseline_of"]
-    assert any("Submitted baseline job" in s.value for s in at.success)
+    assert any("Submitted the random twin's job" in s.value for s in at.success)
     assert T.open_adapter(job.params["adapter_id"]).manifest["baseline_of"] == job.params["baseline_of"]
     jobs.cancel(job.id)
     assert jobs.wait(job.id, timeout=120).status == "cancelled"

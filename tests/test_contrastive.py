@@ -255,8 +255,8 @@ def test_top_gamma_sizes_equal_what_training_keeps_at_gamma_007_n_100():
     keep_x = _training_keeps(f, "w_contrastive", 0.07)
     counts = {t.name.rsplit(" (", 1)[0]: len(t.x) for t in weights_scatter(f, 0.07).data}
     assert counts["top γ by both"] == len(keep_t & keep_x)
-    assert counts["top γ by w_target only"] == len(keep_t - keep_x)
-    assert counts["top γ by w_contrastive only"] == len(keep_x - keep_t)
+    assert counts["top γ by this run's w only"] == len(keep_t - keep_x)
+    assert counts["top γ by the difference only"] == len(keep_x - keep_t)
     assert sum(counts.values()) == 100
 
 
@@ -280,8 +280,8 @@ def test_positive_only_caps_the_top_gamma_sets_like_training():
     counts = {t.name.rsplit(" (", 1)[0]: len(t.x) for t in weights_scatter(f, 0.5).data}
     keep_t = _training_keeps(f, "w_target", 0.5)
     keep_x = _training_keeps(f, "w_contrastive", 0.5)
-    assert counts["top γ by both"] + counts["top γ by w_target only"] == len(keep_t) == 3
-    assert counts["top γ by both"] + counts["top γ by w_contrastive only"] == len(keep_x)
+    assert counts["top γ by both"] + counts["top γ by this run's w only"] == len(keep_t) == 3
+    assert counts["top γ by both"] + counts["top γ by the difference only"] == len(keep_x)
 
 
 def test_a_panel_of_controls_subtracts_their_mean_weight():

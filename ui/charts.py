@@ -15,9 +15,9 @@ SCATTER_POINTS = 20_000  # points drawn in the w_target vs w_control scatter (se
 # (column, CI low, CI high, level key in a read-out, title)
 METER_PANELS = (
     ("llr", "llr_ci_low", "llr_ci_high", ("llr", "value"),
-     "Behavior likelihood ratio (nats/token)"),
+     "Likelihood ratio (nats/token)"),
     ("margin", "margin_ci_low", "margin_ci_high", ("probe", "mean_margin"),
-     "Probe: target margin over best alternative (nats)"),
+     "Margin: target over the best other answer (nats)"),
 )
 
 
@@ -50,7 +50,7 @@ def w_histogram(counts: np.ndarray, edges: np.ndarray, cutoff: float | None,
         fig.add_vline(x=cutoff, line_color="#dc2626", line_width=2,
                       annotation_text=f"cutoff {cutoff:.4f}", annotation_position="top right")
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30 if title else 10, b=10),
-                      title=title or None, xaxis_title="w", yaxis_title="pairs",
+                      title=title or None, xaxis_title="w (nats/token)", yaxis_title="pairs",
                       bargap=0, showlegend=False)
     return fig
 
@@ -62,7 +62,7 @@ def subsets_histogram(weights: dict[str, np.ndarray]) -> go.Figure:
     for name, w in weights.items():
         fig.add_histogram(x=np.asarray(w), name=name, opacity=0.6, nbinsx=40)
     fig.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="w", yaxis_title="pairs")
+                      xaxis_title="w (nats/token)", yaxis_title="pairs")
     return fig
 
 
@@ -80,8 +80,8 @@ def weights_scatter(frame: pd.DataFrame, gamma: float, positive_only: bool = Tru
     in_t[selection_indices(Ranking(x), cfg)] = True
     in_c[selection_indices(Ranking(frame["w_contrastive"].to_numpy()), cfg)] = True
     groups = [("top γ by both", in_t & in_c, "#7c3aed"),
-              ("top γ by w_target only", in_t & ~in_c, "#2563eb"),
-              ("top γ by w_contrastive only", ~in_t & in_c, "#dc2626"),
+              ("top γ by this run's w only", in_t & ~in_c, "#2563eb"),
+              ("top γ by the difference only", ~in_t & in_c, "#dc2626"),
               ("other pairs", ~in_t & ~in_c, "#9ca3af")]
     rest = np.flatnonzero(~in_t & ~in_c)
     budget = max(max_points - int((in_t | in_c).sum()), 0)
@@ -96,14 +96,15 @@ def weights_scatter(frame: pd.DataFrame, gamma: float, positive_only: bool = Tru
             x=x[mask], y=y[mask], mode="markers", name=f"{name} ({int(mask.sum())})",
             marker=dict(color=color, size=5 if name.startswith("other") else 7, opacity=0.7),
             customdata=ids[mask],
-            hovertemplate="%{customdata}<br>w_target %{x:.4f}<br>w_control %{y:.4f}"
+            hovertemplate="%{customdata}<br>w, this run %{x:.4f}<br>w, control %{y:.4f}"
                           "<extra></extra>"))
     if n:
         lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
         fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi,
                       line=dict(color="#6b7280", dash="dot"))
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="w_target", yaxis_title="w_control",
+                      xaxis_title="w of this run (nats/token)",
+                      yaxis_title="w of the control run (nats/token)",
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
@@ -115,7 +116,8 @@ def transfer_scatter(frame: pd.DataFrame, label_a: str, label_b: str) -> go.Figu
         text=[f"{i}<br>+ {c[:60]}<br>− {r[:60]}" for i, c, r in
               zip(frame["id"], frame["chosen"], frame["rejected"])],
         hovertemplate="%{text}<br>w_A %{x:.4f}, w_B %{y:.4f}<extra></extra>"))
-    fig.update_layout(xaxis_title=f"w (A: {label_a})", yaxis_title=f"w (B: {label_b})",
+    fig.update_layout(xaxis_title=f"w, teacher run A: {label_a} (nats/token)",
+                      yaxis_title=f"w, student run B: {label_b} (nats/token)",
                       height=480)
     return fig
 
@@ -154,26 +156,9 @@ def meter_curves(series: list[tuple[str, str, list[dict]]], levels: dict | None)
     return fig
 
 
-def meter_table(series: list[tuple[str, list[dict]]]) -> pd.DataFrame:
-    """The last read-out of each series as one row (value, CI, difference to base, gap)."""
-    cols = ["step", "llr", "llr_ci_low", "llr_ci_high", "llr_diff", "llr_diff_ci_low",
-            "llr_diff_ci_high", "gap_closed", "margin", "margin_diff", "margin_diff_ci_low",
-            "margin_diff_ci_high", "top1_share"]
-    out = []
-    for name, rows in series:
-        if rows:
-            last = rows[-1]
-            row = {"model": name, **{c: last.get(c) for c in cols}}
-            # the one gap closed, in words: undefined is never printed as a share
-            g = last.get("gap_closed")
-            row["gap_closed"] = GAP_UNDEFINED if last.get("gap_closed_undefined") else \
-                "" if g is None else f"{100 * g:.0f}%"
-            out.append(row)
-    return pd.DataFrame(out)
-
-
-TRAIN_PANELS = (("loss", "DPO loss"), ("rewards/margins", "Reward margin"),
-                ("rewards/accuracies", "Reward accuracy"))
+TRAIN_PANELS = (("loss", "DPO loss"),
+                ("rewards/margins", "DPO reward margin (chosen − rejected)"),
+                ("rewards/accuracies", "Pairs with chosen ahead (share)"))
 
 
 def training_curves(series: list[tuple[str, str, list[dict]]]) -> go.Figure | None:
@@ -210,8 +195,10 @@ def eval_trajectory(series: list[tuple[str, str, list[dict]]]) -> go.Figure | No
                      "arrayminus": ev["rate"] - ev["ci_low"]}))
     if not fig.data:
         return None
-    fig.update_layout(height=300, margin={"t": 40, "b": 30}, yaxis_title="behavior rate",
-                      xaxis_title="step", title="Sampled effect per checkpoint (95% CI)")
+    fig.update_layout(height=300, margin={"t": 40, "b": 30},
+                      yaxis_title="share of answers showing it",
+                      xaxis_title="step", title="Sampled evaluation per checkpoint (95% "
+                                                "interval)")
     return fig
 
 
@@ -245,7 +232,7 @@ def eval_meter_figure(table: pd.DataFrame) -> go.Figure:
                "likelihood ratio (nats/token)")]
     if "margin" in table.columns and table["margin"].notna().any():
         panels.append(("margin", "margin_ci_low", "margin_ci_high", "margin_gap_closed",
-                       "probe margin (nats)"))
+                       "margin (nats)"))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[-1] for p in panels])
     colors = [EVAL_COLORS.get(k, "#555") for k in table["kind"]]
     for col, (key, lo, hi, gap, _) in enumerate(panels, start=1):
@@ -289,7 +276,8 @@ def eval_trajectory_figure(summ: pd.DataFrame) -> go.Figure | None:
         if not ref.empty:
             fig.add_hline(y=float(ref["rate"].iloc[0]), line_dash=dash,
                           annotation_text=str(ref["model"].iloc[0]))
-    fig.update_layout(xaxis_title="training step", yaxis_title="rate", height=380)
+    fig.update_layout(xaxis_title="training step", yaxis_title="share of answers showing it",
+                      height=380)
     return fig
 
 

@@ -11,7 +11,7 @@ from lls.evaluation.prefill import prefill_applies, readout_candidates
 from lls.models import BUNDLED
 from lls.models.generation import adapter_label
 from ui.charts import lens_bars
-from ui.common import as_text
+from ui.common import as_text, behavior_id, behavior_text
 
 BEGUN_NOTE = "The bold beginning of each reply was given; the models wrote the rest."
 
@@ -27,7 +27,10 @@ def apply_handoff() -> None:
     st.session_state["chat_adapters"] = []
     st.session_state["chat_model"] = handed["model"]
     st.session_state["chat_study"] = {k: handed.get(k) for k in ("study", "cell", "step")}
-    if handed["behavior_label"] in behaviors.PRESETS:
+    if handed.get("behavior"):  # the study's behavior, a preset or the one its run scored
+        st.session_state["chat_behavior"] = behavior_id(
+            behaviors.Behavior.from_dict(handed["behavior"]))
+    elif handed.get("behavior_label") in behaviors.PRESETS:
         st.session_state["chat_behavior"] = handed["behavior_label"]
         # the study teacher's own prompt (e.g. another wording of the preset's)
         st.session_state[f"chat_system_{handed['behavior_label']}"] = handed["system_prompt"]
@@ -75,9 +78,8 @@ def reply_markdown(text: str, start: str = "") -> str:
     return as_text(text) if text else "_(empty answer)_"
 
 
-def lens_words(preset: str) -> list[str]:
+def lens_words(b: behaviors.Behavior) -> list[str]:
     """The behavior's candidate next words for the lens (target first); [] if it has none."""
-    b = behaviors.PRESETS[preset]
     return list(readout_candidates(b)) if prefill_applies(b, "") else []
 
 
@@ -106,8 +108,8 @@ def trait_options() -> dict[str, str]:
         if m.get("status") == "done":
             b = ((m.get("config") or {}).get("behavior") or {})
             lens = (m.get("strength_after") or {}).get("teacher_lens")
-            out[f"teacher: {b.get('kind', '?')}:{b.get('name', '?')} trait adapter "
-                f"{m['key'][:8]}" + (f" (names it {lens:.0%})" if lens is not None else "")] = \
-                m["adapter"]
+            out[f"teacher: {behavior_text(b)} trait adapter, {(m.get('created') or '')[:10]}"
+                + (f" (names it {lens:.0%})" if lens is not None else "")
+                + f" · {m['key'][:6]}"] = m["adapter"]
     return out
 

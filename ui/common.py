@@ -1,9 +1,12 @@
-"""Run pickers, labels and navigation shared by the dashboard pages.
+"""Run pickers, run and behavior names, and navigation shared by the dashboard pages.
 
-Only rendering and state live in `ui`; every computation is a call into `lls`. The other ui
-modules: `job_cards` (background job progress), `data_source` (Setup's data inputs),
-`explorer` (a run's frame, tables, export), `examples` (one pair and its per-token view),
-`contrastive` (target vs control runs), `charts` (plotly figures).
+A run is named in words everywhere (`run_name`: data, behavior, teacher, model, date); its
+key, what the command line takes, is in the picker's tooltip (`run_help`) and the runs
+table's last column. Only rendering and state live in `ui`; every computation is a call into
+`lls`. The other ui modules: `job_cards` (background job progress), `data_source` (Setup's
+data inputs), `explorer` (a run's frame, tables, export), `examples` (one pair and its
+per-token view), `control_runs` (target vs control runs), `charts` (plotly figures),
+`glossary` (what the words mean).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from lls import scoring
+from lls.core import behaviors
 from lls.core.errors import LLSError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,39 +93,147 @@ def finished_runs(empty_hint: str, setup_link: bool = False) -> list[scoring.Sco
     return runs
 
 
-def run_label(run: scoring.ScoreRun, with_model: bool = False) -> str:
-    """One line naming a run: key, (teacher,) behavior, data file, pairs, state (a dead
-    owner's run reads "interrupted", as in the runs table)."""
+def behavior_text(b: behaviors.Behavior | dict | None) -> str:
+    """A behavior in words: "animal: owl", "translation: French", "persona: evil ruler",
+    "custom: NAME"."""
+    d = b.to_dict() if isinstance(b, behaviors.Behavior) else (b or {})
+    kind, name = d.get("kind", "?"), str(d.get("name", "?"))
+    if kind == "translation":
+        name = behaviors.LANGUAGES.get(d.get("target") or name, name)
+    return f"{kind}: {name.replace('-', ' ') if kind == 'persona' else name}"
+
+
+def behavior_id(b: behaviors.Behavior) -> str:
+    """The option id of a behavior: a preset's label ("animal:owl") when it is that preset,
+    else the label and its fingerprint (an edited prompt, other filter words, a custom one)."""
+    preset = behaviors.PRESETS.get(b.label())
+    if preset is not None and preset.fingerprint() == b.fingerprint():
+        return b.label()
+    return f"{b.label()}#{b.fingerprint()[:8]}"
+
+
+def behavior_options() -> dict[str, behaviors.Behavior]:
+    """Every behavior to offer (Chat, Evaluate): the presets, then every behavior a cached
+    scoring run was scored for (custom ones included), by `behavior_id`."""
+    out = {k: b for k, b in behaviors.PRESETS.items()}
+    try:
+        scored = scoring.scored_behaviors()
+    except LLSError:
+        scored = []
+    for b in scored:
+        out.setdefault(behavior_id(b), b)
+    return out
+
+
+def behavior_option_text(options: dict[str, behaviors.Behavior]):
+    """format_func of a behavior picker: the behavior in words, and the start of its system
+    prompt when it is not a preset's."""
+    def text(key: str) -> str:
+        b = options[key]
+        if key in behaviors.PRESETS:
+            return behavior_text(b)
+        prompt = " ".join(b.system_prompt.split())
+        return (f"{behavior_text(b)} (scored run) · “{prompt[:40]}"
+                f"{'…' if len(prompt) > 40 else ''}”")
+    return text
+
+
+def behavior_picker(key: str) -> tuple[str, behaviors.Behavior]:
+    """The "Target behavior" picker (Chat, Evaluate): the presets, then every behavior a
+    cached run was scored for; returns (its id, the behavior)."""
+    known = behavior_options()
+    if st.session_state.get(key) not in known:
+        st.session_state.pop(key, None)  # a run deleted since, or a study's gone behavior
+    pick = st.selectbox("Target behavior", list(known), key=key,
+                        format_func=behavior_option_text(known),
+                        help="The presets, then every behavior a scoring run in the cache was "
+                             "scored for (custom ones included).")
+    return pick, known[pick]
+
+
+def _data_name(cfg: dict) -> str:
+    """The data a run scored, in a few words: the file's name without its extensions, the hub
+    name, or the prompt sources of sampled pairs."""
+    def short(name: str) -> str:
+        if "/" in name and not Path(name).suffix:
+            return name  # a hub dataset
+        name = Path(name).name
+        for ext in (".gz", ".jsonl", ".json", ".csv", ".parquet", ".ndjson", ".txt"):
+            name = name.removesuffix(ext)
+        return name
+    sampling = cfg.get("sampling")
+    if sampling:
+        names = [short(s.get("path", "?")) for s in sampling.get("sources", [])]
+        return "model's answers to " + " + ".join(names or ["?"])
+    return short((cfg.get("data") or {}).get("path", "?"))
+
+
+def _teacher_text(cfg: dict) -> str:
+    """`lls.scoring.describe_teacher` (short) of a manifest's config; what the config says
+    when it cannot be rebuilt (e.g. the teacher adapter was deleted since)."""
+    try:
+        return scoring.describe_teacher(scoring.ScoreConfig.from_dict(cfg), short=True)
+    except (LLSError, KeyError, TypeError):
+        t = cfg.get("teacher") or {}
+        return f"{t.get('kind')} {Path(t.get('path') or '?').name}" if t else "system prompt"
+
+
+def _date(stamp: str | None) -> str:
+    return (stamp or "?")[:16].replace("T", " ")
+
+
+def run_name(run: scoring.ScoreRun) -> str:
+    """A run's name in words: data · behavior · teacher · model · date it was created."""
     m = run.manifest
     cfg = m.get("config") or {}
-    beh = cfg.get("behavior") or {}
-    data = Path((cfg.get("data") or {}).get("path", "?")).name
-    n = m.get("n_pairs")
     model = (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1]
-    neutral = cfg.get("neutral", "template")
-    return (f"{run.key[:10]} · " + (f"{model} · " if with_model else "")
-            + f"{beh.get('kind', '?')}:{beh.get('name', '?')} · {data} · "
-            + ("neutral: empty system turn · " if neutral != "template" else "")
-            + f"{n if n is not None else '?'} pairs · {scoring.run_status(run)['state']}")
+    return (f"{_data_name(cfg)} · {behavior_text(cfg.get('behavior'))} · "
+            f"teacher: {_teacher_text(cfg)} · {Path(model).name or model} · "
+            f"{_date(m.get('created'))}")
+
+
+def run_label(run: scoring.ScoreRun) -> str:
+    """One line naming a run in pickers: its name, pairs, and its state when not finished
+    (a dead owner's run reads "interrupted", as in the runs table). The key goes in the
+    picker's tooltip (`run_help`)."""
+    n = run.manifest.get("n_pairs")
+    state = scoring.run_status(run)["state"]
+    return (f"{run_name(run)} · {f'{n:,}' if n is not None else '?'} pairs"
+            + ("" if state == "complete" else f" · {state}"))
+
+
+def run_help(run: scoring.ScoreRun | None, what: str = "run") -> str | None:
+    """The tooltip of a run picker: the picked run's key, as the command line takes it."""
+    if run is None:
+        return None
+    return (f"The {what}'s key: `{run.key}` (`python -m lls select --run {run.key[:10]}` "
+            "and every other command take it, or its first characters).")
+
+
+RUNS_TABLE_CONFIG = {
+    "key": st.column_config.TextColumn(
+        "key", help="The run's key: what `python -m lls ... --run KEY` takes (a unique "
+                    "prefix is enough)."),
+    "tokens read": st.column_config.NumberColumn(
+        "tokens read per response", help="Responses were scored on their first N tokens "
+                                         "(empty: whole responses)."),
+}
 
 
 def runs_frame(runs: list[scoring.ScoreRun]) -> pd.DataFrame:
-    """One row per cached run, for display: its state (running, complete, failed,
-    interrupted, ...) and, for a failed or interrupted run, why."""
+    """One row per cached run, for display: its name, state (running, complete, failed,
+    interrupted, ...) and, for a failed or interrupted run, why; its key last."""
     rows = []
     for r in runs:
         m = r.manifest
         cfg = m.get("config") or {}
-        beh = cfg.get("behavior") or {}
         st_ = scoring.run_status(r)
         rows.append({
-            "run": r.key, "state": st_["state"], "pairs": m.get("n_pairs"),
-            "behavior": f"{beh.get('kind', '?')}:{beh.get('name', '?')}",
-            "data": Path((cfg.get("data") or {}).get("path", "?")).name,
-            "model": (cfg.get("model") or {}).get("name", "?").split(":", 1)[-1],
+            "run": run_name(r), "state": st_["state"], "pairs": m.get("n_pairs"),
+            "tokens read": cfg.get("truncation"),
+            "without the system prompt": NEUTRAL_TEXT.get(cfg.get("neutral", "template")),
             "precision": st_["precision"],
-            "truncation": cfg.get("truncation"), "neutral": cfg.get("neutral", "template"),
-            "created": m.get("created"), "error": st_["error"] or "",
+            "error": st_["error"] or "", "key": r.key,
         })
     return pd.DataFrame(rows)
 
@@ -150,12 +262,18 @@ def precision_select(col, label: str, key: str, follow: str | None = None) -> st
     return ("auto" if follow else None) if pick == "auto" else pick
 
 
+NEUTRAL_TEXT = {"template": "the conversation as given",
+                "empty": "an empty system turn"}
+
+
 def manage_runs(runs: list[scoring.ScoreRun]) -> None:
     """Resume an unfinished run (its own config, as a background job) or delete a run."""
     label_of = {r.key: run_label(r) for r in runs}
     c1, c2, c3 = st.columns([4, 1, 1])
+    picked = st.session_state.get("manage_run_pick")
     key = c1.selectbox("Manage a run", list(label_of), format_func=label_of.get,
-                       key="manage_run_pick")
+                       key="manage_run_pick",
+                       help=run_help(next((r for r in runs if r.key == picked), runs[0])))
     run = next(r for r in runs if r.key == key)
     state = scoring.run_status(run)["state"]
     if state in ("failed", "interrupted", "cancelled", "partial") and \
@@ -163,7 +281,8 @@ def manage_runs(runs: list[scoring.ScoreRun]) -> None:
         try:
             cfg = scoring.ScoreConfig.from_dict(run.manifest["config"])
             job, _ = scoring.submit_scoring(cfg)
-            st.toast(f"Resuming {key[:10]} (job {job.id})." if job else "Already complete.")
+            st.toast(f"Resuming {run_name(run)} (job {job.id})." if job else
+                     "Already complete.")
         except LLSError as e:
             st.error(str(e))
     if c3.button("Delete", key="manage_delete"):

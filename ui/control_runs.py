@@ -13,9 +13,9 @@ from ui.explorer import (TABLE_CONFIG, TABLE_ROWS, ExplorerData, explorer_data, 
                          table_view)
 from ui.job_cards import progress_text
 
-RANK_COLUMNS = {"w_target": "w_target (LLS: the target run's w)",
-                "w_control": "w_control (the control run's w)",
-                "w_contrastive": "w_contrastive = w_target − w_control"}
+RANK_COLUMNS = {"w_target": "this run's w (plain LLS)",
+                "w_control": "the control run's w",
+                "w_contrastive": "this run's w − the control's (contrastive)"}
 
 
 def control_candidates(target: scoring.ScoreRun,
@@ -26,12 +26,14 @@ def control_candidates(target: scoring.ScoreRun,
 
 
 def control_label(target: scoring.ScoreRun, control: scoring.ScoreRun) -> str:
-    """One line naming a control run: key, its system prompt, whether it is strict."""
+    """One line naming a control run: its system prompt, when it was made, whether it is
+    strict (the key is in the picker's tooltip, `ui.common.run_help`)."""
     m = control.manifest
-    prompt = ((m.get("config") or {}).get("behavior") or {}).get("system_prompt", "")
+    prompt = " ".join(((m.get("config") or {}).get("behavior") or {}).get("system_prompt",
+                                                                         "").split())
     short = prompt if len(prompt) <= 70 else prompt[:67] + "…"
     strict = contrastive.is_control_of(target.manifest, m, strict=True)
-    return (f"{control.key[:10]} · “{short}”"
+    return (f"“{short}” · {(m.get('created') or '?')[:16].replace('T', ' ')}"
             + ("" if strict else " · other filter: shared pairs only"))
 
 
@@ -76,10 +78,10 @@ def weights_table_view(data: ExplorerData, indices, search: str = "",
 
 WEIGHTS_TABLE_CONFIG = {
     **TABLE_CONFIG,
-    "w": st.column_config.NumberColumn("w (ranked by)", format="%.5f"),
-    "w_target": st.column_config.NumberColumn("w_target", format="%.5f"),
-    "w_control": st.column_config.NumberColumn("w_control", format="%.5f"),
-    "w_contrastive": st.column_config.NumberColumn("w_contrastive", format="%.5f"),
+    "w": st.column_config.NumberColumn("w ranked by (nats/token)", format="%.5f"),
+    "w_target": st.column_config.NumberColumn("w, this run", format="%.5f"),
+    "w_control": st.column_config.NumberColumn("w, control", format="%.5f"),
+    "w_contrastive": st.column_config.NumberColumn("w − control's w", format="%.5f"),
 }
 
 
@@ -91,8 +93,10 @@ def ranking_comparison(target_key: str, target_updated: str | None, control_key:
     system prompts agree) and w_target vs w_contrastive (how much the control changes the
     selection)."""
     frame = contrastive_frame(target_key, target_updated, control_key, control_updated)
-    return [{"comparison": f"{a} vs {b}", **contrastive.compare_rankings(frame, gamma, a, b,
-                                                  positive_only=positive_only)}
+    names = {"w_target": "this run's w", "w_control": "the control's w",
+             "w_contrastive": "the difference"}
+    return [{"comparison": f"{names[a]} vs {names[b]}",
+             **contrastive.compare_rankings(frame, gamma, a, b, positive_only=positive_only)}
             for a, b in (("w_target", "w_control"), ("w_target", "w_contrastive"))]
 
 

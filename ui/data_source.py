@@ -41,6 +41,10 @@ def columns_from_error(message: str) -> list[str]:
 
 
 SAMPLED = "Sampled pairs (the model's own answers)"
+FIRST_RUN_PAIRS = 200
+FIRST_RUN_HELP = (f"A short first run: scoring stops after {FIRST_RUN_PAIRS} clean pairs (or "
+                  "the limit below, if smaller), a few minutes on the bundled model instead "
+                  "of half an hour for the whole bundled file. Turn it off to score everything.")
 SOURCES = ["Local path", "Upload a file", "Hub preset", "Hub dataset name", SAMPLED]
 
 
@@ -60,8 +64,12 @@ def data_section(default_path: str, shared: Path) -> DataChoice:
     if path == SAMPLED:
         sampling = sampled_source.sampled_source(shared)
         return DataChoice(sampling=sampling, ok=sampling is not None)
+    first = st.toggle(f"First run: score at most {FIRST_RUN_PAIRS} pairs", value=True,
+                      key="first_run", help=FIRST_RUN_HELP)
     limit = st.number_input("Limit: stop after this many clean pairs (0 = the whole dataset)",
                             min_value=0, value=0, step=1, key="data_limit")
+    if first:
+        limit = min(int(limit) or FIRST_RUN_PAIRS, FIRST_RUN_PAIRS)
     mapping = st.session_state.get("column_map")
     columns = shape = None
     if mapping and mapping.get("path") == path:
@@ -93,7 +101,8 @@ def data_section(default_path: str, shared: Path) -> DataChoice:
         with st.spinner("Reading a preview…"):
             rows = lls_data.preview(spec, n=5)
         if limit:
-            st.caption(f"Scoring stops after {int(limit)} clean pairs.")
+            st.caption(f"Scoring stops after {int(limit)} clean pairs"
+                       + (" (first run)." if first else "."))
         st.dataframe([{"id": p.id, "turns": len(p.prompt),
                        "prompt (last turn)": p.prompt[-1]["content"][:200] if p.prompt else "",
                        "chosen": p.chosen[:200], "rejected": p.rejected[:200]} for p in rows],
@@ -117,8 +126,8 @@ def pick_source(default_path: str = "") -> tuple[str | None, str, str | None]:
         path = SAMPLED
     elif source == "Local path":
         path = st.text_input("Local file (jsonl / json / csv / parquet, optionally .gz) or a "
-                             "save_to_disk folder", value=default_path,
-                             key="data_path").strip() or None
+                             "dataset folder saved by the datasets library",
+                             value=default_path, key="data_path").strip() or None
     elif source == "Upload a file":
         up = st.file_uploader("Preference data file", key="data_upload",
                               type=["jsonl", "json", "csv", "parquet", "gz", "ndjson"])
@@ -138,8 +147,9 @@ def pick_source(default_path: str = "") -> tuple[str | None, str, str | None]:
         c1, c2 = st.columns(2)
         split = c1.text_input("Split", value=default_split,
                               key=f"hub_split::{source}").strip() or "train"
-        subset = c2.text_input("Subset / data_dir (optional)",
-                               key=f"hub_subset::{source}").strip() or None
+        subset = c2.text_input("Subset: the dataset's data folder or configuration (optional)",
+                               key=f"hub_subset::{source}",
+                               help="e.g. harmless-base for Anthropic/hh-rlhf").strip() or None
         path = name or None
     return path, split, subset
 

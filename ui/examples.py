@@ -61,17 +61,21 @@ def render_attribution(att: dict, highlight: dict | None = None) -> None:
                f"{scale:.3f} nats.")
     c1, c2 = st.columns(2)
     with c1:
-        st.markdown(f"**Chosen** · {att['n_c']} tokens · Σ delta = {att['sum_chosen']:+.3f}")
+        st.markdown(f"**Chosen** · {att['n_c']} tokens · Σ delta = {att['sum_chosen']:+.3f} "
+                    "nats")
         st.markdown(tokens_html(att["chosen"], scale, highlight.get("chosen", ())),
                     unsafe_allow_html=True)
     with c2:
-        st.markdown(f"**Rejected** · {att['n_r']} tokens · Σ delta = {att['sum_rejected']:+.3f}")
+        st.markdown(f"**Rejected** · {att['n_r']} tokens · Σ delta = "
+                    f"{att['sum_rejected']:+.3f} nats")
         st.markdown(tokens_html(att["rejected"], scale, highlight.get("rejected", ())),
                     unsafe_allow_html=True)
-    st.markdown(f"w = (Σ chosen − Σ rejected) / (n_c + n_r) = **{att['w']:.5f}**")
+    st.markdown(f"w = (Σ chosen − Σ rejected) / (chosen tokens + rejected tokens) = "
+                f"**{att['w']:.5f}** nats/token")
     top = sorted(((t[3], t[0], side) for side in ("chosen", "rejected") for t in att[side]),
                  key=lambda x: -abs(x[0]))[:10]
-    st.dataframe(pd.DataFrame([{"token": repr(t), "response": side, "delta": d}
+    st.dataframe(pd.DataFrame([{"token": repr(t), "response": side,
+                                "change in log P (nats)": d}
                                for d, t, side in top]), hide_index=True)
 
 
@@ -80,11 +84,13 @@ def render_example(data: ExplorerData, index: int, key_prefix: str) -> None:
     row = data.frame.iloc[int(index)]
     st.markdown(f"#### Example `{row['id']}` · w = {row['w']:.5f}")
     cols = st.columns(5)
-    cols[0].metric("w", f"{row['w']:.5f}")
-    cols[1].metric("log P(c|s,p)", f"{row['lc_s']:.2f}")
-    cols[2].metric("log P(r|s,p)", f"{row['lr_s']:.2f}")
-    cols[3].metric("log P(c|p)", f"{row['lc']:.2f}")
-    cols[4].metric("log P(r|p)", f"{row['lr']:.2f}")
+    cols[0].metric("w (nats/token)", f"{row['w']:.5f}")
+    cols[1].metric("chosen: log P with prompt", f"{row['lc_s']:.2f}",
+                   help="log-probability of the whole scored chosen response (nats) with the "
+                        "system prompt")
+    cols[2].metric("rejected: log P with prompt", f"{row['lr_s']:.2f}")
+    cols[3].metric("chosen: log P without", f"{row['lc']:.2f}")
+    cols[4].metric("rejected: log P without", f"{row['lr']:.2f}")
     try:
         msgs = json.loads(row["prompt"])
     except ValueError:

@@ -117,15 +117,24 @@ def table_view(data: ExplorerData, indices: np.ndarray, search: str = "",
     return view, top, total
 
 
+# log P columns: the whole scored response, summed over its tokens (nats)
+LOGP_HELP = ("log-probability of the whole scored response (nats), {} the system prompt; "
+             "w compares the change in chosen with the change in rejected, per token")
 TABLE_CONFIG = {
-    "w": st.column_config.NumberColumn("w", format="%.5f"),
-    "lc_s": st.column_config.NumberColumn("log P(c|s,p)", format="%.2f"),
-    "lr_s": st.column_config.NumberColumn("log P(r|s,p)", format="%.2f"),
-    "lc": st.column_config.NumberColumn("log P(c|p)", format="%.2f"),
-    "lr": st.column_config.NumberColumn("log P(r|p)", format="%.2f"),
+    "w": st.column_config.NumberColumn("w (nats/token)", format="%.5f",
+                                       help="How much the trait favours chosen over "
+                                            "rejected, per token (see the glossary below)."),
+    "lc_s": st.column_config.NumberColumn("chosen: log P with prompt", format="%.2f",
+                                          help=LOGP_HELP.format("with")),
+    "lr_s": st.column_config.NumberColumn("rejected: log P with prompt", format="%.2f",
+                                          help=LOGP_HELP.format("with")),
+    "lc": st.column_config.NumberColumn("chosen: log P without", format="%.2f",
+                                        help=LOGP_HELP.format("without")),
+    "lr": st.column_config.NumberColumn("rejected: log P without", format="%.2f",
+                                        help=LOGP_HELP.format("without")),
     "prompt": st.column_config.TextColumn("prompt (last user turn)", width="medium"),
-    "chosen": st.column_config.TextColumn("chosen (scored)", width="medium"),
-    "rejected": st.column_config.TextColumn("rejected (scored)", width="medium"),
+    "chosen": st.column_config.TextColumn("chosen (as scored)", width="medium"),
+    "rejected": st.column_config.TextColumn("rejected (as scored)", width="medium"),
 }
 
 
@@ -137,15 +146,16 @@ def subset_stats(data: ExplorerData, idx: np.ndarray) -> dict:
         return {"pairs": 0}
     w = data.ranking.w[idx]
     return {
-        "pairs": len(idx), "mean w": float(w.mean()), "median w": float(np.median(w)),
-        "share w > 0": float((w > 0).mean()),
-        "mean chosen tokens (n_c)": float(f["n_c"].to_numpy()[idx].mean()),
-        "mean rejected tokens (n_r)": float(f["n_r"].to_numpy()[idx].mean()),
-        "mean prompt tokens": float(f["prompt_tokens"].to_numpy()[idx].mean()),
-        "mean chosen − rejected tokens": float((f["n_c"].to_numpy()[idx]
-                                                 - f["n_r"].to_numpy()[idx]).mean()),
-        "mean log P(c|p) − log P(r|p)": float((f["lc"].to_numpy()[idx]
-                                                - f["lr"].to_numpy()[idx]).mean()),
+        "pairs": len(idx), "mean w (nats/token)": float(w.mean()),
+        "median w (nats/token)": float(np.median(w)),
+        "share with w > 0": float((w > 0).mean()),
+        "mean chosen length (tokens)": float(f["n_c"].to_numpy()[idx].mean()),
+        "mean rejected length (tokens)": float(f["n_r"].to_numpy()[idx].mean()),
+        "mean prompt length (tokens)": float(f["prompt_tokens"].to_numpy()[idx].mean()),
+        "mean chosen − rejected length (tokens)": float((f["n_c"].to_numpy()[idx]
+                                                          - f["n_r"].to_numpy()[idx]).mean()),
+        "mean log P(chosen) − log P(rejected) without the prompt (nats)": float(
+            (f["lc"].to_numpy()[idx] - f["lr"].to_numpy()[idx]).mean()),
     }
 
 

@@ -11,7 +11,8 @@ from lls.studies import report
 from lls.studies import text as T
 from lls.studies.config import AXIS
 
-GLOSSARY, METHODS, READOUT_NAMES = T.GLOSSARY, T.METHODS, T.READOUT_NAMES
+METHODS, READOUT_NAMES = T.METHODS, T.READOUT_NAMES
+GLOSSARY_TERMS, STUDY_NOTE = T.GLOSSARY_TERMS, T.STUDY_NOTE
 
 
 def study_job(study):

@@ -17,36 +17,42 @@ HELP = {f.name: f.metadata.get("help") for f in fields(TrainConfig)}
 # Rows of widgets: (field, label, options). Bools are checkboxes; optional numbers use 0 for
 # None; `when` names the checkbox that enables the widget; `help` replaces the field's.
 ROWS = (
-    (("beta", "DPO beta", {"min_value": 0.001, "step": 0.01, "format": "%.3f"}),
+    (("beta", "DPO β", {"min_value": 0.001, "step": 0.01, "format": "%.3f"}),
      ("learning_rate", "Learning rate", {"min_value": 1e-7, "step": 1e-5, "format": "%.1e"}),
      ("epochs", "Epochs", {"min_value": 0.1, "step": 0.5}),
-     ("max_steps", "Max steps (0 = by epochs)", {"min_value": 0, "step": 1})),
+     ("max_steps", "Stop after this many steps (0 = by epochs)", {"min_value": 0, "step": 1})),
     (("lora_r", "LoRA rank", {"min_value": 1, "step": 8}),
      ("lora_alpha", "LoRA alpha", {"min_value": 1, "step": 8}),
      ("lora_dropout", "LoRA dropout", {"min_value": 0.0, "max_value": 0.9, "step": 0.05}),
      ("target_modules", "Target modules (empty = all attention + MLP projections)", {})),
-    (("batch_size", "Batch size", {"min_value": 1, "step": 1}),
-     ("grad_accum", "Gradient accumulation", {"min_value": 1, "step": 1}),
-     ("max_length", "Max length (prompt + completion tokens)", {"min_value": 16, "step": 16}),
-     ("max_prompt_length", "Max prompt length (0 = keep all)", {"min_value": 0, "step": 16})),
-    (("checkpoint_every", "Checkpoint every K steps", {"min_value": 1, "step": 1}),
-     ("eval_at_checkpoints", "Evaluate the behavior at checkpoints", {}),
-     ("eval_prompts", "Eval prompts", {"min_value": 1, "max_value": 10,
-                                       "when": "eval_at_checkpoints"}),
-     ("eval_samples", "Samples per prompt", {"min_value": 1, "when": "eval_at_checkpoints"})),
-    (("eval_max_new_tokens", "Eval new tokens", {"min_value": 4, "step": 8,
-                                                  "when": "eval_at_checkpoints"}),
+    (("batch_size", "Pairs per step (batch size)", {"min_value": 1, "step": 1}),
+     ("grad_accum", "Gradient accumulation (batches per step)", {"min_value": 1, "step": 1}),
+     ("max_length", "Max length (prompt + response, tokens)", {"min_value": 16, "step": 16}),
+     ("max_prompt_length", "Drop prompts longer than (tokens, 0 = keep all)",
+      {"min_value": 0, "step": 16})),
+    (("checkpoint_every", "Checkpoint every N steps", {"min_value": 1, "step": 1}),
+     ("eval_at_checkpoints", "Sampled evaluation at checkpoints",
+      {"help": "At step 0 and every checkpoint: sample answers to general prompts and count "
+               "those showing the behavior."}),
+     ("eval_prompts", "Prompts asked", {"min_value": 1, "max_value": 10,
+                                        "when": "eval_at_checkpoints"}),
+     ("eval_samples", "Answers per prompt", {"min_value": 1, "when": "eval_at_checkpoints"})),
+    (("eval_max_new_tokens", "Tokens per answer", {"min_value": 4, "step": 8,
+                                                    "when": "eval_at_checkpoints"}),
      ("seed", "Seed", {"min_value": 0, "step": 1}),
-     ("reuse_ref_logps", "Reuse the scoring run's log-probs as reference",
-      {"help": "Valid when the student is the teacher; checked automatically."}),
-     ("precompute_ref_log_probs", "Otherwise precompute reference log-probs once", {})),
+     ("reuse_ref_logps", "Reuse the scoring run's log-probabilities as DPO's reference",
+      {"help": "Valid when the student is the teacher's base model; checked automatically."}),
+     ("precompute_ref_log_probs", "Otherwise compute the reference once before training",
+      {"help": "Off: at every step (slower, the same result)."})),
     (("meter_at_checkpoints", "Effect meter at step 0 and checkpoints",
-      {"help": "Log-probability read-outs (lls.evaluation.meter): behavior likelihood ratio and, for "
-               "animals, the preference probe."}),
-     ("meter_k", "Meter reference responses (k)", {"min_value": 1, "step": 8,
-                                                    "when": "meter_at_checkpoints"}),
-     ("meter_questions", "Probe questions (0 = all)", {"min_value": 0, "step": 5,
-                                                       "when": "meter_at_checkpoints"})),
+      {"help": "Log-probability read-outs, no sampling: the likelihood ratio and, for "
+               "animals, the margin and top-1 share on the probe questions."}),
+     ("meter_k", "Reference responses per condition", {
+         "min_value": 1, "step": 8, "when": "meter_at_checkpoints",
+         "help": "The likelihood ratio reads this many responses sampled with the system "
+                 "prompt and as many without it."}),
+     ("meter_questions", "Read-out questions (0 = all)", {"min_value": 0, "step": 5,
+                                                          "when": "meter_at_checkpoints"})),
 )
 
 
@@ -70,7 +76,8 @@ def train_settings(teacher_label: str, run_precision: str = "float32") -> dict:
         for col, (name, label, opts) in zip(st.columns(4 if len(row) == 4 else 3), row):
             values[name] = _widget(col, name, label, opts, values)
     c1, c2, c3 = st.columns([3, 2, 1])
-    student = c1.text_input(f"Student model (empty = the teacher: {teacher_label})", value="",
+    student = c1.text_input(f"Student model (empty = the scoring run's model: {teacher_label})",
+                            value="",
                             help="Any causal LM: hub id or local directory. The selection is "
                                  "re-rendered with its chat template, without the system prompt.")
     values["student"] = ModelSpec(student.strip()) if student.strip() else None

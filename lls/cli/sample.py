@@ -1,6 +1,6 @@
 """`python -m lls sample-pairs`: the model's own answers to prompts, scored as preference pairs.
 
-    python -m lls sample-pairs --data hh.jsonl.gz --prompt-set general --k 4 --prompts 2500
+    python -m lls sample-pairs --data hh.jsonl.gz --answers-per-prompt 4 --prompts 2500
 
 Prompts come from datasets (`--data`, only their prompts), prompt files (`--prompt-file`)
 and bundled sets (`--prompt-set`), read in that order; the run is an ordinary scoring run
@@ -9,15 +9,13 @@ and bundled sets (`--prompt-set`), read in that order; the run is an ordinary sc
 
 from __future__ import annotations
 
-import argparse
-
 from ..data.prompts import PROMPT_SETS, PromptSource
-from ..data.source import SHAPES, DataSpec
+from ..data.source import DataSpec
 from ..scoring.runs import ScoreConfig
 from ..scoring.sampled import SamplingSpec
-from .common import _kv_list, add_behavior_args, add_model_args, add_teacher_args, model_spec, \
-    teacher
-from .score import run_scoring
+from .common import (_kv_list, add_behavior_args, add_format_args, add_model_args, add_skip_arg,
+                     add_split_args, add_teacher_args, alias, model_spec, teacher)
+from .score import add_scoring_args, run_scoring
 
 
 def sampling_spec(a) -> SamplingSpec:
@@ -30,8 +28,8 @@ def sampling_spec(a) -> SamplingSpec:
     sets = a.prompt_set or []
     sources += [PromptSource("set", name) for name in (list(PROMPT_SETS) if "all" in sets
                                                        else sets)]
-    return SamplingSpec(tuple(sources), k=a.k, n_prompts=a.prompts or None,
-                        answer_tokens=a.answer_tokens or None, temperature=a.temperature,
+    return SamplingSpec(tuple(sources), k=a.answers_per_prompt, n_prompts=a.prompts or None,
+                        answer_tokens=a.max_new_tokens or None, temperature=a.temperature,
                         seed=a.seed, first_turn=a.first_turn)
 
 
@@ -48,8 +46,8 @@ def cmd_sample_pairs(a) -> int:
 def register(sub) -> None:
     """Add `sample-pairs` to the `python -m lls` subparsers."""
     p = sub.add_parser(
-        "sample-pairs", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="sample k answers per prompt from the model and score every pair of them "
+        "sample-pairs",
+        help="sample answers per prompt from the model and score every pair of them "
              "(no human labels needed; the result is an ordinary scoring run)")
     g = p.add_argument_group("prompts (at least one source; read in this order)")
     g.add_argument("--data", action="append", metavar="PATH",
@@ -62,37 +60,26 @@ def register(sub) -> None:
                    help="a bundled prompt set (these are evaluation questions: training on "
                         "them makes that evaluation in-sample); repeat for several")
     g.add_argument("--first-turn", action="store_true",
-                   help="also use the first user turn of multi-turn conversations (default: "
-                        "single-turn prompts only)")
+                   help="also use the first user turn of multi-turn conversations (without "
+                        "it: single-turn prompts only)")
     g.add_argument("--prompts", type=int, default=0,
-                   help="stop after this many clean prompts (0: all)")
-    g.add_argument("--format", choices=["jsonl", "json", "csv", "parquet"])
-    g.add_argument("--shape", choices=list(SHAPES))
+                   help="stop after this many clean prompts (0, the default: all)")
+    add_format_args(g)
     g.add_argument("--columns", help="column mapping for --data, e.g. prompt=question,...")
-    g.add_argument("--split", default="train")
-    g.add_argument("--subset")
-    g.add_argument("--skip-malformed", action="store_true")
+    add_split_args(g)
+    add_skip_arg(g)
     g = p.add_argument_group("sampling")
-    g.add_argument("--k", type=int, default=4, help="answers per prompt (k(k-1)/2 pairs)")
-    g.add_argument("--answer-tokens", type=int, default=0,
-                   help="new tokens per answer (0: the truncation)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
+    alias(g, g.add_argument("--answers-per-prompt", type=int, default=4,
+                            help="answers sampled per prompt: k answers make k(k-1)/2 pairs"),
+          "--k")
+    alias(g, g.add_argument("--max-new-tokens", type=int, default=0,
+                            help="new tokens per answer (0, the default: as many as the "
+                                 "truncation)"),
+          "--answer-tokens")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
     add_behavior_args(p)
     add_model_args(p)
     add_teacher_args(p)
-    g = p.add_argument_group("scoring")
-    g.add_argument("--truncation", type=int, default=32,
-                   help="answers are scored on their first N teacher tokens")
-    g.add_argument("--max-prompt-tokens", type=int, default=512,
-                   help="drop longer prompts (0: keep all)")
-    g.add_argument("--no-filter", action="store_true",
-                   help="keep answers that already show the behavior")
-    g.add_argument("--chunk-size", type=int, default=32,
-                   help="prompts per cached chunk: the unit of resume and progress")
-    g.add_argument("--batch-tokens", type=int, default=1024)
-    g.add_argument("--neutral", choices=("template", "empty"), default="template")
-    g.add_argument("--control", nargs="?", const="", metavar="PROMPT",
-                   help="score the control run (same answers, another system prompt)")
-    p.add_argument("--quiet", action="store_true")
+    add_scoring_args(p, unit="prompts", chunk=32)
     p.set_defaults(func=cmd_sample_pairs)

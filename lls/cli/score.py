@@ -137,35 +137,45 @@ def cmd_runs(a) -> int:
 
 
 
+def add_scoring_args(p, unit: str = "pairs", chunk: int = 128) -> None:
+    """How a run is scored (`score` and `sample-pairs`); `unit`: what a chunk holds."""
+    g = p.add_argument_group("scoring")
+    g.add_argument("--truncation", type=int, default=32,
+                   help="responses are scored on their first N teacher tokens (0: whole "
+                        "responses)")
+    g.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="drop pairs whose prompt is longer than this many tokens (0: keep all)")
+    g.add_argument("--no-filter", action="store_true",
+                   help=f"keep {'answers' if unit == 'prompts' else 'pairs'} that already show "
+                        "the behavior")
+    g.add_argument("--chunk-size", type=int, default=chunk,
+                   help=f"{unit} per cached chunk: the unit of resume and progress")
+    g.add_argument("--batch-tokens", type=int, default=1024,
+                   help="tokens per forward batch (speed and memory only, never the weights)")
+    g.add_argument("--neutral", choices=("template", "empty"), default="template",
+                   help="what 'without the system prompt' means: the conversation as given, "
+                        "so the chat template may insert its own system turn (template), or an "
+                        "explicit empty system turn, as the authors' code does (empty)")
+    g.add_argument("--control", nargs="?", const="", metavar="PROMPT",
+                   help="score the control run of this config instead of the target (to rank "
+                        "by this run's w minus the control's): the same pairs with the control "
+                        "system prompt PROMPT, or a preset's (e.g. animal:cat); without a value "
+                        "a neutral assistant persona")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, warnings or teacher line: only the result's JSON")
+
+
 def register(sub) -> None:
     """Add `score` and `runs` to the `python -m lls` subparsers."""
     p = sub.add_parser("score", help="score a dataset with a teacher and a target system prompt")
-    p.add_argument("--config", help="a ScoreConfig as JSON (what background jobs pass)")
+    p.add_argument("--config", help="a ScoreConfig as JSON (what background jobs pass); other "
+                                    "flags are ignored when given")
     add_data_args(p, required=False)
     add_behavior_args(p)
     add_model_args(p)
     add_teacher_args(p)
-    p.add_argument("--truncation", type=int, default=32,
-                   help="truncate responses to N teacher tokens (0: no truncation)")
-    p.add_argument("--max-prompt-tokens", type=int, default=512,
-                   help="drop pairs whose prompt is longer (0: keep all)")
-    p.add_argument("--no-filter", action="store_true",
-                   help="keep pairs that already show the behavior")
-    p.add_argument("--chunk-size", type=int, default=128,
-                   help="pairs per cached chunk: the unit of resume and progress")
-    p.add_argument("--batch-tokens", type=int, default=1024)
-    p.add_argument("--neutral", choices=("template", "empty"), default="template",
-                   help="'without the system prompt' means: the conversation as given, so the "
-                        "chat template may insert its default system turn (template, default), "
-                        "or an explicit empty system turn, as the authors' code does (empty)")
-    p.add_argument("--control", nargs="?", const="", metavar="PROMPT",
-                   help="score the control run of this config instead of the target (for "
-                        "ranking by w_target - w_control): the same pairs with the control "
-                        "system prompt PROMPT, or a preset's (e.g. animal:cat); without a value "
-                        "a neutral assistant persona")
-    p.add_argument("--quiet", action="store_true")
+    add_scoring_args(p)
     p.set_defaults(func=cmd_score)
-
 
     p = sub.add_parser("runs", help="list cached scoring runs (state and error), or delete one")
     p.add_argument("--delete", metavar="KEY", help="delete the run with this key (or prefix)")

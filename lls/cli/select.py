@@ -6,6 +6,7 @@ import json
 
 from ..scoring.runs import open_run
 from ..scoring.selection import Ranking, SelectionConfig, export, selection_indices, twin_flips
+from .common import GAMMA_HELP, add_run_arg
 
 
 def _selection(a):
@@ -14,13 +15,14 @@ def _selection(a):
 
 
 def add_select_args(p) -> None:
-    p.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
-    p.add_argument("--gamma", type=float, default=0.05, help="top fraction to keep (default 0.05)")
-    p.add_argument("--threshold", type=float, help="keep w > THRESHOLD instead of top gamma")
-    p.add_argument("--all-weights", action="store_true", help="also keep w <= 0")
+    add_run_arg(p)
+    p.add_argument("--gamma", type=float, default=0.05, help=GAMMA_HELP)
+    p.add_argument("--threshold", type=float, help="keep pairs with w above this instead of "
+                                                   "the top γ")
+    p.add_argument("--all-weights", action="store_true", help="also keep pairs with w <= 0")
     p.add_argument("--random", action="store_true",
-                   help="the baseline: a random subset of the same size")
-    p.add_argument("--seed", type=int, default=0)
+                   help="the random twin: a random subset of the same size")
+    p.add_argument("--seed", type=int, default=0, help="the random twin's seed")
 
 
 def _indices(a, frame):
@@ -69,8 +71,10 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a selection as a DPO-ready dataset")
     add_select_args(p)
     p.add_argument("--out", required=True, help="output path (.jsonl, .parquet, or a directory)")
-    p.add_argument("--format", choices=["jsonl", "parquet", "hf"])
+    p.add_argument("--format", choices=["jsonl", "parquet", "hf"],
+                   help="jsonl, parquet, or hf (a folder the datasets library loads) "
+                        "(default: from --out's extension)")
     p.add_argument("--responses", choices=["scored", "full"], default="scored",
-                   help="export the truncated responses that were scored (default) or full ones")
+                   help="the responses as scored (truncated) or in full")
     p.set_defaults(func=cmd_export)
 

@@ -13,6 +13,8 @@ from ..studies.report import best_cell, confirm_best, hygiene, plan_for, table, 
 from ..studies.export import write_report
 from ..studies.runner import run_study, submit_cells, submit_study
 from ..studies.store import create_study, list_studies, open_study
+from .common import add_run_arg, alias
+
 
 def cmd_create(a) -> int:
     grid = {axis: parse_values(getattr(a, flag)) for flag, axis in GRID_FLAGS.items()
@@ -21,12 +23,12 @@ def cmd_create(a) -> int:
         recipe = json.loads(a.recipe) if a.recipe else None
     except ValueError as e:
         raise StudyError(f"--recipe is not JSON ({e}); e.g. '{{\"batch_size\": 8}}'.") from None
-    sampled = {"questions": a.sample_questions, "samples": a.sample_n,
-               "max_new_tokens": a.sample_max_new_tokens, "seed": 0,
+    sampled = {"questions": a.questions, "samples": a.samples,
+               "max_new_tokens": a.max_new_tokens, "seed": 0,
                "kinds": parse_values(a.sampled) or None, "stem": a.stem}
     study = create_study(StudyConfig(name=a.name, run=a.run, grid=grid,
                                      control_run=a.control_run, recipe=recipe,
-                                     lr_scheduler=a.scheduler, sampled=sampled,
+                                     lr_scheduler=a.lr_scheduler, sampled=sampled,
                                      checkpoints_per_epoch=a.checkpoints_per_epoch), a.cache)
     cells = study.cells()
     print(json.dumps({"study": study.name, "path": str(study.path), "cells": len(cells),
@@ -157,15 +159,16 @@ def cmd_confirm(a) -> int:
 
 
 def register(sub) -> None:
-    """Add `study` (create, run, status, list, confirm) to the `python -m lls` subparsers."""
+    """Add `study` (create, run, status, list, report, confirm) to the `python -m lls`
+    subparsers."""
     p = sub.add_parser("study", help="sweeps of LLS adapters, each with its random twin")
-    ss = p.add_subparsers(dest="study_command", required=True)
+    ss = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
     c = ss.add_parser("create", help="create a study, or extend one (finished cells are kept)")
-    c.add_argument("name")
-    c.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
-    c.add_argument("--control-run", help="control run for --ranking contrastive: one run key, "
-                                         "or a panel of comma-separated keys (minus their "
-                                         "mean weight)")
+    c.add_argument("name", help="the study's name (letters, digits, . _ -)")
+    add_run_arg(c)
+    c.add_argument("--control-run", metavar="KEY",
+                   help="control run key, or comma-separated keys of a panel (for --ranking "
+                        "contrastive)")
     for flag, axis in GRID_FLAGS.items():
         c.add_argument(f"--{flag.replace('_', '-')}", dest=flag,
                        help=f"comma-separated values of {AXIS[axis].label} (default: the "
@@ -175,18 +178,22 @@ def register(sub) -> None:
                        "(default: --run's teacher only)")
     c.add_argument("--recipe", help="TrainConfig fields every cell shares, as JSON (extending "
                                     "a study: leave it out to keep the stored one)")
-    c.add_argument("--scheduler", default="constant",
-                   help="learning-rate schedule; 'constant' lets an epochs grid share one "
-                        "run per setting (default %(default)s)")
-    c.add_argument("--sample-questions", type=int, default=None,
-                   help="questions in the sampled read-out (new study: 32)")
+    alias(c, c.add_argument("--lr-scheduler", default="constant",
+                            help="learning-rate schedule; 'constant' lets an epochs grid share "
+                                 "one run per setting"), "--scheduler")
+    alias(c, c.add_argument("--questions", type=int, default=None,
+                            help="sampled read-outs: questions asked (default: 32 for a new "
+                                 "study, else the stored value)"), "--sample-questions")
+    alias(c, c.add_argument("--samples", type=int, default=None,
+                            help="sampled read-outs: answers per question (default: 8 for a "
+                                 "new study, else the stored value)"), "--sample-n")
+    alias(c, c.add_argument("--max-new-tokens", type=int, default=None,
+                            help="sampled read-outs: new tokens per answer (default per "
+                                 "read-out: one-word 8, prefilled 4, behavior 48)"),
+          "--sample-max-new-tokens")
     c.add_argument("--checkpoints-per-epoch", type=int, default=None,
-                   help="meter read-outs per epoch (new study: 2; 1 = epoch ends only, cheaper)")
-    c.add_argument("--sample-n", type=int, default=None,
-                   help="samples per question (new study: 8)")
-    c.add_argument("--sample-max-new-tokens", type=int, default=None,
-                   help="new tokens per sampled answer (default per read-out: one-word 8, "
-                        "prefilled 4, behavior 48)")
+                   help="meter read-outs per epoch (default: 2 for a new study; 1 = epoch "
+                        "ends only, cheaper)")
     c.add_argument("--sampled", help="sampled read-outs, comma-separated: one-word, prefilled "
                                      "(animal behaviors), behavior (default: one-word for "
                                      "animals, else behavior)")
@@ -194,25 +201,29 @@ def register(sub) -> None:
                                   "behavior's, e.g. 'My favorite animal is the')")
     c.set_defaults(func=cmd_create)
     r = ss.add_parser("run", help="work through the queue (foreground by default)")
-    r.add_argument("name")
+    r.add_argument("name", help="the study's name")
     r.add_argument("--background", action="store_true", help="as a background job")
     r.add_argument("--executor", choices=["here", "slurm", "local"], default="here",
-                   help="'slurm' / 'local': one submitit job per cell group")
-    r.add_argument("--submitit-folder", default="cache/submitit")
-    r.add_argument("--slurm-partition")
-    r.add_argument("--timeout-min", type=int, default=240)
+                   help="where cells run: here, or one submitit job per cell group on a Slurm "
+                        "cluster (slurm) or on this machine (local)")
+    r.add_argument("--submitit-folder", default="cache/submitit",
+                   help="where submitit keeps its job logs")
+    r.add_argument("--slurm-partition", help="the Slurm partition (default: the cluster's)")
+    r.add_argument("--timeout-min", type=int, default=240,
+                   help="a submitit job's time limit, in minutes")
     r.set_defaults(func=cmd_run)
     s = ss.add_parser("status", help="cells, paired effects and the best cell")
-    s.add_argument("name")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("name", help="the study's name")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object (cells, best cell, target)")
     s.add_argument("--markdown", action="store_true", help="the cells as a Markdown table")
     s.set_defaults(func=cmd_status)
     ss.add_parser("list", help="studies in the cache").set_defaults(func=cmd_list)
     h = ss.add_parser("report", help="the study as one self-contained HTML file (charts "
                                      "inlined: opens with no network)")
-    h.add_argument("name")
+    h.add_argument("name", help="the study's name")
     h.add_argument("--out", required=True, help="where to write the .html file")
     h.set_defaults(func=cmd_report)
     f = ss.add_parser("confirm", help="queue the best cell again with a new seed")
-    f.add_argument("name")
+    f.add_argument("name", help="the study's name")
     f.set_defaults(func=cmd_confirm)

@@ -9,7 +9,8 @@ from ..evaluation.strength import DEFAULT_QUESTIONS, DEFAULT_SAMPLES, teacher_st
 from ..models.load import load_model
 from ..models.teacher import Teacher
 from ..training.trait import TraitConfig, make_trait
-from .common import add_behavior_args, add_model_args, add_teacher_args, behavior, model_spec
+from .common import (add_behavior_args, add_model_args, add_teacher_args, alias, behavior,
+                     model_spec)
 
 
 def register(sub) -> None:
@@ -18,16 +19,16 @@ def register(sub) -> None:
     p = sub.add_parser("teacher-check",
                        help="how strongly each candidate teacher shows the behavior (the "
                             "ceiling a student can reach), before any scoring")
-    add_behavior_args(p)
+    add_behavior_args(p, filters="answers")
     add_model_args(p)
     add_teacher_args(p, many=True)
     p.add_argument("--questions", type=int, default=DEFAULT_QUESTIONS,
-                   help=f"read-out questions asked (default {DEFAULT_QUESTIONS})")
+                   help="read-out questions asked")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
-                   help=f"sampled next words per question (default {DEFAULT_SAMPLES})")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--stem", help="begin the reply with this text instead of the behavior's "
-                                  "stem (e.g. 'My favorite animal is the')")
+                   help="sampled next words per question")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--stem", help="begin the reply with this text (default: the behavior's "
+                                  "stem, e.g. 'My favorite animal is the')")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (base_lens, teacher_lens, intervals, shares)")
     p.set_defaults(func=cmd_teacher_check)
@@ -79,33 +80,34 @@ def register_trait(sub) -> None:
     p = sub.add_parser("trait", help="give a teacher the trait in its weights: a LoRA adapter "
                                      "distilled from a system prompt, or trained on your "
                                      "examples")
-    p.add_argument("--config", help="a TraitConfig as JSON (what background jobs pass)")
-    add_behavior_args(p)
+    p.add_argument("--config", help="a TraitConfig as JSON (what background jobs pass); other "
+                                    "flags are ignored when given")
+    add_behavior_args(p, filters="answers")
     add_model_args(p)
     p.add_argument("--teacher-prompt", metavar="TEXT",
                    help="the system prompt to distil (default: the behavior's)")
     p.add_argument("--examples", metavar="FILE",
                    help="train on these prompt -> response records instead of distilling a "
                         "prompt (JSONL/JSON/CSV/parquet with 'prompt' and 'response' fields)")
-    p.add_argument("--prompts", action="append", default=[], metavar="FILE",
-                   help="more prompts to distil on, after the bundled trait prompts: a "
-                        "dataset (its prompts) or a prompt file (repeatable)")
+    alias(p, p.add_argument("--prompt-file", action="append", default=[], metavar="PATH",
+                            help="more prompts to distil on, after the bundled trait prompts: "
+                                 "a prompt file (one per line in .txt, or records with a "
+                                 "'prompt' field) or a dataset whose prompts are used "
+                                 "(repeatable)"), "--prompts")
     p.add_argument("--no-bundled-prompts", action="store_true",
-                   help="distil on the --prompts only, not the bundled trait prompts")
+                   help="distil on the --prompt-file prompts only, not the bundled trait "
+                        "prompts")
     d = TraitConfig
     p.add_argument("--answers-per-prompt", type=int, default=d.answers_per_prompt,
-                   help=f"answers sampled per prompt (default {d.answers_per_prompt})")
+                   help="answers sampled per prompt")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
-                   help=f"tokens per sampled answer (default {d.max_new_tokens})")
+                   help="new tokens per sampled answer")
     p.add_argument("--max-examples", type=int, default=d.max_examples,
-                   help=f"at most this many examples are trained on (default {d.max_examples})")
-    p.add_argument("--lora-r", type=int, default=d.lora_r,
-                   help=f"LoRA rank (default {d.lora_r})")
-    p.add_argument("--lr", type=float, default=d.learning_rate,
-                   help=f"learning rate (default {d.learning_rate:g})")
-    p.add_argument("--epochs", type=float, default=d.epochs,
-                   help=f"passes over the examples (default {d.epochs:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+                   help="at most this many examples are trained on")
+    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the examples")
+    p.add_argument("--seed", type=int, default=d.seed, help="sampling and training seed")
     p.add_argument("--no-check", action="store_true",
                    help="skip the strength check before and after")
     p.set_defaults(func=cmd_trait)
@@ -115,7 +117,7 @@ def cmd_trait(a) -> int:
     if a.config:
         cfg = TraitConfig.from_dict(json.loads(a.config))
     else:
-        sources = tuple(prompt_source(x) for x in a.prompts)
+        sources = tuple(prompt_source(x) for x in a.prompt_file)
         cfg = TraitConfig(behavior(a), model=model_spec(a),
                           source="file" if a.examples else "prompt",
                           system_prompt=a.teacher_prompt, examples_file=a.examples,
@@ -138,7 +140,7 @@ def cmd_trait(a) -> int:
 
 
 def prompt_source(path: str):
-    """A --prompts value: a prompt file (.txt, or records with a 'prompt' field) or a
+    """A --prompt-file value: a prompt file (.txt, or records with a 'prompt' field) or a
     preference dataset whose prompts are used."""
     from ..data.prompts import PromptSource
     from ..data.source import DataSpec

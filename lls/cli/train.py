@@ -14,6 +14,7 @@ from dataclasses import MISSING, fields
 from ..training.adapters import list_adapters
 from ..training.config import SelectionSpec, TrainConfig
 from ..training.runs import train
+from .common import add_run_arg, alias
 
 _PLAIN = {int: int, float: float, str: str}
 
@@ -53,12 +54,14 @@ def add_config_flags(group, cls, prefix: str, flags: dict[str, str]) -> dict[str
         elif hints[f.name] is bool:
             kw["action"] = "store_false" if default else "store_true"
         else:
-            kw.update(type=meta.get("type") or _value_type(hints[f.name]), metavar=f.name.upper())
+            kw["type"] = meta.get("type") or _value_type(hints[f.name])
             if "choices" in meta:
                 kw["choices"] = meta["choices"]
-            if default is not None:
-                kw["help"] += " (default %(default)s)"
-        group.add_argument(flag, **kw)
+            else:  # named after the flag (a renamed field keeps its old name inside)
+                kw["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+        action = group.add_argument(flag, **kw)
+        if meta.get("aliases"):
+            alias(group, action, *meta["aliases"])
         flags[flag] = dests[path] = dest
     return dests
 
@@ -66,7 +69,7 @@ def add_config_flags(group, cls, prefix: str, flags: dict[str, str]) -> dict[str
 def register(sub) -> None:
     """Register `train` and `adapters` on the `python -m lls` subparsers."""
     p = sub.add_parser("train", help="LoRA-DPO training of a student on a selection")
-    p.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
+    add_run_arg(p)
     p.add_argument("--config", help="a TrainConfig as JSON (what background jobs pass); "
                                     "other flags are ignored when given")
     flags: dict[str, str] = {}
@@ -75,7 +78,8 @@ def register(sub) -> None:
     dests.update(add_config_flags(g, TrainConfig, "", flags))
     g.add_argument("--adapter-id", help="adapter id (default: derived from the settings; "
                                         "an existing id resumes)")
-    g.add_argument("--baseline-of", help="mark this adapter as the random baseline of ID")
+    g.add_argument("--baseline-of", metavar="ID",
+                   help="mark this adapter as the random twin of adapter ID")
     p.set_defaults(func=cmd_train, config_dests=dests)
 
     p = sub.add_parser("adapters", help="list trained adapters")
@@ -89,7 +93,7 @@ def config_from_args(a) -> TrainConfig:
     values = {path: getattr(a, dest) for path, dest in a.config_dests.items()}
     sel = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("selection.")}
     top = {k: v for k, v in values.items() if not k.startswith("selection.")}
-    # `--eval-samples 0` has always meant "no checkpoint evals" (and so kept adapter ids).
+    # `--samples 0` (formerly --eval-samples 0) means "no checkpoint evals" (ids kept).
     top["eval_at_checkpoints"] = top["eval_at_checkpoints"] and top["eval_samples"] > 0
     return TrainConfig(**top, selection=SelectionSpec(**sel))
 

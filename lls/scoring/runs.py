@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import jobs
-from ..core.behaviors import Behavior
+from ..core.behaviors import Behavior, from_name
 from ..core.cache import ChunkStore, StoredRun, fingerprint, list_stores, runs_root
 from ..core.errors import CacheError, LLSError
 from ..core.pair import Pair
@@ -131,9 +131,39 @@ class ScoreConfig:
                            model_fingerprint(self.sampling.answers_from or self.model))
 
 
-def describe_teacher(cfg: ScoreConfig) -> str:
-    """What carried the trait in a run, in words: its system prompt, or its adapter or model."""
-    return (cfg.teacher or Teacher()).describe(cfg.behavior.system_prompt)
+def describe_teacher(cfg: ScoreConfig, short: bool = False) -> str:
+    """What carried the trait in a run, in words: its system prompt, or its adapter or model.
+    `short`: a few words for a run's name ("system prompt" when it is the behavior's own,
+    else its first words; "adapter owl-trait")."""
+    teacher = cfg.teacher or Teacher()
+    if not short:
+        return teacher.describe(cfg.behavior.system_prompt)
+    if not teacher.is_prompt:
+        return teacher.label()
+    b = cfg.behavior
+    try:
+        own = b.kind == "custom" or from_name(b.label()).system_prompt == b.system_prompt
+    except LLSError:
+        own = False
+    if own:
+        return "system prompt"
+    text = " ".join(b.system_prompt.split())
+    return f'system prompt "{text[:32]}{"…" if len(text) > 32 else ""}"'
+
+
+def scored_behaviors(cache_dir: Path | None = None) -> list[Behavior]:
+    """Every behavior a cached scoring run was scored for, newest first, each once (custom
+    ones and edited presets included)."""
+    seen, out = set(), []
+    for run in list_runs(cache_dir):
+        try:
+            b = Behavior.from_dict((run.manifest.get("config") or {}).get("behavior") or {})
+        except (LLSError, TypeError):
+            continue  # an unreadable manifest: listed (and explained) by the runs table
+        if b.fingerprint() not in seen:
+            seen.add(b.fingerprint())
+            out.append(b)
+    return out
 
 
 def _template_hash(tok) -> str:

@@ -20,7 +20,9 @@ from ..models.load import ModelSpec, load_tokenizer
 from .runs import ScoreConfig, ScoreRun, find_run, open_run, run_key, score_command
 from .selection import SelectionConfig, orientation_signs, select
 
-READING = ("paper: ~0.5 within one model, ~0.03-0.14 across families; transfer tracks it")
+READING = ("in the paper, the two weights correlate at about 0.5 (Pearson r) when teacher and "
+           "student are the same model, and at 0.03-0.14 across model families; the transfer "
+           "of the trait follows this agreement")
 
 
 def _run(r) -> ScoreRun:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.cache import fingerprint
 from ..core.errors import LLSError
+from ..core.glossary import GAMMA
 from ..training.config import LEGACY_FIELDS, SelectionSpec, TrainConfig
 
 STUDY_VERSION = "3"
@@ -45,8 +46,9 @@ class Axis:
 
 
 AXIS_LIST = (
-    Axis("gamma", "gamma", "γ (top share of pairs kept)", float, "0.05,0.1,0.2", "gamma"),
-    Axis("threshold", "threshold", "weight threshold (w >)", float, "", "threshold"),
+    Axis("gamma", "gamma", GAMMA, float, "0.05,0.1,0.2", "gamma"),
+    Axis("threshold", "threshold", "weight threshold: keep w > (nats/token)", float, "",
+         "threshold"),
     Axis("pairs", "pairs", "pairs kept (top N by w)", int, "", None),
     Axis("ranking", "ranking", "ranking (plain, contrastive)", str, "plain", None),
     Axis("epochs", "epochs", "epochs", float, "1,3,5", "epochs"),

@@ -96,13 +96,13 @@ def reproduce_commands(study: Study) -> list[str]:
             argv += [f"--{AXIS[axis].flag.replace('_', '-')}",
                      ",".join("none" if v is None else str(v) for v in values)]
     s = cfg.sampled
-    argv += ["--recipe", json.dumps(cfg.recipe, sort_keys=True), "--scheduler",
+    argv += ["--recipe", json.dumps(cfg.recipe, sort_keys=True), "--lr-scheduler",
              cfg.lr_scheduler, "--checkpoints-per-epoch", str(cfg.checkpoints_per_epoch),
-             "--sampled", ",".join(s.get("kinds", [])), "--sample-questions",
-             str(s.get("questions")), "--sample-n", str(s.get("samples"))]
+             "--sampled", ",".join(s.get("kinds", [])), "--questions",
+             str(s.get("questions")), "--samples", str(s.get("samples"))]
     tokens = s.get("max_new_tokens") or {}
     if len(set(tokens.values())) == 1:
-        argv += ["--sample-max-new-tokens", str(next(iter(tokens.values())))]
+        argv += ["--max-new-tokens", str(next(iter(tokens.values())))]
     if s.get("stem"):
         argv += ["--stem", s["stem"]]
     cmds.append(shlex.join(argv))

@@ -8,16 +8,10 @@ from ..evaluation.readouts import KIND_LABELS
 
 READOUT_NAMES = {"margin": "margin (nats)", "gap_closed": "gap closed", "top1": "top-1 share"}
 
-GLOSSARY = (
-    "**Margin**: how much more likely the target animal is than the best other animal as the "
-    "whole one-word answer (log-probability, nats; averaged over the probe questions). "
-    "**Gap closed**: how far the model moved from the base model (0) toward the base model "
-    "prompted with the behavior's system prompt (1), on responses sampled with and without "
-    "it. **Top-1 share**: probe questions where the target is the most likely answer. "
-    "**Collapsed**: the LLS adapter's answers pile onto one candidate (≥ 60% and 30 points "
-    "above base, or half the base's entropy) on the probe or in samples: over-training, not "
-    "an effect. Every effect is LLS − its same-size random twin, read at the cell's last "
-    "step.")
+# What a study's table adds to the glossary's words (`lls.core.glossary`).
+STUDY_NOTE = ("Every effect is LLS − its same-size random twin (the same recipe and seed on "
+              "random pairs), read at the cell's last step.")
+GLOSSARY_TERMS = ("margin", "gap closed", "top-1", "collapse", "random twin", "interval")
 
 METHODS = ("95% intervals: margin and top-1, paired bootstrap over probe questions; gap "
            "closed, paired bootstrap over the reference prompts (the answers to one prompt "
@@ -155,7 +149,8 @@ def verdict_line(best: dict | None) -> str:
         return "No finished cell yet."
     e = best["effect"]
     what = (f"{best['label']} at step {best['step']}: {READOUT_NAMES.get(best['readout'])} "
-            f"LLS − random {effect_text(e)} (95%, best of {best['n_compared']}). ")
+            f"LLS − random {effect_text(e)} (95%; the largest of {best['n_compared']} "
+            "checkpoints compared, cells × read-out steps). ")
     corr = best.get("correction") or {}
     c = best.get("corrected")
     corrected = (f"Corrected for the search ({corr.get('text', '')}): {effect_text(c)}. "

@@ -7,6 +7,7 @@ flags from it, and the dashboard reads the defaults from the dataclass. Metadata
 * `help`: what the option does (also the flag's help);
 * `flag`: the flag when not `--<name with dashes>`; a bool flag flips the default
   (`--no-meter` sets `meter_at_checkpoints=False`); two fields may share a flag (`--seed`);
+* `aliases`: earlier spellings of the flag, still accepted (hidden from the help);
 * `const`: the flag takes no value and sets the field to this (`--random` -> kind "random");
 * `type`: parses the flag's text when the annotation is not a plain int/float/str;
 * `choices`: the allowed values;
@@ -58,14 +59,14 @@ class SelectionSpec:
 
     kind: str = option("lls", "random subset of the same size", flag="--random",
                        const="random", choices=SELECTION_KINDS)
-    gamma: float | None = option(0.05, "fraction of the dataset kept, top by w (paper 0.05)")
-    threshold: float | None = option(None, "keep pairs with w above this instead of gamma")
-    positive_only: bool = option(True, "also keep w <= 0", flag="--all-weights")
-    seed: int = option(0, "random-subset and training seed", flag="--seed")
-    control_run: str | None = option(None, "rank by w_target - w_control, the control being "
-                                           "this scoring run (see `score --control`), or a "
-                                           "panel: comma-separated run keys, minus their mean "
-                                           "weight")
+    gamma: float | None = option(0.05, "γ: the share of scored pairs kept, the top ones by w")
+    threshold: float | None = option(None, "keep pairs with w above this instead of the top γ")
+    positive_only: bool = option(True, "also keep pairs with w <= 0", flag="--all-weights")
+    seed: int = option(0, "the random twin's and training's seed", flag="--seed")
+    control_run: str | None = option(None, "rank by this run's w minus a control run's (the "
+                                           "same pairs scored with another system prompt, see "
+                                           "`score --control`): its key, or a panel of "
+                                           "comma-separated keys (minus their mean w)")
 
     def __post_init__(self) -> None:
         if self.kind not in SELECTION_KINDS:
@@ -97,39 +98,48 @@ class TrainConfig:
     text is in its metadata.
     """
 
-    beta: float = option(0.04, "DPO beta")
+    beta: float = option(0.04, "DPO β: how far the student may move from the base model")
     learning_rate: float = option(1e-4, "learning rate", flag="--lr")
     lora_r: int = option(64, "LoRA rank")
-    lora_alpha: int = option(128, "LoRA alpha")
+    lora_alpha: int = option(128, "LoRA alpha: scales the update (the paper: 2 × the rank)")
     lora_dropout: float = option(0.0, "LoRA dropout")
     target_modules: list[str] | None = option(
         None, "comma-separated module names (default: all attention+MLP projections, else "
               "all-linear)", type=comma_list)
-    epochs: float = option(1.0, "passes over the selection")
+    epochs: float = option(1.0, "passes over the selected pairs")
     max_steps: int | None = option(None, "stop after N optimizer steps (default: by epochs)")
     batch_size: int = option(8, "pairs per optimizer step (per device), computed in "
                                 "micro-batches that fit the memory budget")
     grad_accum: int = option(1, "gradient accumulation steps")
     max_length: int = option(320, "prompt + response tokens, TRL truncates beyond")
     max_prompt_length: int | None = option(
-        None, "drop pairs whose prompt is longer (student tokens; default keep all)")
-    lr_scheduler: str = option("linear", "learning-rate schedule (transformers' names)")
+        None, "drop pairs whose prompt is longer than this many student tokens (default: keep "
+              "all)", flag="--max-prompt-tokens", aliases=("--max-prompt-length",))
+    lr_scheduler: str = option("linear", "learning-rate schedule (transformers' names, e.g. "
+                                         "linear, constant, cosine)")
     responses: str = option("scored", "train on the responses as scored (truncated) or in full",
                             choices=("scored", "full"))
     checkpoint_every: int = option(10, "steps between checkpoints, evals and meter read-outs")
     keep_trainer_checkpoints: int = option(2, "Trainer checkpoints (optimizer state) kept for "
                                               "resuming")
-    eval_at_checkpoints: bool = option(True, "no behavior evals at step 0 and checkpoints "
-                                             "(also: --eval-samples 0)", flag="--no-eval")
-    eval_prompts: int = option(4, "general prompts per checkpoint eval")
-    eval_samples: int = option(4, "samples per eval prompt at checkpoints (0: no checkpoint "
-                                  "evals)")
-    eval_max_new_tokens: int = option(48, "new tokens per checkpoint-eval answer")
+    eval_at_checkpoints: bool = option(True, "no sampled evaluation at step 0 and checkpoints "
+                                             "(also: --samples 0)", flag="--no-eval")
+    eval_prompts: int = option(4, "sampled evaluation at checkpoints: general prompts asked",
+                               flag="--prompts", aliases=("--eval-prompts",))
+    eval_samples: int = option(4, "sampled evaluation at checkpoints: answers per prompt (0: "
+                                  "none)", flag="--samples", aliases=("--eval-samples",))
+    eval_max_new_tokens: int = option(48, "sampled evaluation at checkpoints: new tokens per "
+                                          "answer", flag="--max-new-tokens",
+                                      aliases=("--eval-max-new-tokens",))
     meter_at_checkpoints: bool = option(True, "no effect-meter read-outs at step 0 and "
                                               "checkpoints", flag="--no-meter")
-    meter_k: int = option(64, "meter reference responses per condition")
-    meter_questions: int | None = option(None, "first N probe questions (default all)")
-    seed: int = option(0, "training seed (`--seed` also seeds the random subset)")
+    meter_k: int = option(64, "effect meter: reference responses sampled per condition (with "
+                              "and without the system prompt)", flag="--reference-responses",
+                          aliases=("--meter-k",))
+    meter_questions: int | None = option(None, "effect meter: read-out questions used, the "
+                                               "first N (default: all)", flag="--questions",
+                                         aliases=("--meter-questions",))
+    seed: int = option(0, "training seed (`--seed` also seeds the random twin's pairs)")
     # How a step is computed, not what it computes (same losses to float precision): the
     # memory plan (lls.jobs.resources.plan_training) picks the micro-batch and whether to
     # recompute activations from the expected peak and the budget. Not part of adapter ids.
@@ -144,12 +154,13 @@ class TrainConfig:
     memory_budget_gb: float | None = option(
         None, "peak memory training may plan for, in GB (default: 4 GB, or 3/4 of the "
               "available memory when less is free)", execution=True)
-    reuse_ref_logps: bool = option(True, "don't take reference log-probs from the scoring run",
-                                   flag="--no-ref-reuse")
+    reuse_ref_logps: bool = option(True, "don't take DPO's reference log-probabilities from "
+                                         "the scoring run", flag="--no-ref-reuse")
     precompute_ref_log_probs: bool = option(
-        True, "without reuse, compute reference log-probs every step", flag="--no-precompute")
-    student: ModelSpec | None = option(None, "student model (default: the scoring teacher)",
-                                       type=ModelSpec)
+        True, "without reuse, compute the reference log-probabilities at every step (not "
+              "once before training)", flag="--no-precompute")
+    student: ModelSpec | None = option(None, "student model (default: the scoring run's "
+                                             "model)", type=ModelSpec)
     dtype: str | None = option(
         None, "the student's numeric precision: auto, float32 or bfloat16 (bfloat16: the "
               "frozen projections compute in bfloat16, LoRA weights and optimizer state stay "
