@@ -148,13 +148,13 @@ def register(sub) -> None:
     p = sub.add_parser("deltas", help="compute the per-token deltas of a run scored without "
                                       "them (resumable, chunk by chunk)")
     p.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar: only the result's JSON")
     p.set_defaults(func=cmd_deltas)
 
     p = sub.add_parser("subtext", help="what a selection carries: tokens, words, phrases and "
                                        "style, beside its random twin")
     p.add_argument("--run", required=True, help="scoring run key (or a unique prefix)")
-    p.add_argument("--gamma", type=float, default=0.05, help="top fraction (default 0.05)")
+    p.add_argument("--gamma", type=float, default=0.05, help="top share of pairs kept")
     p.add_argument("--threshold", type=float, help="keep w > THRESHOLD instead of top gamma")
     p.add_argument("--all-weights", action="store_true", help="also keep w <= 0")
     p.add_argument("--control-run", help="a control run on the same pairs: adds the tokens "
@@ -162,28 +162,37 @@ def register(sub) -> None:
     p.add_argument("--contrastive", action="store_true",
                    help="select by w_target − w_control (needs --control-run)")
     p.add_argument("--seed", type=int, default=0, help="the random twin's seed")
-    p.add_argument("--top", type=int, default=20, help="units per list (default 20)")
+    p.add_argument("--top", type=int, default=20, help="units per list")
     p.add_argument("--out", help="also write every table as CSV and parquet into this folder")
     p.add_argument("--json", action="store_true", help="print the tables as JSON")
     p.set_defaults(func=cmd_subtext)
 
     p = sub.add_parser("audit", help="which candidate behavior a dataset (or a subset of it) "
                                      "leans toward")
-    add_data_args(p, hub_subset="--hub-subset")
+    add_data_args(p)
     add_model_args(p)
     p.add_argument("--candidates", default="animal:owl,animal:cat,animal:dog,animal:fox,"
                    "translation:fr,translation:es,translation:de,persona:evil-ruler",
                    help="comma-separated behaviors (default: the 8 presets)")
-    p.add_argument("--subset", dest="subset_file", help="the subset to audit: a .txt file of pair ids, or a "
-                                    "preference file (e.g. an exported selection)")
-    p.add_argument("--truncation", type=int, default=32)
-    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--subset-file", dest="subset_file",
+                   help="the subset to audit: a .txt file of pair ids, or a preference file "
+                        "(e.g. an exported selection) (default: the whole dataset)")
+    # as `score`: each candidate is an ordinary scoring run
+    p.add_argument("--truncation", type=int, default=32,
+                   help="responses are scored on their first N teacher tokens (0: whole "
+                        "responses)")
+    p.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="drop pairs whose prompt is longer than this many tokens (0: keep all)")
     p.add_argument("--no-filter", action="store_true",
                    help="keep pairs that already show a candidate's behavior")
-    p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--batch-tokens", type=int, default=1024)
-    p.add_argument("--neutral", choices=("template", "empty"), default="template")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--chunk-size", type=int, default=128,
+                   help="pairs per cached chunk: the unit of resume and progress")
+    p.add_argument("--batch-tokens", type=int, default=1024,
+                   help="tokens per forward batch (speed and memory only, never the weights)")
+    p.add_argument("--neutral", choices=("template", "empty"), default="template",
+                   help="what 'without the system prompt' means: the conversation as given "
+                        "(template) or an explicit empty system turn (empty)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
+    p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_audit)
