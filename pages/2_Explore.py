@@ -8,7 +8,7 @@ from lls.core import glossary as G
 from lls.core.errors import LLSError
 from lls import scoring
 from lls.scoring import contrastive
-from lls.scoring.selection import SelectionConfig, selection_indices, twin_flips
+from lls.scoring.selection import Ranking, SelectionConfig, selection_indices, twin_flips
 from ui import charts, common, control_runs, examples, explorer
 from ui.glossary import glossary
 
@@ -60,17 +60,17 @@ if candidates:
                     "stays.")
         ckeys = [c.key for c in candidates]
         default = contrastive.find_control(run, runs=candidates)
-        state = f"control_run::{key}"
-        if st.session_state.get(state) not in ckeys:
-            st.session_state[state] = default.key if default is not None else ckeys[0]
+        state = f"control_runs::{key}"
+        if not set(st.session_state.get(state) or []) <= set(ckeys) or \
+                not st.session_state.get(state):
+            st.session_state[state] = [default.key if default is not None else ckeys[0]]
         c1, c2 = st.columns([3, 2])
-        ckey = c1.selectbox("Control run", ckeys, key=state,
-                            format_func=lambda k: control_runs.control_label(
-                                run, next(c for c in candidates if c.key == k)),
-                            help=common.run_help(next(c for c in candidates
-                                                      if c.key == st.session_state[state]),
-                                                 "control run"))
-        control = next(c for c in candidates if c.key == ckey)
+        picked = c1.multiselect(
+            "Control runs (several: a panel, ranked by this run's w minus their mean)", ckeys,
+            key=state, format_func=lambda k: control_runs.control_label(
+                run, next(c for c in candidates if c.key == k)))
+        control = control_runs.Panel([c for c in candidates if c.key in picked]) \
+            if picked else None
         rank_by = c2.radio("Rank pairs by", list(control_runs.RANK_COLUMNS), key="rank_by",
                            format_func=control_runs.RANK_COLUMNS.get, horizontal=False)
         if default is None:
@@ -107,8 +107,8 @@ c[4].metric("tokens read per response", cfg.get("truncation") or "all",
                  f"meant: {common.NEUTRAL_TEXT.get(neutral, neutral)}.")
 if control is not None and rank_by != "w_target":
     st.caption(f"Ranked by **{control_runs.RANK_COLUMNS[rank_by]}** (control: "
-               f"{common.run_name(control)}): the counts, histogram, tables and export below "
-               "use this weight as w.")
+               f"{'; '.join(common.run_name(r) for r in control.runs)}): the counts, "
+               "histogram, tables and export below use this weight as w.")
 with st.expander("Teacher and run details"):
     st.markdown(f"**What carried the trait (the teacher):** "
                 f"{scoring.describe_teacher(run.config)}")
@@ -201,6 +201,14 @@ def contrastive_view(sel: SelectionConfig) -> None:
                                 "spearman": st.column_config.NumberColumn("Spearman ρ",
                                                                           format="%.3f")})
     frame = control_runs.contrastive_frame(key, updated[0], control.key, updated[1])
+    share = contrastive.panel_share(frame, selection_indices(
+        Ranking(frame["w_target"].to_numpy()), sel))
+    if share["share"] is not None:
+        st.caption(f"Of the LLS selection's mean weight ({share['mean_w_target']:.4f} over "
+                   f"{share['n']:,} pairs), the control{'s' if control.size > 1 else ''} "
+                   f"explain{'' if control.size > 1 else 's'} {share['share']:.0%} "
+                   f"(their mean w there: {share['mean_w_control']:.4f}); what is specific "
+                   "to the target is the rest.")
     st.plotly_chart(charts.weights_scatter(frame, gamma, sel.positive_only),
                     key="contrastive_scatter")
     st.caption("Below the dotted diagonal the control's w is below this run's, so the "

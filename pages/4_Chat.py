@@ -50,9 +50,10 @@ with st.sidebar:
     model_name = st.text_input("Base model", key="chat_model",
                                help="hub id, local directory, .gguf file or the bundled model")
     preset, behavior = common.behavior_picker("chat_behavior")
+    # the default lives in Session State only (a study may have put its teacher's prompt there)
+    st.session_state.setdefault(f"chat_system_{preset}", behavior.system_prompt)
     system_prompt = st.text_area("Teacher's system prompt (the base + system prompt column)",
-                                 value=behavior.system_prompt, key=f"chat_system_{preset}",
-                                 height=100)
+                                 key=f"chat_system_{preset}", height=100)
     picked = st.multiselect("Trained adapters (students) and checkpoints", list(options),
                             key="chat_adapters",
                             help="each becomes a column; trained on the Train page")

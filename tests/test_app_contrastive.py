@@ -52,7 +52,7 @@ def _explorer(key: str) -> AppTest:
 def test_explorer_ranks_by_the_chosen_weight(owl_control_runs, weights):
     _, target, control = owl_control_runs
     at = _explorer(target.key)
-    assert at.selectbox(key=f"control_run::{target.key}").value == control.key
+    assert at.multiselect(key=f"control_runs::{target.key}").value == [control.key]
     radio = at.radio(key="rank_by")
     assert radio.value == "w_target" and len(radio.options) == 3
     assert radio.options[2] == "this run's w − the control's (contrastive)"
@@ -139,7 +139,7 @@ def test_setup_cached_target_and_control_open_at_once(owl_control_runs):
     _ok(at.button(key="start").click().run())
     assert len(jobs.list_jobs("score")) == before  # both served from the cache
     assert at.session_state["run_key"] == target.key  # on the explorer now
-    assert at.selectbox(key=f"control_run::{target.key}").value == control.key
+    assert at.multiselect(key=f"control_runs::{target.key}").value == [control.key]
     assert at.radio(key="rank_by").value == "w_target"
 
 
@@ -170,3 +170,33 @@ def test_setup_queues_a_control_job_with_another_animal(owl_control_runs):
         for j in new:
             jobs.cancel(j.id)
             assert jobs.wait(j.id, timeout=60).status == "cancelled"
+
+
+def test_a_panel_of_controls_ranks_by_their_mean_and_says_what_it_explains(owl_control_runs,
+                                                                           bundled):
+    """Two controls picked at once (the neutral persona and the cat prompt): the ranking is
+    w_target minus their mean weight, and the contrastive view says how much of the LLS
+    selection's mean weight the panel explains."""
+    from lls.scoring.contrastive import panel_share, score_control
+    from lls.scoring.selection import Ranking, SelectionConfig, selection_indices
+
+    cfg, target, control = owl_control_runs
+    model, tok = bundled
+    cat = score_control(cfg, behaviors.animal("cat"), model=model, tokenizer=tok)
+    at = _explorer(target.key)
+    _ok(at.multiselect(key=f"control_runs::{target.key}").set_value(
+        [control.key, cat.key]).run())
+    _ok(at.radio(key="rank_by").set_value("w_contrastive").run())
+    at.slider(key="gamma").set_value(1.0).run()
+    frame = contrastive_frame(target, [control, cat])
+    pos = np.sort(frame["w_contrastive"][frame["w_contrastive"] > 0].to_numpy())[::-1]
+    assert _metric(at, "selected pairs") == str(len(pos))
+    table = at.dataframe(key="table-lls").value
+    np.testing.assert_allclose(table["w"], pos, atol=1e-9)
+    at.slider(key="gamma").set_value(0.5).run()
+    _ok(at.segmented_control(key="view").set_value("Contrastive").run())
+    share = panel_share(frame, selection_indices(Ranking(frame["w_target"].to_numpy()),
+                                                 SelectionConfig(gamma=0.5)))
+    text = " ".join(c.value for c in at.caption)
+    assert share["share"] is not None  # the top half by w_target has a positive mean
+    assert f"the controls explain {share['share']:.0%}" in text

@@ -515,3 +515,29 @@ def test_the_study_report_draws_its_charts_offline(tiny_study, driver, tmp_path)
     except BaseException:
         _failure_report(d, tmp_path)
         raise
+
+
+def test_check_the_teacher_in_a_real_browser(server, driver, tmp_path):
+    """Setup: open the strength check, ask 4 questions, and read the verdict: how often the
+    teacher names the owl, beside the base model."""
+    from selenium.webdriver.common.by import By
+
+    d = driver
+    try:
+        d.get(server + "/Setup")
+        _wait(d, lambda d: "What carries the trait" in _body(d), 90, "the Setup page")
+        _click_until(d, lambda d: next((
+            e for e in d.find_elements(By.CSS_SELECTOR, "summary")
+            if "Check the teacher's strength" in e.text), None),
+            lambda d: bool(_button_texts(d).count("Check the teacher")), "the strength check")
+        _set_text(d, "Questions asked", "4")
+        _set_text(d, "Sampled next words per question", "1")
+        _click_until(d, lambda d: _button(d, "Check the teacher"),
+                     lambda d: "Reading the teacher" in _body(d)
+                     or "The teacher names the owl" in _body(d), "the check to start")
+        _wait(d, lambda d: "The teacher names the owl" in _body(d), 300, "the verdict")
+        body = _body(d)
+        assert "base (no trait)" in body and "P(next word = owl)" in body
+    except BaseException:
+        _failure_report(d, tmp_path)
+        raise

@@ -21,6 +21,7 @@ import pytest
 from lls.evaluation import effects
 from lls.studies import study as S
 from lls.studies.runner import run_study, submit_cells
+from lls.studies.store import teacher_name
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,7 @@ def test_study_runs_resumes_after_kill_and_reuses_cells_when_extended(tiny_run, 
     assert main(["study", "status", name]) == 0
     lv = r2["sampled_levels"]["one-word"]["system"]
     assert (f"sampled one-word answers: base {r2['sampled_levels']['one-word']['base']['k']}/4"
-            in (out := capsys.readouterr().out)) and f"teacher (base + system prompt) " \
+            in (out := capsys.readouterr().out)) and f"teacher {teacher_name(tiny_run)} " \
         f"{lv['k']}/{lv['n']}" in out
 
     mtimes = {c.id(study.config): study.result_path(c).stat().st_mtime for c in study.cells()}

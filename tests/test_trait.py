@@ -141,7 +141,7 @@ def test_trait_adapter_from_prompt_keeps_readout_questions_out(tmp_path, session
     # another recipe on the same examples reuses them (no sampling) and trains anew
     from dataclasses import replace
 
-    m2 = make_trait(replace(cfg, learning_rate=1e-3), session_cache, check=False)
+    m2 = make_trait(replace(cfg, learning_rate=5e-4), session_cache, check=False)
     assert m2["key"] != m["key"] and m2["examples_dir"] == m["examples_dir"]
     assert "seconds_examples" not in m2
 

@@ -37,17 +37,32 @@ def control_label(target: scoring.ScoreRun, control: scoring.ScoreRun) -> str:
             + ("" if strict else " · other filter: shared pairs only"))
 
 
+class Panel:
+    """The control run(s) picked on the page, as the page uses one control: `key` (the
+    comma-joined keys a selection stores) and `manifest["updated"]` (their stamps)."""
+
+    def __init__(self, runs: list[scoring.ScoreRun]):
+        self.runs = runs
+        self.key = ",".join(r.key for r in runs)
+        self.size = len(runs)
+        self.manifest = {"updated": "|".join(str(r.manifest.get("updated")) for r in runs)}
+
+
 @st.cache_resource(max_entries=2, show_spinner="Aligning the target and control runs…")
 def contrastive_frame(target_key: str, target_updated: str | None, control_key: str,
                       control_updated: str | None) -> pd.DataFrame:
-    """lls.scoring.contrastive.contrastive_frame of two runs (keyed on both keys and 'updated' stamps).
+    """lls.scoring.contrastive.contrastive_frame of a run and its control (or a panel of
+    controls: comma-joined keys), keyed on the keys and their 'updated' stamps.
 
     cache_resource, like `explorer_data`: read-only here, and no pickled copy per rerun. The
     target's frame comes from `explorer_data`'s cache, so it is not read twice.
     """
-    contrastive.check_compatible(scoring.open_run(target_key), scoring.open_run(control_key))
+    target_run = scoring.open_run(target_key)
+    controls = contrastive.open_controls(control_key)
+    for c in controls:
+        contrastive.check_compatible(target_run, c)
     target = explorer_data(target_key, target_updated).frame
-    return contrastive.contrastive_frame(target, scoring.open_run(control_key).frame())
+    return contrastive.contrastive_frame(target, [c.frame() for c in controls])
 
 
 @st.cache_resource(max_entries=6, show_spinner="Ranking by the chosen weight…")
@@ -61,7 +76,12 @@ def contrastive_data(target_key: str, target_updated: str | None, control_key: s
     frame = contrastive.as_ranked(contrastive_frame(target_key, target_updated, control_key,
                                         control_updated), column)
     manifest = explorer_data(target_key, target_updated).manifest
-    return frame_data(f"{target_key}~{control_key[:12]}", frame, manifest)
+    import hashlib
+
+    # a panel's joined keys, hashed: two panels sharing a first run still differ
+    tag = control_key[:12] if "," not in control_key else \
+        "panel-" + hashlib.sha256(control_key.encode()).hexdigest()[:10]
+    return frame_data(f"{target_key}~{tag}", frame, manifest)
 
 
 def weights_table_view(data: ExplorerData, indices, search: str = "",

@@ -81,14 +81,18 @@ def strength_check(behavior, model: ModelSpec, teacher: Teacher | None) -> None:
                    "fraction of it. About a minute on the bundled model.")
         others = st.text_area("Other system prompts to compare (one per line, optional)",
                               key="t_compare", height=80)
+        c1, c2 = st.columns(2)
+        questions = c1.number_input("Questions asked", 1, 32, 32, key="t_questions")
+        samples = c2.number_input("Sampled next words per question", 1, 32, 4, key="t_samples")
         if st.button("Check the teacher", key="t_check"):
             teachers = [teacher] if teacher is not None else [behavior.system_prompt]
             teachers += [x.strip() for x in others.splitlines() if x.strip()]
             try:
                 with st.spinner("Reading the teacher(s)…"):
                     m, tok = _model(model)
-                    st.session_state["t_strength"] = teacher_strength(m, tok, behavior,
-                                                                      teachers)
+                    st.session_state["t_strength"] = teacher_strength(
+                        m, tok, behavior, teachers, questions=int(questions),
+                        samples=int(samples))
             except LLSError as e:
                 st.session_state["t_strength"] = {"error": str(e)}
         res = st.session_state.get("t_strength")
@@ -137,7 +141,7 @@ def trait_maker(behavior, model: ModelSpec) -> None:
                                      "'response' fields)", key="tr_file").strip() or None
         c1, c2, c3 = st.columns(3)
         answers = c1.number_input("Answers per prompt", 1, 64, 8, key="tr_answers")
-        epochs = c2.number_input("Passes over the examples", 1, 20, 3, key="tr_epochs")
+        epochs = c2.number_input("Passes over the examples", 1, 20, 6, key="tr_epochs")
         rank = c3.number_input("LoRA rank", 2, 128, 16, key="tr_rank")
         if st.button("Make the trait adapter", key="tr_start"):
             try:

@@ -71,8 +71,8 @@ class TraitConfig:
     max_examples: int = 400
     lora_r: int = 16
     lora_alpha: int = 32
-    learning_rate: float = 2e-4
-    epochs: float = 3
+    learning_rate: float = 1e-3
+    epochs: float = 6
     batch_size: int = 8
     seed: int = 0
     check_questions: int = 32
