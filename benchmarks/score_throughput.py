@@ -4,7 +4,7 @@ Baseline: each of the 4 sequences of a pair as its own forward pass, in dataset 
 fixed batches of 8, right-padded, full logits (the reference implementation's method).
 Engine: `lls.scoring.score_rendered` (prefix KV reuse, length-sorted token-budget batches,
 LM head only at scored positions). Prints pairs/s of each, the ratio and max |delta w|.
-Target (issue 3): ratio >= 2.5, max |delta w| <= 1e-4 on the hh-rlhf test file.
+Target: ratio >= 2.5, max |delta w| <= 1e-4 on the hh-rlhf test file.
 
     python benchmarks/score_throughput.py [--pairs 96] [--truncation 32]
 """

@@ -13,12 +13,12 @@ import sys
 from ..core.errors import LLSError
 from ..jobs.console import enable as console_progress
 from . import eval as eval_cmd
-from . import meter, sample, score, select, study, teacher, train, transfer
+from . import demo, meter, sample, score, select, study, teacher, train, transfer
 
 
 # Commands that print progress lines on stderr (phases, counts, ETA; `lls.jobs.console`).
 # `score` draws its own bar.
-PROGRESS_COMMANDS = ("train", "eval", "study", "meter", "trait")
+PROGRESS_COMMANDS = ("train", "eval", "study", "meter", "trait", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LLS Studio: Logit-Linear Selection of preference data (score, select, export, train)."))
     ap.add_argument("--cache", help="cache directory (default ./cache or $LLS_CACHE)")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (score, sample, select, train, eval_cmd, transfer, meter, study, teacher):
+    for module in (demo, score, sample, select, train, eval_cmd, transfer, meter, study, teacher):
         module.register(sub)
     return ap
 
