@@ -1,7 +1,7 @@
 """bfloat16 precision candidates for the benchmarks, real or emulated with float32 kernels.
 
 Not part of the product: `lls.models.load.bf16_linears` is what ships. This module builds the
-candidates the README compares, from one float32 model (each a deep copy):
+candidates docs/precision.md compares, from one float32 model (each a deep copy):
 
 * `plain`: the whole model cast to bfloat16 (weights, residual stream, norms, LM head);
 * `autocast`: float32 weights, the decoder run under `torch.autocast("cpu", bfloat16)`

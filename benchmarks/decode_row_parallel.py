@@ -1,6 +1,6 @@
 """Would splitting rows over the cores beat the contention target? A measured answer.
 
-Issue 21 asks the batched decoder for `ratio` >= 4 alone and `contention_slowdown` (beside a
+The decoder's targets are `ratio` >= 4 alone and `contention_slowdown` (beside a
 busy process / alone) <= 1.3 on this 2-core machine. The shipped decoder splits each step's
 matrix products over the cores when they are idle and keeps a step on one thread when another
 process holds a core (`lls.models.threads`). This script times, on the meter's reference set

@@ -4,7 +4,7 @@ Batched: `lls.models.generation.sample` (each prompt encoded once, its KV cache 
 rows, finished rows leave the batch). Baseline: transformers' `generate` called once per
 sample. Also shown: `generate` once per prompt with num_return_sequences (HF batched).
 Same answers budget for all: prompts x samples x max new tokens. Prints answers/s of each
-and the ratio batched / per-sample (target, issue 6: >= 4 on this CPU), plus the chat's
+and the ratio batched / per-sample (target >= 4 on a 2-core CPU), plus the chat's
 first-token latency.
 
     python benchmarks/eval_throughput.py [--prompts 2] [--samples 16] [--tokens 32]

@@ -3,7 +3,7 @@
 Writes a synthetic (model-free) run of N pairs into a temporary cache as a real cached run
 (`lls.scoring.synthetic`), opens pages/2_Explore.py in AppTest, moves the gamma slider through a
 series of values and reports the time per move (a full script rerun: counts, histogram
-marker and the table), against the 300 ms target of issue 4.
+marker and the table), against a 300 ms target.
 
     PYTHONPATH=. .venv/bin/python benchmarks/explorer_latency.py [--pairs 100000] [--moves 20]
 """

@@ -3,7 +3,7 @@
 Scores the same single-turn hh-rlhf pairs (no system turn of their own, so the conventions
 differ on every pair) with the owl prompt under both conventions and prints the Pearson and
 Spearman correlation of the two weight vectors and the overlap of their top-8 and top-10%
-sets (the numbers quoted in the README's section on the neutral convention).
+sets (the numbers quoted in docs/results.md).
 
     python benchmarks/neutral_convention.py [--pairs 160] [--truncation 32]
 """

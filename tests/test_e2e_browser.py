@@ -58,6 +58,44 @@ def server_warnings(log_text: str) -> list[str]:
             if not any(re.search(k, m.group(0)) for k in KNOWN_WARNINGS)]
 
 
+def start_server(cache: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free localhost port with LLS_CACHE = `cache`, its log in
+    `log_path`; returns the process and its URL once it answers (also used by
+    scripts/screenshots.py)."""
+    port = _free_port()
+    log = open(log_path, "wb")
+    env = dict(os.environ, LLS_CACHE=str(cache), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false",
+         "--logger.messageFormat", "%(asctime)s %(levelname)s %(name)s: %(message)s"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child holds its own copy
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(proc)
+            raise RuntimeError("streamlit did not start:\n" +
+                               log_path.read_text(errors="replace"))
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def server(session_cache, tmp_path):
     """`streamlit run app.py` on a free localhost port, with LLS_CACHE = the session cache.
@@ -66,38 +104,11 @@ def server(session_cache, tmp_path):
     logged a warning."""
     from lls.jobs import store as jobs
 
-    port = _free_port()
     log_path = tmp_path / "streamlit.log"
-    log = open(log_path, "wb")
-    env = dict(os.environ, LLS_CACHE=str(session_cache), PYTHONPATH=str(ROOT))
     before = {j.id for j in jobs.list_jobs()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false",
-         "--logger.messageFormat", "%(asctime)s %(levelname)s %(name)s: %(message)s"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log.close()
-            raise RuntimeError("streamlit did not start:\n" +
-                               (tmp_path / "streamlit.log").read_text(errors="replace"))
-        time.sleep(0.3)
+    proc, url = start_server(session_cache, log_path)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    stop_server(proc)
     for j in jobs.list_jobs():  # e.g. a scoring job still running when the test failed
         if j.id not in before and j.is_active:
             jobs.cancel(j.id)
@@ -108,8 +119,8 @@ def server(session_cache, tmp_path):
                     pytrace=False)
 
 
-@pytest.fixture
-def driver(tmp_path):
+def new_driver(profile: Path, window: str = "1400,1800"):
+    """Headless Chromium through chromedriver (also used by scripts/screenshots.py)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -117,12 +128,18 @@ def driver(tmp_path):
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,1800",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 "--disable-component-update", "--disable-sync", f"--window-size={window}",
+                 f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # requests, for tests
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     d.set_page_load_timeout(60)
+    return d
+
+
+@pytest.fixture
+def driver(tmp_path):
+    d = new_driver(tmp_path / "chromium-profile")
     yield d
     d.quit()
 

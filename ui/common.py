@@ -255,7 +255,7 @@ def precision_select(col, label: str, key: str, follow: str | None = None) -> st
     pick = col.selectbox(label, options, key=key, format_func=labels.get, help=(
         "bfloat16 computes the model's projections with half-width numbers: faster on GPUs and "
         "on CPUs with bfloat16 units, much slower on CPUs without them. Rankings agree closely "
-        "with float32 but not digit for digit (README, Scaling); results of each precision "
+        "with float32 but not digit for digit (docs/precision.md); results of each precision "
         "are cached apart."))
     if pick == "follow":
         return None

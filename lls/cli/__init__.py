@@ -12,13 +12,13 @@ import sys
 from ..core.errors import LLSError
 from ..jobs.console import enable as console_progress
 from . import eval as eval_cmd
-from . import meter, sample, score, select, study, subtext, teacher, train, transfer
+from . import demo, meter, sample, score, select, study, subtext, teacher, train, transfer
 from .common import Parser
 
 
 # Commands that print progress lines on stderr (phases, counts, ETA; `lls.jobs.console`).
 # `score` draws its own bar.
-PROGRESS_COMMANDS = ("train", "eval", "study", "meter", "trait")
+PROGRESS_COMMANDS = ("train", "eval", "study", "meter", "trait", "demo")
 
 
 DESCRIPTION = """\
@@ -26,6 +26,7 @@ LLS Studio: Logit-Linear Selection of preference data. A teacher (a model with a
 prompt, or with the trait in its weights) scores preference pairs; a student trained on the
 top pairs picks up the teacher's behavior. The commands, in the order of a study:
 
+  demo           the whole pipeline once on bundled data (about 10 minutes on 2 cores)
   teacher-check  how strongly a candidate teacher shows the behavior, before scoring
   trait          give a teacher the trait in its weights (a LoRA adapter)
   score          score a preference dataset: one weight w per pair
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the description lists the commands in their order of use: no second, unordered list
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
                             help=argparse.SUPPRESS)
-    for module in (score, sample, select, train, eval_cmd, transfer, meter, study, teacher,
+    for module in (demo, score, sample, select, train, eval_cmd, transfer, meter, study, teacher,
                    subtext):
         module.register(sub)
     return ap

@@ -1,6 +1,6 @@
 """Record shapes: turning one source row (a dict) into a `Pair`.
 
-Four shapes are understood (see README "Supported data shapes"):
+Four shapes are understood (see docs/data.md, "Shapes"):
 
 * ``transcript``  HH-style: ``chosen``/``rejected`` are whole conversations with turns
   introduced by ``"\\n\\nHuman: "`` and ``"\\n\\nAssistant: "`` (Anthropic/hh-rlhf).

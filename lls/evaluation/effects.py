@@ -72,7 +72,8 @@ def sampled_collapse(answers: dict[str, float], base_answers: dict[str, float] |
     ("other" left out: a small model that rarely answers with an animal at all is not
     collapsed onto one). Not assessable when fewer than MIN_NAMED of the n samples name a
     candidate: a handful of answers does not make a distribution."""
-    named = {k: v for k, v in answers.items() if k != "other"}
+    # a prefilled read-out lists every candidate, at 0 when none was named
+    named = {k: v for k, v in answers.items() if k != "other" and v > 0}
     share = sum(named.values())
     if share * n < MIN_NAMED:
         return {"collapsed": False, "assessable": False, "named_share": share,

@@ -4,7 +4,7 @@ The dashboard calls `check_training` / `check_scoring` before launching a job, t
 that cannot fit rather than let the OS kill it. Estimates come from the model's shape (its
 `config.json`: layers, hidden and MLP sizes, vocabulary) and the job's settings; they are
 upper bounds on a padded batch, calibrated on the bundled SmolLM2-135M (see
-`benchmarks/train_memory.py` and the README's "Training memory").
+`benchmarks/train_memory.py` and docs/performance.md, "Training memory").
 
 What dominates LoRA-DPO training without activation checkpointing is the activations kept
 for the backward pass: every layer keeps a few hidden-size and MLP-size vectors and the

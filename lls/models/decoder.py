@@ -12,7 +12,7 @@
   tokens depend on its seed and the model only, not on the batch size or on which other
   prompts shared its steps, up to float rounding: the rows of a step and its thread count
   move a logit by up to ~6e-5, which changed 3-6 of the meter's 128 reference answers from
-  some token on (README, "Decoding").
+  some token on (docs/development.md, "Decoding internals").
 
 Decode steps and prefills run on the thread counts `lls.models.threads` chooses.
 """

@@ -360,7 +360,7 @@ def effect_grid(rows: list[dict], readout: str, x: str, y: str) -> list[dict]:
 
 
 # the study process itself while its children train (Python, torch, the scoring frame; no
-# model: the sampler releases it), measured on the bundled model's 4-cell study (README)
+# model: the sampler releases it), measured on the bundled model's 4-cell study (docs/performance.md)
 STUDY_PROCESS_BYTES = 700 * 1024 ** 2
 
 
@@ -368,10 +368,14 @@ def memory_check(study: Study):
     """What launching the queue holds at its peak: a training child at the grid's largest
     LoRA rank beside the study process (which holds no model while children train; while
     it samples, no child trains and the model alone is smaller than a training child)."""
+    return queue_memory_check(teacher(study), recipe(study))
+
+
+def queue_memory_check(model: ModelSpec, r: TrainConfig):
+    """`memory_check` of a queue that trains `r` on `model` (a study not created yet)."""
     from ..jobs.resources import check_memory, check_training_job
 
-    r = recipe(study)
-    child = check_training_job(teacher(study), r)
+    child = check_training_job(model, r)
     if child.available_bytes is None and "unknown" in child.message.lower():
         return child
     return check_memory(child.expected_bytes + STUDY_PROCESS_BYTES,
