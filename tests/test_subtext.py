@@ -303,7 +303,7 @@ def test_cli_deltas_subtext_and_audit(tiny, tmp_path, capsys):
     assert main(base + ["audit", "--data", str(data), "--model", str(model_dir),
                         "--truncation", "8", "--chunk-size", "16", "--quiet", "--json",
                         "--candidates", "animal:owl,animal:cat,animal:bee",
-                        "--subset-file", str(ids)]) == 0
+                        "--subset", str(ids)]) == 0
     audit = json.loads(capsys.readouterr().out)
     assert audit["subset"] == 12 and audit["subset_rows_unmatched"] == 1
     assert [r["rank"] for r in audit["table"]] == [1, 2, 3]

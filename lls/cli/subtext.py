@@ -169,12 +169,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("audit", help="which candidate behavior a dataset (or a subset of it) "
                                      "leans toward")
-    add_data_args(p)
+    # --subset here is the pairs audited; the hub dataset's data folder is --hub-subset
+    add_data_args(p, hub_subset="--hub-subset")
     add_model_args(p)
     p.add_argument("--candidates", default="animal:owl,animal:cat,animal:dog,animal:fox,"
                    "translation:fr,translation:es,translation:de,persona:evil-ruler",
                    help="comma-separated behaviors (default: the 8 presets)")
-    p.add_argument("--subset-file", dest="subset_file",
+    p.add_argument("--subset", dest="subset_file",
                    help="the subset to audit: a .txt file of pair ids, or a preference file "
                         "(e.g. an exported selection) (default: the whole dataset)")
     # as `score`: each candidate is an ordinary scoring run
