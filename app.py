@@ -40,7 +40,7 @@ def demo_section() -> None:
     st.markdown(
         "Scores 200 hh-rlhf pairs for the owl, keeps the top 48, trains the LLS adapter and "
         "its random twin briefly, and reads both out beside the base model and the teacher "
-        "(base + system prompt). About 10 minutes on 2 CPU cores; the same as "
+        "(base + system prompt). 10 to 20 minutes on 2 CPU cores; the same as "
         "`python -m lls demo`.")
     active = any(j.is_active for j in jobs.list_jobs("demo"))
 

@@ -6,7 +6,7 @@ question with the reply begun and the probability lens under each column.
     python scripts/screenshots.py [--cache DIR] [--out docs/img]
 
 Needs a finished demo in the cache: when there is none it runs `python -m lls demo` first
-(about 10 minutes on 2 cores), then the screenshots take a minute or two. Uses the browser
+(10-20 minutes on 2 cores), then the screenshots take a minute or two. Uses the browser
 test harness (tests/test_e2e_browser.py: Debian's chromium and chromium-driver). Each PNG is
 reduced to a 128-colour palette to stay small (well under 150 KB).
 """

@@ -26,7 +26,7 @@ LLS Studio: Logit-Linear Selection of preference data. A teacher (a model with a
 prompt, or with the trait in its weights) scores preference pairs; a student trained on the
 top pairs picks up the teacher's behavior. The commands, in the order of a study:
 
-  demo           the whole pipeline once on bundled data (about 10 minutes on 2 cores)
+  demo           the whole pipeline once on bundled data (10-20 minutes on 2 cores)
   teacher-check  how strongly a candidate teacher shows the behavior, before scoring
   trait          give a teacher the trait in its weights (a LoRA adapter)
   score          score a preference dataset: one weight w per pair

@@ -14,7 +14,7 @@ def register(sub) -> None:
     """Register `demo` on the CLI subparsers."""
     p = sub.add_parser(
         "demo", help="the first run: score a small slice, select, train the LLS adapter and "
-                     "its random twin, read both out beside base and teacher (about 10 min "
+                     "its random twin, read both out beside base and teacher (10-20 min "
                      "on 2 cores)")
     p.add_argument("--data", default=DEFAULTS.data,
                    help="a preference-data file or hub dataset (default: the hh-rlhf test "

@@ -5,7 +5,8 @@ handed to Chat. It is a one-cell study, so the Studies page shows it like any ot
 second run reuses everything finished.
 
 Each step prints its time and what to look at. The default sizes keep an idle run of the
-bundled model well inside 10 minutes on 2 CPU cores (see docs/performance.md).
+bundled model to 10-20 minutes on 2 CPU cores (17.5 min measured with one thread beside
+another job; docs/performance.md).
 """
 
 from __future__ import annotations
