@@ -88,7 +88,7 @@ trust = c3.checkbox("Run code from the model's repository", value=False, key="m_
                          "when they load. Leave off unless you trust the repository.")
 teacher = None
 if behavior is not None:
-    model_spec = ModelSpec(model_name, trust_remote_code=trust)
+    model_spec = ModelSpec(model_name, trust_remote_code=trust, dtype=dtype)
     teacher = teacher_ui.teacher_choice(behavior, model_spec)
     teacher_ui.strength_check(behavior, model_spec, teacher)
     teacher_ui.trait_maker(behavior, model_spec)

@@ -554,7 +554,12 @@ def test_check_the_teacher_in_a_real_browser(server, driver, tmp_path):
                      or "The teacher names the owl" in _body(d), "the check to start")
         _wait(d, lambda d: "The teacher names the owl" in _body(d), 300, "the verdict")
         body = _body(d)
-        assert "base (no trait)" in body and "P(next word = owl)" in body
+        # the table is drawn on a canvas (its cells are not page text): its frame is there,
+        # the caption under it says what was asked, and the verdict names the base's level
+        assert d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+        assert "4 questions × 1 sampled answers each" in body
+        assert re.search(r"The teacher names the owl \d+% of the time when asked .*; the base "
+                         r"model \d+\.\d%", body)
     except BaseException:
         _failure_report(d, tmp_path)
         raise
