@@ -393,9 +393,9 @@ def test_setup_sampled_pairs_source_starts_a_sampled_run_and_lists_it(bundled, m
     assert jobs.wait(job.id, timeout=120).status in ("cancelled", "failed")
     # the finished sampled run is listed like any run, its state said once
     at = AppTest.from_file(str(ROOT / "pages" / "1_Setup.py"), default_timeout=120).run()
-    runs = next(d.value for d in at.dataframe if "run" in d.value.columns)
-    row = runs[runs["run"] == done.key].iloc[0]
-    assert row["state"] == "complete" and row["data"].startswith("sampled: questions.txt")
+    runs = next(d.value for d in at.dataframe if "key" in d.value.columns)
+    row = runs[runs["key"] == done.key].iloc[0]  # named in words, its key beside
+    assert row["state"] == "complete" and row["run"].startswith("model's answers to questions")
     labels = at.selectbox(key="manage_run_pick").options
     assert not any("complete · complete" in x for x in labels)
     # and the explorer opens it unchanged

@@ -1,6 +1,7 @@
 """Scoring runs: cache, resume after a kill, corrupt chunks, served-from-cache."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -147,9 +148,19 @@ def test_empty_result_is_an_error(tmp_path, bundled):
         score(cfg, cache_dir=tmp_path, model=model, tokenizer=tok)
 
 
-def test_unknown_run_key_names_known_runs(small_run):
-    with pytest.raises(CacheError, match=small_run.key):
+def test_unknown_run_key_names_known_runs(small_run, tmp_path):
+    from lls.core.cache import list_stores
+
+    newest = list_stores("scores")[:10]  # the session's cache holds other tests' runs too
+    assert small_run.key in {s.key for s in list_stores("scores")}
+    with pytest.raises(CacheError, match="python -m lls runs") as err:
         open_run("doesnotexist")
+    assert all(s.key in str(err.value) for s in newest)
+    # a cache of one run names it
+    one = tmp_path / "one" / "scores" / small_run.key
+    shutil.copytree(small_run.path, one)
+    with pytest.raises(CacheError, match=f"known runs: {small_run.key}"):
+        open_run("doesnotexist", tmp_path / "one")
 
 
 def test_config_roundtrip(small_run):

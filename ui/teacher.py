@@ -20,6 +20,14 @@ KIND_LABELS = {"prompt": "the system prompt above (the paper)",
                "model": "a fine-tuned model that carries the trait (same tokenizer)"}
 
 
+# What the teacher study found on the bundled 135M model (docs/results.md).
+SMALL_MODEL_ADVICE = (
+    "For small models, prefer a trait adapter (make one below): on the bundled 135M model it "
+    "names the owl in 96% of prefilled answers, the paper's prompt in 3-9%. Even so, no "
+    "teacher has yet made the owl show in a 135M student's samples above its random twin: "
+    "expect effects in log-probabilities, and check them against the twin.")
+
+
 def teacher_choice(behavior, model: ModelSpec) -> Teacher | None:
     """The radio and inputs that say what carries the trait; None: the system prompt."""
     kind = st.radio("What carries the trait", list(KIND_LABELS), key="t_kind",
@@ -28,6 +36,7 @@ def teacher_choice(behavior, model: ModelSpec) -> Teacher | None:
                          "system prompt: w compares the teacher with the trait to the base "
                          "model. Published small-model replications transferred a trait only "
                          "from such teachers.")
+    st.caption(SMALL_MODEL_ADVICE)
     if kind == "prompt":
         return None
     if kind == "adapter":

@@ -267,10 +267,12 @@ def open_run(key: str, cache_dir: Path | None = None) -> ScoreRun:
     root = runs_root("scores", cache_dir)
     matches = sorted(p for p in root.glob(f"{key}*") if (p / "manifest.json").is_file())
     if len(matches) != 1:
-        known = ", ".join(s.key for s in list_stores("scores", cache_dir)[:10]) or "none"
+        stores = list_stores("scores", cache_dir)
+        known = ", ".join(s.key for s in stores[:10]) or "none"
+        which = f"the 10 newest of {len(stores)} runs" if len(stores) > 10 else "known runs"
         what = "no" if not matches else "more than one"
         raise CacheError(f"{what} cached scoring run matches {key!r} under {root} "
-                         f"(known runs: {known}). List them with `python -m lls runs`.")
+                         f"({which}: {known}). List them with `python -m lls runs`.")
     return ScoreRun(ChunkStore(matches[0]))
 
 
