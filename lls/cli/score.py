@@ -137,8 +137,10 @@ def cmd_runs(a) -> int:
 
 
 
-def add_scoring_args(p, unit: str = "pairs", chunk: int = 128) -> None:
-    """How a run is scored (`score` and `sample-pairs`); `unit`: what a chunk holds."""
+def add_scoring_args(p, unit: str = "pairs", chunk: int = 128, control: bool = True,
+                     quiet: bool = True) -> None:
+    """How a run is scored (`score`, `sample-pairs`, and `audit`'s candidate runs); `unit`:
+    what a chunk holds; `control` / `quiet`: add those two options too."""
     g = p.add_argument_group("scoring")
     g.add_argument("--truncation", type=int, default=32,
                    help="responses are scored on their first N teacher tokens (0: whole "
@@ -156,13 +158,15 @@ def add_scoring_args(p, unit: str = "pairs", chunk: int = 128) -> None:
                    help="what 'without the system prompt' means: the conversation as given, "
                         "so the chat template may insert its own system turn (template), or an "
                         "explicit empty system turn, as the authors' code does (empty)")
-    g.add_argument("--control", nargs="?", const="", metavar="PROMPT",
-                   help="score the control run of this config instead of the target (to rank "
-                        "by this run's w minus the control's): the same pairs with the control "
-                        "system prompt PROMPT, or a preset's (e.g. animal:cat); without a value "
-                        "a neutral assistant persona")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar, warnings or teacher line: only the result's JSON")
+    if control:
+        g.add_argument("--control", nargs="?", const="", metavar="PROMPT",
+                       help="score the control run of this config instead of the target (to "
+                            "rank by this run's w minus the control's): the same pairs with the "
+                            "control system prompt PROMPT, or a preset's (e.g. animal:cat); "
+                            "without a value a neutral assistant persona")
+    if quiet:
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress bar, warnings or teacher line: only the result's JSON")
 
 
 def register(sub) -> None:

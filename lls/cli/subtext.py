@@ -19,6 +19,7 @@ from ..scoring.selection import SelectionConfig
 from ..subtext import audit as A
 from ..subtext import report
 from .common import add_data_args, add_model_args, data_spec, model_spec
+from .score import add_scoring_args
 
 
 def _bar(desc: str, quiet: bool):
@@ -178,21 +179,7 @@ def register(sub) -> None:
     p.add_argument("--subset", dest="subset_file",
                    help="the subset to audit: a .txt file of pair ids, or a preference file "
                         "(e.g. an exported selection) (default: the whole dataset)")
-    # as `score`: each candidate is an ordinary scoring run
-    p.add_argument("--truncation", type=int, default=32,
-                   help="responses are scored on their first N teacher tokens (0: whole "
-                        "responses)")
-    p.add_argument("--max-prompt-tokens", type=int, default=512,
-                   help="drop pairs whose prompt is longer than this many tokens (0: keep all)")
-    p.add_argument("--no-filter", action="store_true",
-                   help="keep pairs that already show a candidate's behavior")
-    p.add_argument("--chunk-size", type=int, default=128,
-                   help="pairs per cached chunk: the unit of resume and progress")
-    p.add_argument("--batch-tokens", type=int, default=1024,
-                   help="tokens per forward batch (speed and memory only, never the weights)")
-    p.add_argument("--neutral", choices=("template", "empty"), default="template",
-                   help="what 'without the system prompt' means: the conversation as given "
-                        "(template) or an explicit empty system turn (empty)")
+    add_scoring_args(p, control=False, quiet=False)  # each candidate is a scoring run
     p.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
